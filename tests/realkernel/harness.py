@@ -1,0 +1,526 @@
+"""Real-kernel test tier: fetch/build kernels, build the guest initramfs, boot QEMU, dump memory.
+
+Stdlib only. Everything downloaded or built is cached in ``$PINSPECT_CACHE`` (default
+``~/.cache/pinspect``); nothing is written to the repository.
+
+Command line (for development)::
+
+    python3 tests/realkernel/harness.py dev [deb61 deb612 cma61]
+
+boots each kernel, waits for the workload, writes an ELF and a kdump-zlib dump plus the ground
+truth to ``$PINSPECT_CACHE/dev/<kernel>/`` and lists the paths in ``$PINSPECT_CACHE/dev/READY.txt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+READY_MARKER = "PINSPECT-READY"
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PINSPECT_CACHE", Path.home() / ".cache" / "pinspect"))
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def log(msg: str) -> None:
+    print(f"[realkernel {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One guest configuration of the tier."""
+
+    name: str
+    kind: str  # "debian" (fetched by metapackage) or "custom" (built by build-kernel.sh)
+    metapackage: str = ""
+    cpu: str = "max"  # "max" gives LA57 (5-level paging); "max,la57=off" 4-level
+    append: str = ""
+    workload_args: tuple[str, ...] = ()
+    mem_mib: int = 4608
+    page_owner: bool = False
+    cma: bool = False
+    virtfs: bool = False  # share the host's / read-only over virtio-9p (custom kernel only)
+
+
+KERNELS: dict[str, KernelSpec] = {
+    "deb61": KernelSpec("deb61", "debian", "linux-image-cloud-amd64", cpu="max,la57=off"),
+    "deb612": KernelSpec("deb612", "debian", "linux-image-6.12-cloud-amd64", cpu="max"),
+    "cma61": KernelSpec(
+        "cma61",
+        "custom",
+        cpu="max",
+        append="page_owner=on cma=256M",
+        workload_args=("--cma", "--page-owner"),
+        page_owner=True,
+        cma=True,
+        virtfs=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    spec: KernelSpec
+    bzimage: Path
+    vmlinux: Path
+    release: str
+    modules: tuple[Path, ...]  # loaded in this order by /init
+
+
+def _run_script(args: list[str]) -> str:
+    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=None, text=True)
+    if proc.returncode != 0:
+        raise HarnessError(f"{' '.join(args)} failed with exit code {proc.returncode}")
+    return proc.stdout
+
+
+def prepare_kernel(spec: KernelSpec) -> Kernel:
+    """Fetch (Debian) or build (custom) the kernel; both are cached."""
+    if spec.kind == "debian":
+        out = _run_script(["bash", str(HERE / "fetch-debian-kernel.sh"), spec.metapackage])
+        kdir = Path(out.strip().splitlines()[-1])
+        release = (kdir / "release").read_text().strip()
+        fw_cfg = kdir / "modules" / "kernel" / "drivers" / "firmware" / "qemu_fw_cfg.ko"
+        mods = tuple(p for p in [fw_cfg] if p.exists())
+        if not mods:
+            for ext in (".ko.xz", ".ko.zst"):
+                if fw_cfg.with_suffix(ext).exists():
+                    raise HarnessError(f"compressed module {fw_cfg.with_suffix(ext)} unsupported")
+        return Kernel(spec, kdir / "vmlinuz", kdir / "vmlinux", release, mods)
+    _wait_for_foreign_build()
+    _run_script(["bash", str(HERE / "build-kernel.sh")])
+    kdir = cache_dir() / "kernels" / "linux-6.1-cma"
+    return Kernel(spec, kdir / "bzImage", kdir / "vmlinux", "6.1-cma", ())
+
+
+def _wait_for_foreign_build(timeout: float = 3600) -> None:
+    """Don't start a second kernel build while another build-kernel.sh runs; wait for it."""
+    deadline = time.monotonic() + timeout
+    announced = False
+    while time.monotonic() < deadline:
+        r = subprocess.run(["pgrep", "-f", "build-kernel.sh"], capture_output=True, text=True)
+        pids = [p for p in r.stdout.split() if int(p) != os.getpid()]
+        if not pids:
+            return
+        if not announced:
+            log(f"waiting for a running build-kernel.sh (pids {' '.join(pids)})")
+            announced = True
+        time.sleep(10)
+    raise HarnessError("timed out waiting for another build-kernel.sh")
+
+
+# --------------------------------------------------------------------------------------------
+# Workload and initramfs
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(hashlib.sha256(p).digest())
+    return h.hexdigest()[:16]
+
+
+def build_workload() -> Path:
+    src = HERE / "pinwork.c"
+    out = cache_dir() / "realkernel" / f"pinwork-{_digest(src.read_bytes())}"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    cmd = ["gcc", "-static", "-O2", "-Wall", "-o", str(tmp), str(src)]
+    subprocess.run(cmd, check=True)
+    tmp.rename(out)
+    return out
+
+
+def build_initramfs(kernel: Kernel) -> Path:
+    """A newc cpio (uncompressed) with busybox, /init, the workload and the modules."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise HarnessError("busybox (busybox-static) not installed")
+    workload = build_workload()
+    init = (HERE / "init.sh").read_bytes()
+    args = " ".join(kernel.spec.workload_args).encode()
+    mods = [m.read_bytes() for m in kernel.modules]
+    key = _digest(Path(busybox).read_bytes(), workload.read_bytes(), init, args, *mods)
+    out = cache_dir() / "realkernel" / f"initramfs-{kernel.spec.name}-{key}.cpio"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory() as td:
+        root = Path(td)
+        for d in ("bin", "sbin", "proc", "sys", "dev", "tmp", "host", "lib/modules"):
+            (root / d).mkdir(parents=True)
+        shutil.copy(busybox, root / "bin" / "busybox")
+        (root / "bin" / "sh").symlink_to("busybox")
+        (root / "init").write_bytes(init)
+        (root / "init").chmod(0o755)
+        shutil.copy(workload, root / "pinwork")
+        (root / "pinwork").chmod(0o755)
+        (root / "pinwork.args").write_bytes(args + b"\n")
+        names = []
+        for m in kernel.modules:
+            shutil.copy(m, root / "lib" / "modules" / m.name)
+            names.append(m.name)
+        (root / "lib" / "modules" / "order").write_text("".join(n + "\n" for n in names))
+        files = subprocess.run(
+            ["find", "."], cwd=root, check=True, capture_output=True
+        ).stdout
+        tmp = out.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            subprocess.run(
+                ["cpio", "-o", "-H", "newc", "--quiet", "-R", "0:0"],
+                cwd=root,
+                input=files,
+                stdout=f,
+                check=True,
+            )
+        tmp.rename(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# QMP
+
+
+class QMP:
+    """A minimal QMP client over a unix socket."""
+
+    def __init__(self, path: Path, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(str(path))
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.file = self.sock.makefile("rwb")
+        greeting = self._recv()
+        if "QMP" not in greeting:
+            raise HarnessError(f"unexpected QMP greeting {greeting}")
+        self.execute("qmp_capabilities")
+
+    def _recv(self) -> dict[str, Any]:
+        line = self.file.readline()
+        if not line:
+            raise HarnessError("QMP connection closed")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def execute(self, command: str, **arguments: Any) -> Any:
+        msg: dict[str, Any] = {"execute": command}
+        if arguments:
+            msg["arguments"] = arguments
+        self.file.write(json.dumps(msg).encode() + b"\n")
+        self.file.flush()
+        while True:
+            reply = self._recv()
+            if "event" in reply:
+                continue
+            if "error" in reply:
+                raise HarnessError(f"QMP {command}: {reply['error']}")
+            return reply.get("return")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth
+
+
+@dataclass
+class GroundTruth:
+    kernel: str
+    release: str
+    cpu: str
+    meta: dict[str, Any]
+    pages: list[dict[str, Any]]
+    page_owner: list[dict[str, Any]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, console: str, kernel: Kernel) -> GroundTruth:
+        meta: dict[str, Any] = {}
+        pages: list[dict[str, Any]] = []
+        owners: list[dict[str, Any]] = []
+        logs: list[str] = []
+        for raw in console.splitlines():
+            line = raw.strip()
+            for tag, dest in (("PINGT ", pages), ("PINOWNER ", owners)):
+                i = line.find(tag)
+                if i >= 0:
+                    dest.append(json.loads(line[i + len(tag) :]))
+            i = line.find("PINMETA ")
+            if i >= 0:
+                meta = json.loads(line[i + len("PINMETA ") :])
+            i = line.find("PINLOG ")
+            if i >= 0:
+                logs.append(line[i + len("PINLOG ") :])
+            if "PINERR " in line:
+                raise HarnessError(f"workload failed: {line}")
+        return cls(kernel.spec.name, kernel.release, kernel.spec.cpu, meta, pages, owners, logs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kernel": self.kernel,
+            "release": self.release,
+            "cpu": self.cpu,
+            "meta": self.meta,
+            "pages": self.pages,
+            "page_owner": self.page_owner,
+            "log": self.log,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GroundTruth:
+        return cls(
+            d["kernel"], d["release"], d["cpu"], d["meta"], d["pages"], d["page_owner"], d["log"]
+        )
+
+    def pinned(self) -> list[dict[str, Any]]:
+        return [p for p in self.pages if p["pinned"]]
+
+    def controls(self) -> list[dict[str, Any]]:
+        return [p for p in self.pages if not p["pinned"]]
+
+
+# --------------------------------------------------------------------------------------------
+# Guest
+
+
+class Guest:
+    """A QEMU/TCG guest running the workload; use as a context manager."""
+
+    def __init__(self, kernel: Kernel, workdir: Path) -> None:
+        self.kernel = kernel
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.console = workdir / "console.log"
+        self.qmp_path = workdir / "qmp.sock"  # the harness's own QMP connection
+        self.qmp_drgn_path = workdir / "qmp-drgn.sock"  # free for drgn / pinspect --qemu
+        self.cmd_path = workdir / "cmd.sock"  # guest shell on ttyS1
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.qmp: QMP | None = None
+        self.ground_truth: GroundTruth | None = None
+        self.boot_seconds = 0.0
+
+    def command_line(self, initrd: Path) -> list[str]:
+        spec = self.kernel.spec
+        append = "console=ttyS0 quiet loglevel=1 panic=-1 " + spec.append
+        cmd = [
+            "qemu-system-x86_64",
+            "-nodefaults",
+            "-display", "none",
+            "-no-reboot",
+            "-machine", "pc,accel=tcg",
+            "-cpu", spec.cpu,
+            "-smp", "1",
+            "-m", str(spec.mem_mib),
+            "-kernel", str(self.kernel.bzimage),
+            "-initrd", str(initrd),
+            "-append", append.strip(),
+            "-device", "vmcoreinfo",
+            "-chardev", f"file,id=con,path={self.console}",
+            "-serial", "chardev:con",
+            "-chardev", f"socket,id=cmd,path={self.cmd_path},server=on,wait=off",
+            "-serial", "chardev:cmd",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-qmp", f"unix:{self.qmp_drgn_path},server=on,wait=off",
+        ]  # fmt: skip
+        if spec.virtfs:
+            cmd += [
+                "-virtfs",
+                "local,path=/,mount_tag=hostroot,security_model=none,readonly=on",
+            ]
+        return cmd
+
+    def start(self, timeout: float = 600) -> GroundTruth:
+        if shutil.which("qemu-system-x86_64") is None:
+            raise HarnessError("qemu-system-x86_64 not installed")
+        initrd = build_initramfs(self.kernel)
+        for p in (self.console, self.qmp_path, self.qmp_drgn_path, self.cmd_path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.command_line(initrd),
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.workdir / "qemu.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.qmp = QMP(self.qmp_path)
+        deadline = t0 + timeout
+        text = ""
+        while True:
+            text = self.console.read_text(errors="replace") if self.console.exists() else ""
+            if READY_MARKER in text:
+                break
+            if "PINERR " in text or "Kernel panic" in text:
+                break
+            if self.proc.poll() is not None:
+                raise HarnessError(f"QEMU exited ({self.proc.returncode}); see {self.workdir}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"no {READY_MARKER} after {timeout}s; see {self.console}")
+            time.sleep(0.5)
+        self.boot_seconds = time.monotonic() - t0
+        if "Kernel panic" in text:
+            raise HarnessError(f"guest panicked; see {self.console}")
+        self.ground_truth = GroundTruth.parse(text, self.kernel)
+        log(f"{self.kernel.spec.name}: ready after {self.boot_seconds:.1f}s, "
+            f"{len(self.ground_truth.pages)} ground-truth pages")  # fmt: skip
+        return self.ground_truth
+
+    def dump(self, path: Path, fmt: str) -> float:
+        """QMP dump-guest-memory; fmt is "elf" or "kdump-zlib". Returns seconds taken."""
+        assert self.qmp is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        t0 = time.monotonic()
+        self.qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{path}", format=fmt)
+        # dump-guest-memory without detach returns when the file is complete
+        took = time.monotonic() - t0
+        log(f"{self.kernel.spec.name}: {fmt} dump {path.stat().st_size >> 20} MiB in {took:.1f}s")
+        return took
+
+    def shell(self, command: str, timeout: float = 600) -> tuple[int, str]:
+        """Run a command in the guest's shell on ttyS1; returns (exit status, output)."""
+        tag = hashlib.sha256(f"{time.time()}{command}".encode()).hexdigest()[:12]
+        begin, end = f"BEGIN-{tag}", f"END-{tag}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(self.cmd_path))
+            s.settimeout(timeout)
+            # markers are assembled by the guest's shell so that an echo of the input can't match
+            line = f"echo {begin[:3]}''{begin[3:]}; {command} 2>&1; echo {end[:3]}''{end[3:]}-$?\n"
+            s.sendall(line.encode())
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while True:
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"guest command timed out: {command}")
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    raise HarnessError("guest command channel closed")
+                buf += chunk
+                text = buf.decode(errors="replace").replace("\r", "")
+                i = text.find(begin + "\n")
+                j = text.find(end + "-")
+                if i >= 0 and j > i and "\n" in text[j:]:
+                    status = int(text[j + len(end) + 1 :].split("\n", 1)[0].strip() or 0)
+                    return status, text[i + len(begin) + 1 : j]
+
+    def stop(self) -> None:
+        if self.qmp is not None:
+            with contextlib.suppress(Exception):
+                self.qmp.execute("quit")
+            self.qmp.close()
+            self.qmp = None
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            self.proc = None
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running_guest(name: str, workdir: Path) -> Iterator[Guest]:
+    kernel = prepare_kernel(KERNELS[name])
+    guest = Guest(kernel, workdir)
+    try:
+        guest.start()
+        yield guest
+    finally:
+        guest.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Development: leave dumps and ground truth in $PINSPECT_CACHE/dev
+
+
+def dev(names: list[str]) -> None:
+    base = cache_dir() / "dev"
+    for name in names:
+        out = base / name
+        with running_guest(name, out / "run") as guest:
+            assert guest.ground_truth is not None
+            elf = out / "vmcore.elf"
+            kdump = out / "vmcore.kdump"
+            guest.dump(elf, "elf")
+            guest.dump(kdump, "kdump-zlib")
+            gt = out / "ground-truth.json"
+            gt.write_text(json.dumps(guest.ground_truth.to_json(), indent=1) + "\n")
+            entry = {
+                "kernel": name,
+                "release": guest.kernel.release,
+                "elf": str(elf),
+                "kdump": str(kdump),
+                "vmlinux": str(guest.kernel.vmlinux),
+                "ground_truth": str(gt),
+                "console": str(guest.console),
+            }
+            (out / "paths.json").write_text(json.dumps(entry, indent=1) + "\n")
+        _write_ready(base)
+
+
+def _write_ready(base: Path) -> None:
+    lines = ["# pinspect real-kernel dev artefacts (tests/realkernel/harness.py dev)"]
+    for paths in sorted(base.glob("*/paths.json")):
+        e = json.loads(paths.read_text())
+        lines.append(f"[{e['kernel']}] release {e['release']}")
+        for k in ("elf", "kdump", "vmlinux", "ground_truth", "console"):
+            lines.append(f"  {k}: {e[k]}")
+    (base / "READY.txt").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 1 and argv[0] == "dev":
+        dev(argv[1:] or list(KERNELS))
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,491 @@
+/*
+ * pinwork: guest workload of pinspect's real-kernel test tier.
+ *
+ * Pins pages in known ways, then prints one ground-truth line per page on stdout:
+ *   PINGT {"kind":...,"pid":...,"comm":...,"vaddr":...,"pfn":...,...}
+ * and finally "PINSPECT-READY"; then it waits forever so that the host can dump the guest.
+ *
+ * Ways of pinning:
+ *   io_uring registered (fixed) buffers: pin_user_pages(FOLL_WRITE | FOLL_LONGTERM), i.e. FOLL_PIN
+ *   vmsplice() into a pipe that nobody reads: one FOLL_GET reference per page and pipe buffer
+ *
+ * Built with gcc -static; raw syscalls only (no liburing).
+ *
+ * Usage: pinwork [--cma] [--page-owner]
+ *   --cma         also find pages inside the CMA area (from the kernel log) and pin some
+ *   --page-owner  read /sys/kernel/debug/page_owner for some pinned pfns
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/shm.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PAGE 4096UL
+#define HPAGE (2UL << 20)
+
+#ifndef __NR_io_uring_setup
+#define __NR_io_uring_setup 425
+#define __NR_io_uring_register 427
+#endif
+#define IORING_REGISTER_BUFFERS 0
+
+/* struct io_uring_params as the kernel ABI defines it (120 bytes). */
+struct uring_params {
+	uint32_t sq_entries, cq_entries, flags, sq_thread_cpu, sq_thread_idle, features, wq_fd;
+	uint32_t resv[3];
+	uint64_t sq_off[5];
+	uint64_t cq_off[5];
+};
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	printf("PINERR ");
+	vprintf(fmt, ap);
+	printf(" (errno %d %s)\n", errno, strerror(errno));
+	va_end(ap);
+	fflush(stdout);
+	for (;;)
+		pause();
+}
+
+static int uring_new(void)
+{
+	struct uring_params p;
+	memset(&p, 0, sizeof(p));
+	int fd = (int)syscall(__NR_io_uring_setup, 4, &p);
+	if (fd < 0)
+		die("io_uring_setup");
+	return fd;
+}
+
+/* FOLL_PIN | FOLL_LONGTERM on [addr, addr+len) via a new ring with one registered buffer. */
+static int uring_pin(void *addr, size_t len)
+{
+	int fd = uring_new();
+	struct iovec iov = { addr, len };
+	if (syscall(__NR_io_uring_register, fd, IORING_REGISTER_BUFFERS, &iov, 1) < 0)
+		return -errno;
+	return fd;
+}
+
+/* FOLL_GET on each page of [addr, addr+len): vmsplice into a fresh pipe that is never read. */
+static int vmsplice_get(void *addr, size_t len)
+{
+	int p[2];
+	if (pipe(p) < 0)
+		die("pipe");
+	if (len > 16 * PAGE && fcntl(p[1], F_SETPIPE_SZ, (int)len) < 0)
+		die("F_SETPIPE_SZ");
+	struct iovec iov = { addr, len };
+	ssize_t n = vmsplice(p[1], &iov, 1, 0);
+	if (n != (ssize_t)len)
+		die("vmsplice returned %zd of %zu", n, len);
+	return p[0];
+}
+
+static void *map(size_t len, int flags)
+{
+	void *a = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, -1, 0);
+	if (a == MAP_FAILED)
+		die("mmap %zu", len);
+	return a;
+}
+
+static void touch(void *addr, size_t len, int tag)
+{
+	for (size_t off = 0; off < len; off += PAGE)
+		((volatile char *)addr)[off] = (char)(tag + 1 + (int)(off / PAGE));
+}
+
+/* ---- ground truth records ---- */
+
+struct rec {
+	const char *kind;   /* what this page is */
+	const char *method; /* io_uring_fixed, vmsplice, none */
+	const char *mapping;/* anon, shmem */
+	void *vaddr;
+	int pid;            /* process whose pagemap gives the pfn */
+	int pins;           /* FOLL_PIN pins per base page (io_uring registrations) */
+	int gets;           /* FOLL_GET references per base page (vmsplice) */
+	int mapcount;       /* page-table mappings of the page (folio for THP) */
+	int nr_pages;       /* folio size */
+	int pinned;         /* 0 for control pages */
+	unsigned long pfn;
+	unsigned long long pm;
+};
+
+#define MAXREC 256
+static struct rec recs[MAXREC];
+static int nrec;
+
+static void add(const char *kind, const char *method, const char *mapping, void *vaddr, int pins,
+		int gets, int mapcount, int nr_pages)
+{
+	if (nrec == MAXREC)
+		die("too many records");
+	struct rec *r = &recs[nrec++];
+	r->kind = kind;
+	r->method = method;
+	r->mapping = mapping;
+	r->vaddr = vaddr;
+	r->pid = getpid();
+	r->pins = pins;
+	r->gets = gets;
+	r->mapcount = mapcount;
+	r->nr_pages = nr_pages;
+	r->pinned = pins > 0 || gets > 0;
+}
+
+static void add_range(const char *kind, const char *method, const char *mapping, void *addr,
+		      size_t len, int pins, int gets, int mapcount)
+{
+	for (size_t off = 0; off < len; off += PAGE)
+		add(kind, method, mapping, (char *)addr + off, pins, gets, mapcount, 1);
+}
+
+static unsigned long long pagemap_entry(int fd, void *vaddr)
+{
+	unsigned long long e = 0;
+	off_t off = (off_t)((unsigned long)vaddr / PAGE * 8);
+	if (pread(fd, &e, 8, off) != 8)
+		die("pagemap pread");
+	return e;
+}
+
+static unsigned long pfn_of(int fd, void *vaddr)
+{
+	unsigned long long e = pagemap_entry(fd, vaddr);
+	if (!(e >> 63))
+		die("page at %p not present (pagemap %#llx)", vaddr, e);
+	return (unsigned long)(e & ((1ULL << 55) - 1));
+}
+
+static unsigned long long kpageflags(unsigned long pfn)
+{
+	static int fd = -1;
+	unsigned long long f = 0;
+	if (fd < 0)
+		fd = open("/proc/kpageflags", O_RDONLY);
+	if (fd < 0 || pread(fd, &f, 8, (off_t)(pfn * 8)) != 8)
+		return 0;
+	return f;
+}
+
+/* ---- helpers for the drain and the CMA area ---- */
+
+static void write_file(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return;
+	if (write(fd, s, strlen(s)) < 0)
+		printf("PINLOG write %s: %s\n", path, strerror(errno));
+	close(fd);
+}
+
+/*
+ * Per-CPU LRU batches hold one extra reference on freshly faulted pages. migrate_pages(2) from
+ * node 0 to node 0 moves nothing but starts with lru_add_drain_all(); compaction (which we also
+ * run so that the dump shows settled memory) drains the local CPU only.
+ */
+static void drain(void)
+{
+	unsigned long nodes = 1;
+	write_file("/proc/sys/vm/compact_memory", "1");
+	if (syscall(SYS_migrate_pages, 0, 8 * sizeof(nodes), &nodes, &nodes) < 0)
+		printf("PINLOG migrate_pages: %s\n", strerror(errno));
+	write_file("/proc/sys/vm/drop_caches", "1");
+	if (syscall(SYS_migrate_pages, 0, 8 * sizeof(nodes), &nodes, &nodes) < 0)
+		printf("PINLOG migrate_pages: %s\n", strerror(errno));
+}
+
+/* The CMA area from the boot log: "cma: Reserved <n> MiB at 0x<phys>". */
+static int cma_range(unsigned long *base_pfn, unsigned long *npages)
+{
+	static char log[1 << 20];
+	int n = (int)syscall(SYS_syslog, 3 /* READ_ALL */, log, (int)sizeof(log) - 1);
+	if (n <= 0)
+		return -1;
+	log[n] = 0;
+	char *p = strstr(log, "cma: Reserved ");
+	if (!p)
+		return -1;
+	unsigned long mib = 0;
+	unsigned long long phys = 0;
+	if (sscanf(p, "cma: Reserved %lu MiB at %llx", &mib, &phys) != 2)
+		return -1;
+	*base_pfn = (unsigned long)(phys / PAGE);
+	*npages = mib * 256;
+	return 0;
+}
+
+static void print_page_owner(unsigned long pfn)
+{
+	int fd = open("/sys/kernel/debug/page_owner", O_RDONLY);
+	if (fd < 0) {
+		printf("PINLOG page_owner: %s\n", strerror(errno));
+		return;
+	}
+	/* The file offset of page_owner is the pfn to start at (minus min_low_pfn = 0 on x86). */
+	static char buf[65536];
+	if (lseek(fd, (off_t)pfn, SEEK_SET) < 0) {
+		printf("PINLOG page_owner lseek: %s\n", strerror(errno));
+		close(fd);
+		return;
+	}
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = 0;
+	/* One JSON string: escape quotes, backslashes and newlines. */
+	printf("PINOWNER {\"pfn\":%lu,\"text\":\"", pfn);
+	for (ssize_t i = 0; i < n; i++) {
+		char c = buf[i];
+		if (c == '\n')
+			fputs("\\n", stdout);
+		else if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if ((unsigned char)c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	printf("\"}\n");
+}
+
+/* ---- the workload ---- */
+
+static int peer_pipe[2];
+
+int main(int argc, char **argv)
+{
+	int want_cma = 0, want_owner = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--cma"))
+			want_cma = 1;
+		else if (!strcmp(argv[i], "--page-owner"))
+			want_owner = 1;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	prctl(PR_SET_NAME, "pinwork");
+	int priv = MAP_PRIVATE | MAP_ANONYMOUS;
+	int shared = MAP_SHARED | MAP_ANONYMOUS;
+
+	/* 0. anonymous shared memory mapped by two processes (parent and a forked peer). Fork first:
+	 *    a later fork would also share (COW) the private pages below and change their mapcount. */
+	char *sh = map(4 * PAGE, shared);
+	touch(sh, 4 * PAGE, 9);
+	if (pipe(peer_pipe) < 0)
+		die("pipe");
+	pid_t peer = fork();
+	if (peer == 0) {
+		prctl(PR_SET_NAME, "pinwork-peer");
+		/* the peer touches the pages so its page tables map them too */
+		volatile char sum = 0;
+		for (size_t off = 0; off < 4 * PAGE; off += PAGE)
+			sum += sh[off];
+		(void)sum;
+		if (write(peer_pipe[1], "x", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	char c;
+	if (read(peer_pipe[0], &c, 1) != 1)
+		die("peer");
+
+	/* 1. anonymous private pages, FOLL_PIN long-term (io_uring fixed buffer), 4 pages */
+	char *a = map(4 * PAGE, priv);
+	touch(a, 4 * PAGE, 1);
+	if (uring_pin(a, 4 * PAGE) < 0)
+		die("io_uring register anon");
+	add_range("anon_uring", "io_uring_fixed", "anon", a, 4 * PAGE, 1, 0, 1);
+
+	/* 2. one anonymous page pinned by two rings: 2 FOLL_PIN pins */
+	char *a2 = map(PAGE, priv);
+	touch(a2, PAGE, 2);
+	if (uring_pin(a2, PAGE) < 0 || uring_pin(a2, PAGE) < 0)
+		die("io_uring register anon x2");
+	add("anon_uring_x2", "io_uring_fixed", "anon", a2, 2, 0, 1, 1);
+
+	/* 3. anonymous private pages, FOLL_GET (vmsplice), 4 pages; plus one page spliced twice */
+	char *g = map(4 * PAGE, priv);
+	touch(g, 4 * PAGE, 3);
+	vmsplice_get(g, 4 * PAGE);
+	add_range("anon_vmsplice", "vmsplice", "anon", g, 4 * PAGE, 0, 1, 1);
+	char *g2 = map(PAGE, priv);
+	touch(g2, PAGE, 4);
+	vmsplice_get(g2, PAGE);
+	vmsplice_get(g2, PAGE);
+	add("anon_vmsplice_x2", "vmsplice", "anon", g2, 0, 2, 1, 1);
+
+	/* 4. transparent huge page pinned as a whole folio */
+	char *raw = map(2 * HPAGE, priv);
+	char *thp = (char *)(((unsigned long)raw + HPAGE - 1) & ~(HPAGE - 1));
+	if (madvise(thp, HPAGE, MADV_HUGEPAGE) < 0)
+		printf("PINLOG madvise(MADV_HUGEPAGE): %s\n", strerror(errno));
+	touch(thp, HPAGE, 5);
+	if (uring_pin(thp, HPAGE) < 0)
+		die("io_uring register thp");
+	add("thp_uring", "io_uring_fixed", "anon", thp, 1, 0, 1, 512);
+	/* a second THP, touched only: control */
+	char *raw2 = map(2 * HPAGE, priv);
+	char *thp2 = (char *)(((unsigned long)raw2 + HPAGE - 1) & ~(HPAGE - 1));
+	madvise(thp2, HPAGE, MADV_HUGEPAGE);
+	touch(thp2, HPAGE, 6);
+	add("thp_control", "none", "anon", thp2, 0, 0, 1, 512);
+
+	/* 5. page of a tmpfs file, mapped, FOLL_PIN (2 pages) and FOLL_GET (1 page) */
+	int tf = open("/tmp/pinwork.data", O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (tf < 0 || ftruncate(tf, 8 * PAGE) < 0)
+		die("tmpfs file");
+	char *t = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, tf, 0);
+	if (t == MAP_FAILED)
+		die("mmap tmpfs");
+	touch(t, 8 * PAGE, 7);
+	if (uring_pin(t, 2 * PAGE) < 0)
+		die("io_uring register tmpfs");
+	add_range("tmpfs_uring", "io_uring_fixed", "shmem", t, 2 * PAGE, 1, 0, 1);
+	vmsplice_get(t + 2 * PAGE, PAGE);
+	add("tmpfs_vmsplice", "vmsplice", "shmem", t + 2 * PAGE, 0, 1, 1, 1);
+
+	/* 6. SysV shared memory: io_uring refuses it on 6.1, so vmsplice (FOLL_GET) */
+	int shmid = shmget(IPC_PRIVATE, 4 * PAGE, IPC_CREAT | 0600);
+	if (shmid < 0)
+		die("shmget");
+	char *s = shmat(shmid, NULL, 0);
+	if (s == (void *)-1)
+		die("shmat");
+	touch(s, 4 * PAGE, 8);
+	vmsplice_get(s, 2 * PAGE);
+	add_range("sysv_vmsplice", "vmsplice", "shmem", s, 2 * PAGE, 0, 1, 1);
+
+	/* 7. anonymous shared memory mapped by two processes: pinned below */
+	if (uring_pin(sh, PAGE) < 0)
+		die("io_uring register shared anon");
+	add("shared_anon_uring", "io_uring_fixed", "shmem", sh, 1, 0, 2, 1);
+	vmsplice_get(sh + PAGE, PAGE);
+	add("shared_anon_vmsplice", "vmsplice", "shmem", sh + PAGE, 0, 1, 2, 1);
+
+	/* 8. control pages: touched, never pinned */
+	char *ctl = map(4 * PAGE, priv);
+	touch(ctl, 4 * PAGE, 10);
+	add_range("anon_control", "none", "anon", ctl, 4 * PAGE, 0, 0, 1);
+	add_range("tmpfs_control", "none", "shmem", t + 4 * PAGE, 2 * PAGE, 0, 0, 1);
+	add_range("sysv_control", "none", "shmem", s + 2 * PAGE, 2 * PAGE, 0, 0, 1);
+	add_range("shared_anon_control", "none", "shmem", sh + 2 * PAGE, 2 * PAGE, 0, 0, 2);
+
+	/* 9. pins inside the CMA area (custom kernel): movable allocations fall back to CMA when
+	 *    free non-CMA memory runs low, so fault in memory until enough pages land in the area,
+	 *    keep those and unmap the rest, then FOLL_GET them (FOLL_LONGTERM would migrate them
+	 *    out of the area first). */
+	unsigned long cma_base = 0, cma_pages = 0;
+	int cma_found = 0;
+	if (want_cma) {
+		if (cma_range(&cma_base, &cma_pages) < 0)
+			die("no CMA area in the kernel log");
+		printf("PINLOG cma base_pfn %lu pages %lu\n", cma_base, cma_pages);
+		int pm = open("/proc/self/pagemap", O_RDONLY);
+		if (pm < 0)
+			die("pagemap");
+		const size_t chunk = 64UL << 20;
+		char *cma_pg[8];
+		static unsigned long long ent[(64UL << 20) / PAGE];
+		char *chunks[64];
+		int nchunks = 0;
+		while (nchunks < 48 && cma_found < 8) {
+			char *m = map(chunk, priv);
+			chunks[nchunks++] = m;
+			madvise(m, chunk, MADV_NOHUGEPAGE);
+			touch(m, chunk, 11);
+			if (pread(pm, ent, sizeof(ent), (off_t)((unsigned long)m / PAGE * 8)) != sizeof(ent))
+				die("pagemap pread");
+			for (size_t i = 0; i < chunk / PAGE && cma_found < 8; i++) {
+				unsigned long pfn = (unsigned long)(ent[i] & ((1ULL << 55) - 1));
+				if ((ent[i] >> 63) && pfn >= cma_base && pfn < cma_base + cma_pages)
+					cma_pg[cma_found++] = m + i * PAGE;
+			}
+		}
+		/* give back everything but the pages found in the area */
+		for (int k = 0; k < nchunks; k++) {
+			char *m = chunks[k], *run = m;
+			for (int j = 0; j < cma_found; j++)
+				if (cma_pg[j] >= m && cma_pg[j] < m + chunk) {
+					if (cma_pg[j] > run && munmap(run, (size_t)(cma_pg[j] - run)) < 0)
+						die("munmap");
+					run = cma_pg[j] + PAGE;
+				}
+			if (run < m + chunk && munmap(run, (size_t)(m + chunk - run)) < 0)
+				die("munmap");
+		}
+		close(pm);
+		printf("PINLOG cma pages found %d\n", cma_found);
+		if (cma_found < 8)
+			die("only %d pages landed in CMA", cma_found);
+		for (int i = 0; i < 6; i++) {
+			vmsplice_get(cma_pg[i], PAGE);
+			add("cma_vmsplice", "vmsplice", "anon", cma_pg[i], 0, 1, 1, 1);
+		}
+		for (int i = 6; i < 8; i++)
+			add("cma_control", "none", "anon", cma_pg[i], 0, 0, 1, 1);
+	}
+
+	/* settle: drain per-CPU LRU batches, then read pagemap (compaction may move controls) */
+	drain();
+	int pm = open("/proc/self/pagemap", O_RDONLY);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)peer);
+	int pm_peer = open(path, O_RDONLY);
+	if (pm < 0 || pm_peer < 0)
+		die("pagemap");
+	for (int i = 0; i < nrec; i++) {
+		recs[i].pfn = pfn_of(pm, recs[i].vaddr);
+		recs[i].pm = pagemap_entry(pm, recs[i].vaddr);
+	}
+	printf("PINMETA {\"pid\":%d,\"peer_pid\":%d,\"comm\":\"pinwork\",\"peer_comm\":\"pinwork-peer\""
+	       ",\"cma_base_pfn\":%lu,\"cma_pages\":%lu}\n",
+	       (int)getpid(), (int)peer, cma_base, cma_pages);
+	for (int i = 0; i < nrec; i++) {
+		struct rec *r = &recs[i];
+		unsigned long long kf = kpageflags(r->pfn);
+		unsigned long peer_pfn = 0;
+		if (r->mapcount == 2 && r->vaddr >= (void *)sh && r->vaddr < (void *)(sh + 4 * PAGE))
+			peer_pfn = pfn_of(pm_peer, r->vaddr);
+		printf("PINGT {\"kind\":\"%s\",\"method\":\"%s\",\"mapping\":\"%s\",\"pid\":%d,"
+		       "\"comm\":\"pinwork\",\"vaddr\":%lu,\"pfn\":%lu,\"nr_pages\":%d,\"pinned\":%s,"
+		       "\"pins\":%d,\"gets\":%d,\"mapcount\":%d,\"kpageflags\":%llu,\"peer_pfn\":%lu}\n",
+		       r->kind, r->method, r->mapping, r->pid, (unsigned long)r->vaddr, r->pfn,
+		       r->nr_pages, r->pinned ? "true" : "false", r->pins, r->gets, r->mapcount, kf,
+		       peer_pfn);
+	}
+	if (want_owner) {
+		const char *want[] = { "anon_uring", "anon_vmsplice", "thp_uring", "cma_vmsplice",
+				       "tmpfs_uring" };
+		for (size_t w = 0; w < sizeof(want) / sizeof(want[0]); w++)
+			for (int i = 0; i < nrec; i++)
+				if (!strcmp(recs[i].kind, want[w])) {
+					print_page_owner(recs[i].pfn);
+					break;
+				}
+	}
+	printf("PINSPECT-READY\n");
+	fflush(stdout);
+	for (;;)
+		pause();
+}
