@@ -1,0 +1,75 @@
+"""CMA areas (``struct cma``): which pfns belong to which area."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from drgn import FaultError, Object
+
+from pinspect.kernel import Kernel
+
+
+@dataclass(frozen=True)
+class CmaRange:
+    """One contiguous pfn range of a CMA area (a whole area before 6.14's multi-range)."""
+
+    name: str
+    base_pfn: int
+    count: int
+    order_per_bit: int
+    bitmap: int  # address of the allocation bitmap (unsigned long[])
+
+    @property
+    def end_pfn(self) -> int:
+        return self.base_pfn + self.count
+
+
+def _ranges_of(area: Object) -> list[tuple[int, int, int]]:
+    try:
+        nranges = area.nranges.value_()
+    except AttributeError:
+        return [(area.base_pfn.value_(), area.count.value_(), area.bitmap.value_())]
+    # 6.14+ (multi-range CMA): base_pfn and bitmap moved into struct cma_memrange.
+    return [(r.base_pfn.value_(), r.count.value_(), r.bitmap.value_())
+            for r in area.ranges[:nranges]]
+
+
+def cma_ranges(kernel: Kernel) -> list[CmaRange]:
+    """Every range of every CMA area (``cma_areas[0:cma_area_count]``), sorted by pfn."""
+    try:
+        return kernel.prog.cache["pinspect_cma"]  # type: ignore[no-any-return]
+    except KeyError:
+        pass
+    result: list[CmaRange] = []
+    try:
+        areas = kernel.prog["cma_areas"]
+        count = kernel.prog["cma_area_count"].value_()
+    except KeyError:
+        areas, count = None, 0
+    if areas is not None:
+        for area in areas[:count]:
+            try:
+                name = area.name.string_().decode(errors="replace")
+                order = area.order_per_bit.value_()
+                for base, pages, bitmap in _ranges_of(area):
+                    result.append(CmaRange(name, base, pages, order, bitmap))
+            except FaultError:
+                continue
+    result.sort(key=lambda r: r.base_pfn)
+    kernel.prog.cache["pinspect_cma"] = result
+    return result
+
+
+class CmaLocator:
+    """Maps a pfn to the CMA range that holds it."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.ranges = cma_ranges(kernel)
+        self._starts = [r.base_pfn for r in self.ranges]
+
+    def find(self, pfn: int) -> CmaRange | None:
+        i = bisect.bisect_right(self._starts, pfn) - 1
+        if i >= 0 and pfn < self.ranges[i].end_pfn:
+            return self.ranges[i]
+        return None

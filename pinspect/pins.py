@@ -1,0 +1,362 @@
+"""Pin evidence per page: FOLL_PIN counts, references beyond the expected count, page_pinner.
+
+:func:`find_pinned` scans pages in bulk (:mod:`pinspect.scan`) and returns one
+:class:`PinnedPage` per pinned small page or large folio. The rules follow the kernel's own
+(``folio_maybe_dma_pinned()``, ``folio_expected_ref_count()``); README.md states them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from drgn import Program
+
+from pinspect import constants
+from pinspect.cma import CmaLocator
+from pinspect.errors import FeatureMissing
+from pinspect.kernel import Kernel, probe
+from pinspect.pageext import flags_words, pinner_mask
+from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, valid_ranges
+from pinspect.zones import PageblockReader, ZoneLocator, zones
+
+EVIDENCE_KINDS = ("foll_pin", "extra", "pinner")
+BIAS = constants.GUP_PIN_COUNTING_BIAS
+
+
+@dataclass
+class PinnedPage:
+    """One pinned small page or large folio (``struct page *`` of its head)."""
+
+    pfn: int
+    nr_pages: int
+    node: int
+    zone: str
+    migratetype: str
+    cma: str | None
+    order: int
+    refcount: int
+    mapcount: int
+    expected_refcount: int
+    pins: int
+    extra: int
+    evidence: list[str]
+    mapping: str
+    flags: int
+    lru: bool
+
+
+@dataclass
+class PinnedReport:
+    """The result of :func:`find_pinned`."""
+
+    pages: list[PinnedPage]
+    scanned: int
+    unreadable: int
+    summary: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class _Masks:
+    """Page flag masks, computed once per kernel."""
+
+    head: int
+    lru: int
+    private: int
+    swapbacked: int
+    swapcache: int
+    reserved: int
+    slab: int
+    double_map: int
+
+    @classmethod
+    def of(cls, kernel: Kernel) -> _Masks:
+        f = kernel.flags
+        return cls(
+            head=f.mask("PG_head"),
+            lru=f.mask("PG_lru"),
+            private=f.mask("PG_private"),
+            swapbacked=f.mask("PG_swapbacked"),
+            swapcache=f.mask("PG_swapcache"),
+            reserved=f.mask("PG_reserved"),
+            slab=f.mask("PG_slab"),
+            double_map=f.mask("PG_double_map"),
+        )
+
+
+# Mapping kinds, as small integers in the bulk arrays.
+KIND_NONE, KIND_ANON, KIND_KSM, KIND_FILE, KIND_SHMEM, KIND_MOVABLE_OPS = range(6)
+KIND_NAMES = ["none", "anon", "ksm", "file", "shmem", "movable_ops"]
+
+
+@dataclass
+class Candidates:
+    """Per-candidate columns of one chunk (indices into the chunk)."""
+
+    index: np.ndarray
+    order: np.ndarray
+    refcount: np.ndarray
+    mapcount: np.ndarray
+    expected: np.ndarray
+    pins: np.ndarray
+    extra: np.ndarray
+    kind: np.ndarray
+    flags: np.ndarray
+    foll_pin: np.ndarray
+    pinner: np.ndarray
+
+
+def _kinds(mapping: np.ndarray, flags: np.ndarray, masks: _Masks) -> np.ndarray:
+    low = mapping & np.uint64(constants.PAGE_MAPPING_FLAGS)
+    kind = np.full(len(mapping), KIND_NONE, dtype=np.int8)
+    kind[low == constants.PAGE_MAPPING_ANON] = KIND_ANON
+    kind[low == constants.PAGE_MAPPING_KSM] = KIND_KSM
+    kind[low == constants.PAGE_MAPPING_MOVABLE] = KIND_MOVABLE_OPS
+    is_file = (low == 0) & (mapping != 0)
+    swapbacked = (flags & np.uint64(masks.swapbacked)) != 0
+    kind[is_file & ~swapbacked] = KIND_FILE
+    kind[is_file & swapbacked] = KIND_SHMEM
+    return kind
+
+
+def evaluate_chunk(
+    kernel: Kernel, chunk: PageChunk, masks: _Masks, pin_mask: int, min_extra: int = 1
+) -> Candidates:
+    """Decide, for every page of *chunk*, whether it is pinned; return the pinned ones."""
+    layout = kernel.layout
+    folio = layout.folio
+    flags = chunk.flags
+    refcount = chunk.refcount.astype(np.int64)
+    mapcount_raw = chunk.mapcount.astype(np.int64)
+    tail = (chunk.compound_head & np.uint64(1)) != 0
+    typed = mapcount_raw <= constants.PAGE_MAPCOUNT_RESERVE
+    not_movable = np.uint64(masks.reserved | masks.slab)
+    live = (refcount > 0) & ~tail & ~typed & ((flags & not_movable) == 0)
+
+    pinner = np.zeros(chunk.n, dtype=bool)
+    if pin_mask:
+        words, _ = flags_words(kernel, chunk.start_pfn, chunk.n)
+        pinner = (words & np.uint64(pin_mask)) != 0
+        pinner &= ~tail  # a folio is reported once, at its head
+
+    idx = np.flatnonzero(live | pinner)
+    if len(idx) == 0:
+        return _empty()
+    flags_c = flags[idx]
+    mapping_c = chunk.mapping[idx]
+    kind = _kinds(mapping_c, flags_c, masks)
+    ref = refcount[idx]
+    mapcount = np.where(typed[idx], 0, mapcount_raw[idx] + 1)
+    head = (flags_c & np.uint64(masks.head)) != 0
+    order = np.zeros(len(idx), dtype=np.int64)
+    pincount = np.full(len(idx), -1, dtype=np.int64)  # -1: this folio has no exact counter
+
+    if head.any():
+        hidx = idx[head]
+        horder = chunk.at(hidx, folio.order, "u1").astype(np.int64)
+        nr = np.int64(1) << horder
+        fits = hidx + nr <= chunk.n
+        horder = np.where(fits, horder, 0)  # gigantic folios beyond the chunk: see below
+        order[head] = horder
+        mapcount[head] = _large_mapcount(chunk, hidx, horder, kind[head], masks,
+                                         mapcount_raw, typed)
+        if folio.pincount is not None:
+            exact = horder >= folio.pincount_min_order
+            counts = chunk.at(hidx, folio.pincount, "<i4").astype(np.int64)
+            pincount[head] = np.where(exact, counts, -1)
+
+    nr_pages = np.int64(1) << order
+    swapcache = ((flags_c & np.uint64(masks.swapbacked)) != 0) & \
+        ((flags_c & np.uint64(masks.swapcache)) != 0) & (kind == KIND_ANON)
+    cached = (kind == KIND_FILE) | (kind == KIND_SHMEM) | swapcache
+    private = ((flags_c & np.uint64(masks.private)) != 0).astype(np.int64)
+    user = (kind == KIND_ANON) | (kind == KIND_KSM) | (kind == KIND_FILE) | (kind == KIND_SHMEM)
+    # A kernel page with no mapping still has its allocation's own reference.
+    expected = mapcount + np.where(cached, nr_pages, 0) + private + \
+        np.where(kind == KIND_NONE, 1, 0)
+    diff = ref - expected
+
+    exact = pincount >= 0
+    bias_pins = np.where(ref >= BIAS, np.maximum(diff, 0) // BIAS, 0)
+    pins = np.where(exact, np.maximum(pincount, 0), bias_pins)
+    pin_refs = np.where(exact, pins, pins * BIAS)
+    foll_pin = np.where(exact, pincount > 0, ref >= BIAS) & (kind != KIND_MOVABLE_OPS)
+    extra = np.where(user, diff - pin_refs, 0)
+
+    pinned_pinner = pinner[idx]
+    report = foll_pin | (user & (extra >= min_extra)) | pinned_pinner
+    sel = np.flatnonzero(report)
+    return Candidates(
+        index=idx[sel],
+        order=order[sel],
+        refcount=ref[sel],
+        mapcount=mapcount[sel],
+        expected=expected[sel],
+        pins=np.where(foll_pin, pins, 0)[sel],
+        extra=extra[sel],
+        kind=kind[sel],
+        flags=flags_c[sel],
+        foll_pin=foll_pin[sel],
+        pinner=pinned_pinner[sel],
+    )
+
+
+def _large_mapcount(chunk: PageChunk, hidx: np.ndarray, horder: np.ndarray, kind: np.ndarray,
+                    masks: _Masks, mapcount_raw: np.ndarray, typed: np.ndarray) -> np.ndarray:
+    """Page-table mappings of each large folio (what ``folio_mapcount()`` returns)."""
+    folio = chunk.kernel.layout.folio
+    if folio.large_mapcount is not None:  # 6.10+: one counter for the whole folio
+        return chunk.at(hidx, folio.large_mapcount, "<i4").astype(np.int64) + 1
+    nr = np.int64(1) << horder
+    entire = np.zeros(len(hidx), dtype=np.int64)
+    if folio.entire_mapcount is not None:
+        entire = chunk.at(hidx, folio.entire_mapcount, "<i4").astype(np.int64) + 1
+    per_page = np.where(typed, 0, mapcount_raw + 1)
+    cumulative = np.concatenate(([0], np.cumsum(per_page)))
+    subpages = cumulative[hidx + nr] - cumulative[hidx]
+    total = entire + subpages
+    if folio.subpages_include_entire:
+        # Up to 6.1: file THP subpages include the compound mappings in their _mapcount;
+        # anon THP mapped by PMD and PTE at once add one per subpage (PG_double_map).
+        file_like = (kind == KIND_FILE) | (kind == KIND_SHMEM)
+        total = np.where(file_like, total - entire * nr, total)
+        if masks.double_map:
+            tail_flags = chunk.at(hidx, chunk.kernel.layout.size + chunk.kernel.layout.flags,
+                                  "<u8")
+            double = (tail_flags & np.uint64(masks.double_map)) != 0
+            total = np.where(~file_like & double, total - nr, total)
+    return total
+
+
+def _empty() -> Candidates:
+    z = np.zeros(0, dtype=np.int64)
+    return Candidates(z, z, z, z, z, z, z, z.astype(np.int8), z.astype(np.uint64),
+                      z.astype(bool), z.astype(bool))
+
+
+def parse_pfn_range(text: str) -> tuple[int, int]:
+    """``START-END`` (inclusive, decimal or 0x hex) to a half-open ``(start, end)``."""
+    start, sep, end = text.partition("-")
+    try:
+        lo = int(start, 0)
+        hi = int(end, 0) + 1 if sep else lo + 1
+    except ValueError as e:
+        raise ValueError(f"bad pfn range {text!r}: use START-END, e.g. 0x100000-0x1fffff") from e
+    if hi <= lo:
+        raise ValueError(f"bad pfn range {text!r}: END is below START")
+    return lo, hi
+
+
+def find_pinned(
+    prog: Program,
+    zones_: Sequence[str] = (),
+    nodes: Sequence[int] = (),
+    pfn_range: tuple[int, int] | None = None,
+    evidence: Iterable[str] = (),
+    min_extra: int = 1,
+) -> PinnedReport:
+    """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns.
+
+    *evidence* keeps pages with at least one of the given kinds (``foll_pin``, ``extra``,
+    ``pinner``); empty keeps all.
+    """
+    kernel = probe(prog)
+    wanted = set(evidence)
+    unknown = wanted - set(EVIDENCE_KINDS)
+    if unknown:
+        raise ValueError(f"unknown evidence kind(s): {', '.join(sorted(unknown))}")
+    all_zones = zones(kernel)
+    chosen = [z for z in all_zones
+              if (not zones_ or z.name.lower() in {n.lower() for n in zones_})
+              and (not nodes or z.node in nodes)]
+    if zones_ and not chosen:
+        names = sorted({z.name for z in all_zones})
+        raise FeatureMissing(f"no zone named {', '.join(zones_)} on this system",
+                             f"zones here: {', '.join(names)}")
+    windows = [(z.start_pfn, z.end_pfn) for z in chosen]
+    if pfn_range is not None:
+        windows = [(max(lo, pfn_range[0]), min(hi, pfn_range[1])) for lo, hi in windows]
+        windows = [w for w in windows if w[0] < w[1]]
+    ranges = clip_ranges(valid_ranges(kernel), windows)
+
+    pin_mask = pinner_mask(kernel) if not wanted or "pinner" in wanted else 0
+    if "pinner" in wanted and not pin_mask:
+        raise FeatureMissing("this kernel has no page_pinner flags to read",
+                             "page_pinner is an Android common kernel feature "
+                             "(CONFIG_PAGE_PINNER, boot with page_pinner=on)")
+    masks = _Masks.of(kernel)
+    locator = ZoneLocator(kernel)
+    blocks = PageblockReader(kernel)
+    cma = CmaLocator(kernel)
+    chosen_keys = {(z.node, z.index) for z in chosen}
+    stats = ScanStats()
+    pages: list[PinnedPage] = []
+    for chunk in iter_chunks(kernel, ranges, stats):
+        found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra)
+        for row in _rows(chunk, found, locator, blocks, cma):
+            zone = locator.by_key.get((row.node, kernel.zone_names.index(row.zone))
+                                      if row.zone in kernel.zone_names else None)
+            if chosen_keys and zone is not None and (zone.node, zone.index) not in chosen_keys:
+                continue
+            if wanted and not wanted & set(row.evidence):
+                continue
+            pages.append(row)
+    return PinnedReport(pages=pages, scanned=stats.pages, unreadable=stats.unreadable,
+                        summary=summarize(pages))
+
+
+def _rows(chunk: PageChunk, found: Candidates, locator: ZoneLocator,
+          blocks: PageblockReader, cma: CmaLocator) -> Iterable[PinnedPage]:
+    lru_mask = chunk.kernel.flags.mask("PG_lru")
+    for i in range(len(found.index)):
+        pfn = chunk.start_pfn + int(found.index[i])
+        flags = int(found.flags[i])
+        zone = locator.locate(pfn, flags)
+        area = cma.find(pfn)
+        evidence = []
+        if found.foll_pin[i]:
+            evidence.append("foll_pin")
+        if found.extra[i] > 0:
+            evidence.append("extra")
+        if found.pinner[i]:
+            evidence.append("pinner")
+        if not evidence:
+            continue
+        yield PinnedPage(
+            pfn=pfn,
+            nr_pages=1 << int(found.order[i]),
+            node=zone.node if zone else -1,
+            zone=zone.name if zone else "unknown",
+            migratetype=blocks.name(pfn),
+            cma=area.name if area else None,
+            order=int(found.order[i]),
+            refcount=int(found.refcount[i]),
+            mapcount=int(found.mapcount[i]),
+            expected_refcount=int(found.expected[i]),
+            pins=int(found.pins[i]),
+            extra=int(found.extra[i]),
+            evidence=evidence,
+            mapping=KIND_NAMES[int(found.kind[i])],
+            flags=flags,
+            lru=bool(flags & lru_mask),
+        )
+
+
+def summarize(pages: Sequence[PinnedPage]) -> dict[str, object]:
+    """Counts in base pages per evidence kind and per zone, and the number of folios."""
+    by_evidence: Counter[str] = Counter()
+    by_zone: Counter[str] = Counter()
+    total = 0
+    for page in pages:
+        total += page.nr_pages
+        by_zone[f"{page.node}:{page.zone}"] += page.nr_pages
+        for kind in page.evidence:
+            by_evidence[kind] += page.nr_pages
+    return {
+        "pages": total,
+        "folios": len(pages),
+        "by_evidence": {k: by_evidence.get(k, 0) for k in EVIDENCE_KINDS},
+        "by_zone": dict(sorted(by_zone.items())),
+    }

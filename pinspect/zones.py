@@ -1,0 +1,214 @@
+"""Nodes, zones and pageblocks: where a page sits."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from drgn import FaultError, Object
+from drgn.helpers.linux.mmzone import for_each_online_pgdat
+
+from pinspect.kernel import Kernel, enumerators
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One ``struct zone``: its node, name and pfn span, and its page counters."""
+
+    node: int
+    index: int
+    name: str
+    start_pfn: int
+    spanned: int
+    present: int
+    managed: int
+    free: int
+    address: int
+
+    @property
+    def end_pfn(self) -> int:
+        return self.start_pfn + self.spanned
+
+
+def _vm_stat(zone: Object, item: int | None) -> int:
+    if item is None:
+        return 0
+    value = zone.vm_stat[item].counter.value_()
+    return max(value, 0)
+
+
+def zones(kernel: Kernel) -> list[Zone]:
+    """Every populated zone of every online node (``struct zone``), cached per program."""
+    try:
+        return kernel.prog.cache["pinspect_zones"]  # type: ignore[no-any-return]
+    except KeyError:
+        pass
+    free_item = enumerators(kernel.prog, "enum zone_stat_item").get("NR_FREE_PAGES")
+    result = []
+    for pgdat in for_each_online_pgdat(kernel.prog):
+        node = pgdat.node_id.value_()
+        for index in range(len(kernel.zone_names)):
+            zone = pgdat.node_zones[index]
+            spanned = zone.spanned_pages.value_()
+            if not spanned:
+                continue
+            managed = zone.managed_pages
+            try:
+                managed_value = managed.counter.value_()
+            except AttributeError:  # before 5.0 a plain unsigned long
+                managed_value = managed.value_()
+            result.append(Zone(
+                node=node,
+                index=index,
+                name=zone.name.string_().decode(),
+                start_pfn=zone.zone_start_pfn.value_(),
+                spanned=spanned,
+                present=zone.present_pages.value_(),
+                managed=managed_value,
+                free=_vm_stat(zone, free_item),
+                address=zone.address_of_().value_(),
+            ))
+    kernel.prog.cache["pinspect_zones"] = result
+    return result
+
+
+@dataclass(frozen=True)
+class FlagsLayout:
+    """Where ``page->flags`` keeps the node and zone (ZONES_PGSHIFT and friends)."""
+
+    zones_shift: int
+    zones_mask: int
+    nodes_shift: int
+    nodes_mask: int
+
+
+def _flags_layout(kernel: Kernel) -> FlagsLayout:
+    """Derive the macros of include/linux/page-flags-layout.h from DWARF."""
+    prog = kernel.prog
+    nr_zones = len(kernel.zone_names)
+    zones_width = 0 if nr_zones < 2 else (nr_zones - 1).bit_length()
+    try:
+        nodes_shift = (len(prog["node_data"]) - 1).bit_length()
+    except (KeyError, TypeError):
+        nodes_shift = 0
+    sections_width = 0
+    if kernel.vmemmap is None:
+        try:
+            vmcoreinfo = prog["VMCOREINFO"].string_().decode()
+            numbers = dict(line.split("=", 1) for line in vmcoreinfo.splitlines() if "=" in line)
+            sections_width = (int(numbers["NUMBER(MAX_PHYSMEM_BITS)"])
+                              - int(numbers["NUMBER(SECTION_SIZE_BITS)"]))
+        except (KeyError, ValueError):
+            sections_width = 0
+    nr_pageflags = kernel.flags.names.get("__NR_PAGEFLAGS", 32)
+    bits = 8 * prog.type("unsigned long").size
+    nodes_width = nodes_shift
+    if sections_width + zones_width + nodes_shift > bits - nr_pageflags:
+        nodes_width = 0  # NODE_NOT_IN_PAGE_FLAGS
+    nodes_pgoff = bits - sections_width - nodes_width
+    zones_pgoff = nodes_pgoff - zones_width
+    return FlagsLayout(
+        zones_shift=zones_pgoff if zones_width else 0,
+        zones_mask=(1 << zones_width) - 1,
+        nodes_shift=nodes_pgoff if nodes_width else 0,
+        nodes_mask=(1 << nodes_width) - 1,
+    )
+
+
+class ZoneLocator:
+    """Finds the zone of a page from its flags, checked against the zone spans."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.zones = zones(kernel)
+        self.layout = _flags_layout(kernel)
+        self.by_key = {(z.node, z.index): z for z in self.zones}
+        ordered = sorted(self.zones, key=lambda z: z.start_pfn)
+        self._starts = [z.start_pfn for z in ordered]
+        self._ordered = ordered
+
+    def locate(self, pfn: int, flags: int) -> Zone | None:
+        layout = self.layout
+        node = (flags >> layout.nodes_shift) & layout.nodes_mask if layout.nodes_mask else 0
+        index = (flags >> layout.zones_shift) & layout.zones_mask
+        zone = self.by_key.get((node, index))
+        if zone is not None and zone.start_pfn <= pfn < zone.end_pfn:
+            return zone
+        # Flags disagree (or node not in flags): fall back to the span that holds the pfn.
+        i = bisect.bisect_right(self._starts, pfn) - 1
+        while i >= 0:
+            candidate = self._ordered[i]
+            if candidate.start_pfn <= pfn < candidate.end_pfn:
+                return candidate
+            i -= 1
+        return None
+
+
+class PageblockReader:
+    """Reads pageblock migratetypes (``pageblock_flags`` bitmaps), caching per block."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.cache: dict[int, int | None] = {}
+        prog = kernel.prog
+        try:
+            self.mem_section: Object | None = prog["mem_section"]
+            self.section_shift = (int(prog["SECTION_SIZE_BITS"].value_())
+                                  - kernel.page_shift)
+        except KeyError:
+            self.mem_section = None
+            self.section_shift = 0
+        self.word_bits = 8 * prog.type("unsigned long").size
+        self.isolate_bit = enumerators(prog, "enum pageblock_bits").get("PB_migrate_isolate")
+        self.isolate = enumerators(prog, "enum migratetype").get("MIGRATE_ISOLATE")
+
+    def _bitmap_and_index(self, pfn: int) -> tuple[Object, int] | None:
+        kernel = self.kernel
+        if self.mem_section is not None:
+            from drgn.helpers.linux.mmzone import pfn_to_section
+
+            section = pfn_to_section(kernel.prog, pfn)
+            if not section or not section.usage:
+                return None
+            bitmap = section.usage.pageblock_flags
+            in_section = pfn & ((1 << self.section_shift) - 1)
+            return bitmap, (in_section >> kernel.pageblock_order) * kernel.nr_pageblock_bits
+        zone = ZoneLocator(kernel).locate(pfn, 0)
+        if zone is None:
+            return None
+        zobj = Object(kernel.prog, "struct zone *", zone.address)
+        start = zone.start_pfn & ~((1 << kernel.pageblock_order) - 1)
+        index = ((pfn - start) >> kernel.pageblock_order) * kernel.nr_pageblock_bits
+        return zobj.pageblock_flags, index
+
+    def migratetype(self, pfn: int) -> int | None:
+        """The ``enum migratetype`` value of the pageblock holding *pfn*."""
+        block = pfn >> self.kernel.pageblock_order
+        if block in self.cache:
+            return self.cache[block]
+        value: int | None
+        try:
+            found = self._bitmap_and_index(pfn)
+            if found is None:
+                value = None
+            else:
+                bitmap, bit = found
+                word = bitmap[bit // self.word_bits].value_()
+                value = self._decode((word >> (bit % self.word_bits))
+                                     & ((1 << self.kernel.nr_pageblock_bits) - 1))
+        except FaultError:
+            value = None
+        self.cache[block] = value
+        return value
+
+    def _decode(self, bits: int) -> int:
+        """Migratetype from a block's bits; ~6.17 keeps isolation in its own bit."""
+        if self.isolate_bit is not None and self.isolate is not None \
+                and bits & (1 << self.isolate_bit):
+            return self.isolate
+        return bits & 0x7
+
+    def name(self, pfn: int) -> str:
+        value = self.migratetype(pfn)
+        if value is None:
+            return "unknown"
+        return self.kernel.migratetypes.get(value, str(value))
