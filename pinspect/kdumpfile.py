@@ -263,8 +263,10 @@ class _SparseWriter:
     def write(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
         self.data_bytes += len(data)
-        if self.pending and offset == self.pending_off + len(self.pending) and (
-            len(self.pending) + len(data) <= BLOCK
+        if (
+            self.pending
+            and offset == self.pending_off + len(self.pending)
+            and (len(self.pending) + len(data) <= BLOCK)
         ):
             self.pending += data
         else:
@@ -334,9 +336,11 @@ def rebuild_flattened(src: str, dst: str) -> RebuildStats:
         ok = True
         return stats
     except OSError as e:
-        hint = "free some space or set PINSPECT_CACHE to a larger file system" if (
-            e.errno == 28
-        ) else ""
+        hint = (
+            "free some space or set PINSPECT_CACHE to a larger file system"
+            if (e.errno == 28)
+            else ""
+        )
         raise TargetError(f"rebuilding {src} into {dst} failed: {e.strerror or e}", hint) from None
     finally:
         if fd >= 0:
@@ -421,8 +425,11 @@ def read_kdump_header(path: str) -> KdumpHeader:
             for bs_off, is64 in ((428, True), (416, False)):
                 for order in ("<", ">"):
                     bs, sub_blocks, bitmap_blocks = struct.unpack_from(order + "iii", hdr, bs_off)
-                    if _pow2(bs) and 512 <= bs <= 1 << 20 and sub_blocks >= 0 and (
-                        bitmap_blocks > 0
+                    if (
+                        _pow2(bs)
+                        and 512 <= bs <= 1 << 20
+                        and sub_blocks >= 0
+                        and (bitmap_blocks > 0)
                     ):
                         layout = (bs, is64, order)
                         break
@@ -445,9 +452,7 @@ def read_kdump_header(path: str) -> KdumpHeader:
     except OSError as e:
         raise TargetError(f"{path}: cannot read the kdump header: {e.strerror or e}", "") from None
 
-    fields = [
-        hdr[UTS_OFFSET + i * UTS_FIELD : UTS_OFFSET + (i + 1) * UTS_FIELD] for i in range(6)
-    ]
+    fields = [hdr[UTS_OFFSET + i * UTS_FIELD : UTS_OFFSET + (i + 1) * UTS_FIELD] for i in range(6)]
     sysname, _, release, kversion, machine, _ = (f.split(b"\0", 1)[0] for f in fields)
     # libkdumpfile uses the utsname only if it is NUL-terminated, says "Linux" and has
     # release, version and machine; QEMU fills in the machine alone.

@@ -1,0 +1,441 @@
+"""pinspect.kdumpfile against real dumps written by QEMU's dump-guest-memory.
+
+A paused guest is dumped twice, as ELF and as kdump-zlib (makedumpfile's flattened format with
+no usable utsname), so both files hold the same memory: every physical byte that drgn reads
+from the prepared kdump file must equal the byte at that address in the ELF file, read here
+with a small PT_LOAD reader of our own.  A known pattern is loaded into guest RAM with QEMU's
+generic loader device as a third, independent reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import drgn
+import pytest
+
+from pinspect import kdumpfile
+from pinspect.errors import TargetError
+from pinspect.kdumpfile import CoreFile, prepare_core
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+QEMU = "qemu-system-x86_64"
+PATTERN_ADDR = 0x1000000  # 16 MiB: above what SeaBIOS touches, below the 64 MiB of RAM
+PATTERN_SIZE = 1 << 20
+# drgn wants a VMCOREINFO for a kernel core dump; these guests have none (no kernel, or no
+# qemu_fw_cfg driver), so give the least that drgn and libkdumpfile accept.  Physical reads do
+# not depend on it.
+VMCOREINFO = b"OSRELEASE=6.1.0\nPAGESIZE=4096\nSYMBOL(swapper_pg_dir)=ffffffff82000000\n"
+
+
+def need(ok: bool, what: str) -> None:
+    """Skip (outside CI) or fail (in CI) when a resource the test needs is missing."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} (required in CI)")
+    pytest.skip(what)
+
+
+def pattern() -> bytes:
+    """1 MiB of deterministic, incompressible bytes with a zero page in the middle."""
+    out = bytearray()
+    i = 0
+    while len(out) < PATTERN_SIZE:
+        out += hashlib.sha256(i.to_bytes(8, "little")).digest()
+        i += 1
+    out[PATTERN_SIZE // 2 : PATTERN_SIZE // 2 + 4096] = bytes(4096)
+    return bytes(out)
+
+
+# --- QEMU --------------------------------------------------------------------------------
+
+
+class Qmp:
+    """A minimal QMP client over a Unix socket."""
+
+    def __init__(self, path: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.settimeout(timeout)
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.f = self.sock.makefile("rw")
+        json.loads(self.f.readline())  # greeting
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name: str, **args: object) -> object:
+        self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+        self.f.flush()
+        while True:
+            reply = json.loads(self.f.readline())
+            if "event" in reply:
+                continue
+            if "error" in reply:
+                raise RuntimeError(f"QMP {name}: {reply['error']}")
+            return reply["return"]
+
+    def close(self) -> None:
+        self.f.close()
+        self.sock.close()
+
+
+@dataclass
+class Dumps:
+    elf: Path
+    flat: Path  # kdump-zlib, as QEMU writes it: flattened
+    ram: int  # guest RAM size in bytes
+
+
+def run_guest(tmp: Path, extra: list[str], ram_mb: int, ready: str | None) -> Dumps:
+    """Start a paused TCG guest, let it run until *ready* shows on the serial console (or a
+    moment for a BIOS-only guest), stop it and dump it as ELF and kdump-zlib."""
+    need(shutil.which(QEMU) is not None, f"{QEMU} is not installed")
+    pat = tmp / "pattern.bin"
+    pat.write_bytes(pattern())
+    sock = tmp / "qmp.sock"
+    serial = tmp / "serial.log"
+    cmd = [
+        QEMU, "-machine", "pc", "-accel", "tcg", "-m", str(ram_mb), "-display", "none",
+        "-nodefaults", "-no-reboot", "-S", "-qmp", f"unix:{sock},server=on,wait=off",
+        "-serial", f"file:{serial}",
+        "-device", f"loader,file={pat},addr={PATTERN_ADDR:#x},force-raw=on",
+        *extra,
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        qmp = Qmp(str(sock))
+        qmp.cmd("cont")
+        deadline = time.monotonic() + 120
+        if ready is None:
+            time.sleep(1.0)
+        else:
+            while ready not in serial.read_text(errors="replace"):
+                assert proc.poll() is None, f"QEMU exited: {proc.stderr.read()!r}"  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, serial.read_text(errors="replace")[-2000:]
+                time.sleep(0.2)
+        qmp.cmd("stop")
+        dumps = Dumps(elf=tmp / "guest.elf", flat=tmp / "guest.kdump-zlib", ram=ram_mb << 20)
+        for path, fmt in ((dumps.elf, "elf"), (dumps.flat, "kdump-zlib")):
+            qmp.cmd("dump-guest-memory", paging=False, protocol=f"file:{path}", format=fmt)
+        qmp.cmd("quit")
+        qmp.close()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return dumps
+
+
+@pytest.fixture(scope="session")
+def bios_dumps(tmp_path_factory: pytest.TempPathFactory) -> Dumps:
+    """A 64 MiB guest that runs SeaBIOS only (32-bit mode, i386 notes)."""
+    return run_guest(tmp_path_factory.mktemp("bios-guest"), [], 64, None)
+
+
+def find_kernel(cache: Path) -> Path | None:
+    """A bzImage to boot: $PINSPECT_TEST_KERNEL, the project's test kernel, or Debian's cloud
+    kernel (from the cache, or downloaded with apt-get into it)."""
+    env = os.environ.get("PINSPECT_TEST_KERNEL")
+    if env:
+        return Path(env)
+    built = cache / "kernels" / "linux-6.1-cma" / "bzImage"
+    if built.is_file():
+        return built
+    debs = cache / "debs"
+    found = sorted(debs.glob("linux-image-*-cloud-amd64*.deb"))
+    found = [d for d in found if "-dbg_" not in d.name]
+    if not found and shutil.which("apt-get") and shutil.which("apt-cache"):
+        dep = subprocess.run(
+            ["apt-cache", "depends", "linux-image-cloud-amd64"],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        names = [ln.split(":", 1)[1].strip() for ln in dep.splitlines() if "Depends:" in ln]
+        names = [n for n in names if n.startswith("linux-image-")]
+        if names:
+            debs.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["apt-get", "download", names[0]], cwd=debs, check=False,
+                           capture_output=True)  # fmt: skip
+            found = sorted(debs.glob("linux-image-*-cloud-amd64*.deb"))
+            found = [d for d in found if "-dbg_" not in d.name]
+    if not found:
+        return None
+    out = cache / "kernels" / "debian-cloud" / found[-1].stem
+    images = sorted(out.glob("boot/vmlinuz-*"))
+    if not images:  # unpack the kernel image alone, not the modules
+        out.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            f"dpkg-deb --fsys-tarfile '{found[-1]}' | tar -x -C '{out}' --wildcards "
+            "'./boot/vmlinuz-*'",
+            shell=True, check=True,
+        )  # fmt: skip
+        images = sorted(out.glob("boot/vmlinuz-*"))
+    return images[0] if images else None
+
+
+@pytest.fixture(scope="session")
+def kernel_dumps(tmp_path_factory: pytest.TempPathFactory) -> Dumps:
+    """A 128 MiB guest whose Linux kernel panicked (no root file system): 64-bit long mode."""
+    need(shutil.which(QEMU) is not None, f"{QEMU} is not installed")
+    kernel = find_kernel(Path(kdumpfile.default_cache_dir()))
+    need(kernel is not None, "no x86_64 kernel to boot (set PINSPECT_TEST_KERNEL)")
+    assert kernel is not None
+    extra = ["-kernel", str(kernel), "-append", "console=ttyS0 panic=0 root=/dev/nonexistent",
+             "-device", "vmcoreinfo"]  # fmt: skip
+    return run_guest(tmp_path_factory.mktemp("kernel-guest"), extra, 128, "end Kernel panic")
+
+
+# --- reading the reference ELF dump -------------------------------------------------------
+
+
+class ElfCore:
+    """Physical memory of an ELF64 little-endian core file, read from its PT_LOAD segments."""
+
+    def __init__(self, path: Path) -> None:
+        self.f = open(path, "rb")
+        ehdr = self.f.read(64)
+        assert ehdr[:4] == b"\x7fELF" and ehdr[4] == 2 and ehdr[5] == 1
+        (self.machine,) = struct.unpack_from("<H", ehdr, 18)
+        phoff, phentsize, phnum = (
+            struct.unpack_from("<Q", ehdr, 32)[0],
+            *struct.unpack_from("<HH", ehdr, 54),
+        )
+        self.loads: list[tuple[int, int, int]] = []  # paddr, filesz, offset
+        for i in range(phnum):
+            self.f.seek(phoff + i * phentsize)
+            p_type, _, p_offset, _, p_paddr, p_filesz = struct.unpack("<IIQQQQ", self.f.read(40))
+            if p_type == 1:
+                self.loads.append((p_paddr, p_filesz, p_offset))
+
+    def read(self, addr: int, n: int) -> bytes:
+        for paddr, size, off in self.loads:
+            if paddr <= addr and addr + n <= paddr + size:
+                self.f.seek(off + addr - paddr)
+                return self.f.read(n)
+        raise KeyError(hex(addr))
+
+    def chunks(self, step: int = 1 << 20) -> Iterator[tuple[int, int]]:
+        for paddr, size, _ in self.loads:
+            for a in range(paddr, paddr + size, step):
+                yield a, min(step, paddr + size - a)
+
+
+def open_with_drgn(core: CoreFile) -> drgn.Program:
+    prog = drgn.Program(core.platform, vmcoreinfo=VMCOREINFO)
+    prog.set_core_dump(core.path)
+    return prog
+
+
+def assert_same_memory(prog: drgn.Program, elf_path: Path, check_pattern: bool = True) -> int:
+    """Compare all of the ELF dump's memory with drgn's physical reads; returns bytes compared.
+    The pattern survives only in a guest that runs no kernel (Linux decompresses itself
+    to 16 MiB)."""
+    ref = ElfCore(elf_path)
+    total = 0
+    for addr, n in ref.chunks():
+        assert prog.read(addr, n, True) == ref.read(addr, n), f"memory differs at {addr:#x}"
+        total += n
+    if check_pattern:
+        assert prog.read(PATTERN_ADDR, PATTERN_SIZE, True) == pattern()
+    return total
+
+
+# --- tests: real QEMU dumps ---------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def test_qemu_flattened_is_rebuilt_and_matches_elf(bios_dumps: Dumps, cache: Path) -> None:
+    src_stat = bios_dumps.flat.stat()
+    core = prepare_core(str(bios_dumps.flat), str(cache))
+    assert core.kind == "kdump-flattened" and core.rebuilt
+    assert Path(core.path).parent == cache / "cores"
+    assert Path(core.path).read_bytes()[:8] == b"KDUMP   "
+    # SeaBIOS runs in 32-bit mode: QEMU writes i386 PRSTATUS notes, and says "x86_64" only in
+    # a utsname that libkdumpfile ignores.
+    assert core.platform is not None and core.platform.arch == drgn.Architecture.I386
+    compared = assert_same_memory(open_with_drgn(core), bios_dumps.elf)
+    assert compared >= bios_dumps.ram - (1 << 20)
+    # never written to the source
+    after = bios_dumps.flat.stat()
+    assert (after.st_mtime_ns, after.st_size) == (src_stat.st_mtime_ns, src_stat.st_size)
+    assert not [p for p in (cache / "cores").iterdir() if p.name.startswith(".")]
+
+
+def test_drgn_alone_cannot_open_it(bios_dumps: Dumps, cache: Path) -> None:
+    """Documents why prepare_core exists: without the platform, libkdumpfile has no arch."""
+    core = prepare_core(str(bios_dumps.flat), str(cache))
+    prog = drgn.Program(vmcoreinfo=VMCOREINFO)
+    with pytest.raises(Exception, match="ARCH_NAME|arch"):
+        prog.set_core_dump(core.path)
+        prog.read(PATTERN_ADDR, 8, True)
+
+
+def test_rebuild_equals_makedumpfile_R(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
+    need(shutil.which("makedumpfile") is not None, "makedumpfile is not installed")
+    core = prepare_core(str(bios_dumps.flat), str(cache))
+    theirs = tmp_path / "makedumpfile-R.kdump"
+    with open(bios_dumps.flat, "rb") as stdin:
+        subprocess.run(["makedumpfile", "-R", str(theirs)], stdin=stdin, check=True,
+                       capture_output=True)  # fmt: skip
+    assert Path(core.path).read_bytes() == theirs.read_bytes()
+
+
+def test_rebuilt_copy_is_reused_until_the_source_changes(
+    bios_dumps: Dumps, cache: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "vmcore.flat"
+    shutil.copyfile(bios_dumps.flat, src)
+    first = prepare_core(str(src), str(cache))
+    st = os.stat(first.path)
+    second = prepare_core(str(src), str(cache))
+    assert second == first
+    st2 = os.stat(second.path)
+    assert (st2.st_ino, st2.st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    third = prepare_core(str(src), str(cache))
+    assert third.path != first.path and Path(third.path).is_file()
+
+
+def test_cache_dir_defaults_to_env(bios_dumps: Dumps, cache: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PINSPECT_CACHE", str(cache))
+    core = prepare_core(str(bios_dumps.flat))
+    assert Path(core.path).parent == cache / "cores"
+
+
+def test_plain_kdump_with_empty_machine_gets_a_platform(bios_dumps: Dumps, cache: Path) -> None:
+    rebuilt = prepare_core(str(bios_dumps.flat), str(cache)).path
+    core = prepare_core(rebuilt, str(cache))
+    assert core == CoreFile(path=rebuilt, kind="kdump", platform=core.platform, rebuilt=False)
+    assert core.platform is not None and core.platform.arch == drgn.Architecture.I386
+    assert_same_memory(open_with_drgn(core), bios_dumps.elf)
+    hdr = kdumpfile.read_kdump_header(rebuilt)
+    assert hdr.machine == "x86_64" and not hdr.uts_sane and hdr.is_64_bit
+    assert kdumpfile.arch_from_header(hdr)[1] == "NT_PRSTATUS note of 144 bytes"
+
+
+def test_elf_is_passed_through(bios_dumps: Dumps, cache: Path) -> None:
+    core = prepare_core(str(bios_dumps.elf), str(cache))
+    assert core == CoreFile(path=str(bios_dumps.elf), kind="elf", platform=None, rebuilt=False)
+    assert not cache.exists()
+
+
+@pytest.mark.realkernel
+def test_qemu_flattened_of_a_64_bit_kernel(kernel_dumps: Dumps, cache: Path) -> None:
+    core = prepare_core(str(kernel_dumps.flat), str(cache))
+    assert core.kind == "kdump-flattened" and core.rebuilt
+    assert core.platform == drgn.Platform(drgn.Architecture.X86_64)
+    assert ElfCore(kernel_dumps.elf).machine == 62  # EM_X86_64: the same guest, as ELF
+    compared = assert_same_memory(open_with_drgn(core), kernel_dumps.elf, check_pattern=False)
+    assert compared >= kernel_dumps.ram - (1 << 20)
+
+
+# --- tests: errors -----------------------------------------------------------------------
+
+
+def test_truncated_flattened_stream(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
+    data = bios_dumps.flat.read_bytes()
+    cut = tmp_path / "cut.flat"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TargetError, match="truncated") as err:
+        prepare_core(str(cut), str(cache))
+    assert "recovered" in err.value.message and err.value.hint
+    recovered = int(err.value.message.split("recovered ")[1].split()[0])
+    assert 0 < recovered < len(data) // 2
+    assert list((cache / "cores").iterdir()) == []  # no partial output left behind
+
+
+def test_truncated_end_marker_and_header(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
+    data = bios_dumps.flat.read_bytes()
+    assert data[-16:] == b"\xff" * 16  # the end marker
+    for n in (len(data) - 16, len(data) - 8, 100, 4096):
+        cut = tmp_path / f"cut{n}.flat"
+        cut.write_bytes(data[:n])
+        with pytest.raises(TargetError, match="truncated"):
+            prepare_core(str(cut), str(cache))
+
+
+def test_corrupt_record(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
+    data = bytearray(bios_dumps.flat.read_bytes())
+    data[4096:4112] = struct.pack(">qq", -5, 10)
+    bad = tmp_path / "bad.flat"
+    bad.write_bytes(data)
+    with pytest.raises(TargetError, match="corrupt flattened record"):
+        prepare_core(str(bad), str(cache))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello, this is not a dump\n" * 100, b"KDUMP", b"\x1f\x8b\x08\x00" + bytes(100)],
+    ids=["empty", "text", "short", "gzip"],
+)
+def test_not_a_dump(content: bytes, cache: Path, tmp_path: Path) -> None:
+    p = tmp_path / "file"
+    p.write_bytes(content)
+    with pytest.raises(TargetError, match="not a kernel dump") as err:
+        prepare_core(str(p), str(cache))
+    assert "accepted formats" in err.value.hint
+
+
+def test_elf_that_is_not_a_core(cache: Path) -> None:
+    exe = shutil.which("ls") or "/bin/sh"
+    with pytest.raises(TargetError, match="not a core dump") as err:
+        prepare_core(os.path.realpath(exe), str(cache))
+    assert "-s" in err.value.hint
+
+
+def test_missing_and_unreadable(cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match="no such file"):
+        prepare_core(str(tmp_path / "nope"), str(cache))
+    with pytest.raises(TargetError, match="directory"):
+        prepare_core(str(tmp_path), str(cache))
+    if os.geteuid() != 0:
+        p = tmp_path / "secret"
+        p.write_bytes(b"KDUMP   ")
+        p.chmod(0)
+        with pytest.raises(TargetError, match="permission denied") as err:
+            prepare_core(str(p), str(cache))
+        assert "sudo" in err.value.hint
+
+
+def test_not_enough_disk(bios_dumps: Dumps, cache: Path, monkeypatch) -> None:
+    real = shutil.disk_usage
+
+    def tiny(path: str) -> object:
+        u = real(path)
+        return type(u)(u.total, u.total - 4096, 4096)
+
+    monkeypatch.setattr(kdumpfile.shutil, "disk_usage", tiny)
+    with pytest.raises(TargetError, match="not enough disk space") as err:
+        prepare_core(str(bios_dumps.flat), str(cache))
+    assert "PINSPECT_CACHE" in err.value.hint
+    assert "MiB" in err.value.message
+
+
+def test_unwritable_cache(bios_dumps: Dumps, tmp_path: Path) -> None:
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("")
+    with pytest.raises(TargetError, match="cache directory") as err:
+        prepare_core(str(bios_dumps.flat), str(blocker))
+    assert "PINSPECT_CACHE" in err.value.hint
