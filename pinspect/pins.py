@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +20,7 @@ from pinspect.errors import FeatureMissing
 from pinspect.kernel import Kernel, probe
 from pinspect.pageext import flags_words, pinner_mask
 from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, valid_ranges
-from pinspect.zones import PageblockReader, ZoneLocator, zones
+from pinspect.zones import PageblockReader, Zone, ZoneLocator, zones
 
 EVIDENCE_KINDS = ("foll_pin", "extra", "pinner")
 BIAS = constants.GUP_PIN_COUNTING_BIAS
@@ -122,9 +122,13 @@ def _kinds(mapping: np.ndarray, flags: np.ndarray, masks: _Masks) -> np.ndarray:
 
 
 def evaluate_chunk(
-    kernel: Kernel, chunk: PageChunk, masks: _Masks, pin_mask: int, min_extra: int = 1
+    kernel: Kernel, chunk: PageChunk, masks: _Masks, pin_mask: int, min_extra: int = 1,
+    report_all: bool = False,
 ) -> Candidates:
-    """Decide, for every page of *chunk*, whether it is pinned; return the pinned ones."""
+    """Decide, for every page of *chunk*, whether it is pinned; return the pinned ones.
+
+    With *report_all*, return every in-use head or small page, pinned or not.
+    """
     layout = kernel.layout
     folio = layout.folio
     flags = chunk.flags
@@ -186,7 +190,7 @@ def evaluate_chunk(
     extra = np.where(user, diff - pin_refs, 0)
 
     pinned_pinner = pinner[idx]
-    report = foll_pin | (user & (extra >= min_extra)) | pinned_pinner
+    report = foll_pin | (user & (extra >= min_extra)) | pinned_pinner | report_all
     sel = np.flatnonzero(report)
     return Candidates(
         index=idx[sel],
@@ -256,11 +260,12 @@ def find_pinned(
     pfn_range: tuple[int, int] | None = None,
     evidence: Iterable[str] = (),
     min_extra: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PinnedReport:
     """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns.
 
     *evidence* keeps pages with at least one of the given kinds (``foll_pin``, ``extra``,
-    ``pinner``); empty keeps all.
+    ``pinner``); empty keeps all. *progress* is called with (pages done, pages in total).
     """
     kernel = probe(prog)
     wanted = set(evidence)
@@ -293,7 +298,12 @@ def find_pinned(
     chosen_keys = {(z.node, z.index) for z in chosen}
     stats = ScanStats()
     pages: list[PinnedPage] = []
+    total = sum(end - start for start, end, _ in ranges)
+    done = 0
     for chunk in iter_chunks(kernel, ranges, stats):
+        done += chunk.n
+        if progress is not None:
+            progress(min(done, total), total)
         found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra)
         for row in _rows(chunk, found, locator, blocks, cma):
             zone = locator.by_key.get((row.node, kernel.zone_names.index(row.zone))
@@ -303,12 +313,15 @@ def find_pinned(
             if wanted and not wanted & set(row.evidence):
                 continue
             pages.append(row)
+    if progress is not None:
+        progress(total, total)
     return PinnedReport(pages=pages, scanned=stats.pages, unreadable=stats.unreadable,
                         summary=summarize(pages))
 
 
 def _rows(chunk: PageChunk, found: Candidates, locator: ZoneLocator,
-          blocks: PageblockReader, cma: CmaLocator) -> Iterable[PinnedPage]:
+          blocks: PageblockReader, cma: CmaLocator,
+          keep_unpinned: bool = False) -> Iterable[PinnedPage]:
     lru_mask = chunk.kernel.flags.mask("PG_lru")
     for i in range(len(found.index)):
         pfn = chunk.start_pfn + int(found.index[i])
@@ -322,7 +335,7 @@ def _rows(chunk: PageChunk, found: Candidates, locator: ZoneLocator,
             evidence.append("extra")
         if found.pinner[i]:
             evidence.append("pinner")
-        if not evidence:
+        if not evidence and not keep_unpinned:
             continue
         yield PinnedPage(
             pfn=pfn,
@@ -360,3 +373,137 @@ def summarize(pages: Sequence[PinnedPage]) -> dict[str, object]:
         "by_evidence": {k: by_evidence.get(k, 0) for k in EVIDENCE_KINDS},
         "by_zone": dict(sorted(by_zone.items())),
     }
+
+
+@dataclass
+class ZonePins:
+    """A zone (``struct zone``) with its pinned pages counted, in base pages."""
+
+    zone: Zone
+    foll_pin: int
+    extra: int
+    pinner: int
+    total: int
+    in_movable: int
+    in_cma: int
+
+
+def zone_pins(prog: Program, progress: Callable[[int, int], None] | None = None
+              ) -> tuple[list[ZonePins], PinnedReport]:
+    """Per-zone counts of pinned pages (all evidence), and the report they come from."""
+    kernel = probe(prog)
+    report = find_pinned(prog, progress=progress)
+    result = []
+    for zone in zones(kernel):
+        mine = [p for p in report.pages if p.node == zone.node and p.zone == zone.name]
+        result.append(ZonePins(
+            zone=zone,
+            foll_pin=sum(p.nr_pages for p in mine if "foll_pin" in p.evidence),
+            extra=sum(p.nr_pages for p in mine if "extra" in p.evidence),
+            pinner=sum(p.nr_pages for p in mine if "pinner" in p.evidence),
+            total=sum(p.nr_pages for p in mine),
+            in_movable=sum(p.nr_pages for p in mine if p.migratetype == "Movable"),
+            in_cma=sum(p.nr_pages for p in mine if p.migratetype == "CMA"),
+        ))
+    return result, report
+
+
+@dataclass
+class PageVerdict:
+    """Everything pinspect knows about one page (``struct page *``) and its folio."""
+
+    pfn: int
+    phys: int
+    page: int  # address of the struct page
+    head_pfn: int
+    state: str  # mapping kind, or free/slab/reserved/page type name
+    node: int
+    zone: str
+    migratetype: str
+    cma: str | None
+    raw: dict[str, int]
+    flags: int
+    flag_names: str
+    folio: PinnedPage | None  # the head's verdict (empty evidence: not pinned); None if free
+
+
+def inspect_page(prog: Program, pfn: int) -> PageVerdict:
+    """Read one page and judge its folio like :func:`find_pinned` does."""
+    from drgn.helpers.linux.mm import decode_page_flags_value, pfn_to_page
+
+    from pinspect.kernel import page_type_name
+    from pinspect.scan import read_page_bytes
+
+    kernel = probe(prog)
+    layout = kernel.layout
+    data = read_page_bytes(kernel, pfn)
+    chunk = PageChunk(kernel, pfn, np.frombuffer(data, dtype=np.uint8))
+    raw = {
+        "flags": int(chunk.flags[0]),
+        "compound_head": int(chunk.compound_head[0]),
+        "mapping": int(chunk.mapping[0]),
+        "index": int(chunk.column(layout.index, "<u8")[0]),
+        "private": int(chunk.column(layout.private, "<u8")[0]),
+        "_mapcount": int(chunk.mapcount[0]),
+        "_refcount": int(chunk.refcount[0]),
+    }
+    head_pfn = pfn
+    if raw["compound_head"] & 1:
+        head_addr = raw["compound_head"] - 1
+        head_pfn = pfn - (pfn_to_page(prog, pfn).value_() - head_addr) // layout.size
+    masks = _Masks.of(kernel)
+    head_data = read_page_bytes(kernel, head_pfn, 1)
+    head_chunk = PageChunk(kernel, head_pfn, np.frombuffer(head_data, dtype=np.uint8))
+    if head_chunk.flags[0] & np.uint64(masks.head):
+        # The folio's order lives in its first tail page.
+        first_tail = read_page_bytes(kernel, head_pfn, 2)
+        order = first_tail[layout.folio.order]
+        head_chunk = PageChunk(kernel, head_pfn, np.frombuffer(
+            read_page_bytes(kernel, head_pfn, max(2, 1 << order)), dtype=np.uint8))
+    found = evaluate_chunk(kernel, head_chunk, masks, pinner_mask(kernel), report_all=True)
+    rows = list(_rows(head_chunk, found, ZoneLocator(kernel), PageblockReader(kernel),
+                      CmaLocator(kernel), keep_unpinned=True))
+    folio = rows[0] if rows else None
+    flags = raw["flags"]
+    state = _page_state(kernel, raw, masks, folio)
+    zone = ZoneLocator(kernel).locate(pfn, flags)
+    area = CmaLocator(kernel).find(pfn)
+    page_type = page_type_name(kernel, raw["_mapcount"])
+    if page_type is not None and state == "in use":
+        state = page_type
+    return PageVerdict(
+        pfn=pfn,
+        phys=pfn << kernel.page_shift,
+        page=pfn_to_page(prog, pfn).value_(),
+        head_pfn=head_pfn,
+        state=state,
+        node=zone.node if zone else -1,
+        zone=zone.name if zone else "unknown",
+        migratetype=PageblockReader(kernel).name(pfn),
+        cma=area.name if area else None,
+        raw=raw,
+        flags=flags,
+        flag_names=decode_page_flags_value(prog, flags),
+        folio=folio,
+    )
+
+
+def _page_state(kernel: Kernel, raw: dict[str, int], masks: _Masks,
+                verdict: PinnedPage | None) -> str:
+    from pinspect.kernel import page_type_name
+
+    flags = raw["flags"]
+    if raw["compound_head"] & 1:
+        return "tail of a large folio"
+    page_type = page_type_name(kernel, raw["_mapcount"])
+    if page_type is not None:
+        return "free (buddy)" if page_type == "buddy" else page_type
+    if flags & masks.reserved:
+        return "reserved"
+    if flags & masks.slab:
+        return "slab"
+    if raw["_refcount"] == 0:
+        return "free"
+    if verdict is not None:
+        return verdict.mapping
+    return "in use"

@@ -1,0 +1,3 @@
+from pinspect.cli import main
+
+main()

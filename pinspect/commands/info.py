@@ -1,0 +1,57 @@
+"""``pinspect info``: what this kernel has, and what pinspect can read from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pinspect.cli import emit, global_options, merged_options, open_target
+from pinspect.kernel import Kernel, probe
+from pinspect.render import Document
+from pinspect.zones import zones
+
+
+def document(kernel: Kernel) -> Document:
+    """The ``info`` result as a renderable document."""
+    all_zones = zones(kernel)
+    present = sum(z.present for z in all_zones)
+    managed = sum(z.managed for z in all_zones)
+    body = {
+        "release": kernel.release,
+        "arch": kernel.arch,
+        "page_size": kernel.page_size,
+        "memory": {"present_pages": present, "managed_pages": managed,
+                   "present_bytes": present * kernel.page_size},
+        "zones": [{"node": z.node, "zone": z.name, "start_pfn": z.start_pfn,
+                   "spanned": z.spanned, "present": z.present} for z in all_zones],
+        "pageblock_order": kernel.pageblock_order,
+        "features": [{"name": f.name, "state": f.state, "detail": f.detail}
+                     for f in kernel.features],
+    }
+    gib = present * kernel.page_size / (1 << 30)
+    title = "\n".join([
+        f"kernel   {kernel.release} ({kernel.arch}), page size {kernel.page_size}",
+        f"memory   {present} pages present ({gib:.1f} GiB), {managed} managed",
+        "zones    " + ", ".join(f"{z.node}:{z.name} {z.start_pfn:#x}+{z.spanned:#x}"
+                                for z in all_zones),
+        "",
+    ])
+    rows = [{"feature": f.name, "state": f.state, "detail": f.detail} for f in kernel.features]
+    return Document(command="info", body=body, rows=rows,
+                    columns=("feature", "state", "detail"), table_title=title)
+
+
+@click.command("info")
+@global_options
+@click.pass_context
+def command(ctx: click.Context, **global_values: Any) -> None:
+    """Kernel release, memory, zones, and which features are present, off or absent.
+
+    \b
+    Examples:
+      sudo pinspect info
+      pinspect -c vmcore -s vmlinux info --format json
+    """
+    options = merged_options(ctx, **global_values)
+    emit(document(probe(open_target(options))), options)
