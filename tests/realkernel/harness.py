@@ -109,12 +109,10 @@ def prepare_kernel(spec: KernelSpec) -> Kernel:
         out = _run_script(["bash", str(HERE / "fetch-debian-kernel.sh"), spec.metapackage])
         kdir = Path(out.strip().splitlines()[-1])
         release = (kdir / "release").read_text().strip()
-        fw_cfg = kdir / "modules" / "kernel" / "drivers" / "firmware" / "qemu_fw_cfg.ko"
-        mods = tuple(p for p in [fw_cfg] if p.exists())
+        fw_dir = kdir / "modules" / "kernel" / "drivers" / "firmware"
+        mods = tuple(sorted(fw_dir.glob("qemu_fw_cfg.ko*")))[:1]
         if not mods:
-            for ext in (".ko.xz", ".ko.zst"):
-                if fw_cfg.with_suffix(ext).exists():
-                    raise HarnessError(f"compressed module {fw_cfg.with_suffix(ext)} unsupported")
+            raise HarnessError(f"qemu_fw_cfg module not found in {fw_dir}")
         return Kernel(spec, kdir / "vmlinuz", kdir / "vmlinux", release, mods)
     _wait_for_foreign_build()
     _run_script(["bash", str(HERE / "build-kernel.sh")])
@@ -188,8 +186,15 @@ def build_initramfs(kernel: Kernel) -> Path:
         (root / "pinwork.args").write_bytes(args + b"\n")
         names = []
         for m in kernel.modules:
-            shutil.copy(m, root / "lib" / "modules" / m.name)
-            names.append(m.name)
+            name = m.name.split(".ko")[0] + ".ko"
+            dest = root / "lib" / "modules" / name
+            if m.name.endswith(".ko"):
+                shutil.copy(m, dest)
+            else:  # .ko.xz / .ko.zst: busybox insmod wants it uncompressed
+                tool = "xz" if m.name.endswith(".xz") else "zstd"
+                with open(dest, "wb") as f:
+                    subprocess.run([tool, "-dc", str(m)], stdout=f, check=True)
+            names.append(name)
         (root / "lib" / "modules" / "order").write_text("".join(n + "\n" for n in names))
         files = subprocess.run(
             ["find", "."], cwd=root, check=True, capture_output=True
@@ -331,7 +336,9 @@ class Guest:
         self.console = workdir / "console.log"
         self.qmp_path = workdir / "qmp.sock"  # the harness's own QMP connection
         self.qmp_drgn_path = workdir / "qmp-drgn.sock"  # free for drgn / pinspect --qemu
+        self.qmp_test_path = workdir / "qmp-test.sock"  # for the harness self-tests' drgn
         self.cmd_path = workdir / "cmd.sock"  # guest shell on ttyS1
+        self.share = workdir / "share"  # writable 9p share "out" (virtfs kernels)
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QMP | None = None
         self.ground_truth: GroundTruth | None = None
@@ -359,19 +366,24 @@ class Guest:
             "-serial", "chardev:cmd",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-qmp", f"unix:{self.qmp_drgn_path},server=on,wait=off",
+            "-qmp", f"unix:{self.qmp_test_path},server=on,wait=off",
         ]  # fmt: skip
         if spec.virtfs:
             cmd += [
                 "-virtfs",
                 "local,path=/,mount_tag=hostroot,security_model=none,readonly=on",
+                "-virtfs",
+                f"local,path={self.share},mount_tag=out,security_model=none",
             ]
+            self.share.mkdir(parents=True, exist_ok=True)
         return cmd
 
     def start(self, timeout: float = 600) -> GroundTruth:
         if shutil.which("qemu-system-x86_64") is None:
             raise HarnessError("qemu-system-x86_64 not installed")
         initrd = build_initramfs(self.kernel)
-        for p in (self.console, self.qmp_path, self.qmp_drgn_path, self.cmd_path):
+        for p in (self.console, self.qmp_path, self.qmp_drgn_path, self.qmp_test_path,
+                  self.cmd_path):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         t0 = time.monotonic()

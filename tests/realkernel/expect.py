@@ -1,0 +1,76 @@
+"""What the kernel's struct page (and so pinspect) must show for each ground-truth page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+GUP_PIN_COUNTING_BIAS = 1024
+
+PINNED_KINDS = {
+    "anon_uring", "anon_uring_x2", "anon_vmsplice", "anon_vmsplice_x2", "thp_uring",
+    "tmpfs_uring", "tmpfs_vmsplice", "sysv_vmsplice", "shared_anon_uring", "shared_anon_vmsplice",
+}  # fmt: skip
+CONTROL_KINDS = {"anon_control", "tmpfs_control", "sysv_control", "shared_anon_control",
+                 "thp_control"}  # fmt: skip
+CMA_KINDS = {"cma_vmsplice", "cma_control"}
+
+
+@dataclass(frozen=True)
+class Expected:
+    pfn: int
+    nr_pages: int
+    refcount: int  # _refcount of the (head) page
+    mapcount: int  # mappings of the page / folio
+    pins: int  # FOLL_PIN pins as the README defines them
+    extra: int  # references FOLL_PIN does not explain (vmsplice)
+    evidence: tuple[str, ...]
+    mapping: str
+    zone: str
+    pincount: int | None  # folio _pincount for large folios
+
+
+def zone_of_pfn(pfn: int) -> str:
+    """x86_64 zone boundaries: DMA below 16 MiB, DMA32 below 4 GiB."""
+    if pfn < (16 << 20) >> 12:
+        return "DMA"
+    if pfn < (4 << 30) >> 12:
+        return "DMA32"
+    return "Normal"
+
+
+def thp_pins_per_registration(version: tuple[int, int], nr_pages: int) -> int:
+    """io_uring pins each subpage of a THP on 6.1 (folio _pincount and _refcount grow by
+    nr_pages); since 6.10 it coalesces a folio-backed buffer and keeps one pin."""
+    return 1 if version >= (6, 10) else nr_pages
+
+
+def expected(page: dict[str, Any], version: tuple[int, int]) -> Expected:
+    nr = int(page["nr_pages"])
+    shmem = page["mapping"] == "shmem"
+    mapcount = int(page["mapcount"])
+    if nr > 1:
+        pins = int(page["pins"]) * thp_pins_per_registration(version, nr)
+        refcount = mapcount + (nr if shmem else 0) + pins + int(page["gets"])
+        pincount: int | None = pins
+    else:
+        pins = int(page["pins"])
+        refcount = mapcount + (1 if shmem else 0) + pins * GUP_PIN_COUNTING_BIAS + int(page["gets"])
+        pincount = None
+    evidence: list[str] = []
+    if pins:
+        evidence.append("foll_pin")
+    if int(page["gets"]):
+        evidence.append("extra")
+    return Expected(
+        pfn=int(page["pfn"]),
+        nr_pages=nr,
+        refcount=refcount,
+        mapcount=mapcount,
+        pins=pins,
+        extra=int(page["gets"]),
+        evidence=tuple(evidence),
+        mapping=page["mapping"],
+        zone=zone_of_pfn(int(page["pfn"])),
+        pincount=pincount,
+    )

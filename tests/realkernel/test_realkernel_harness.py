@@ -1,0 +1,133 @@
+"""Self-tests of the real-kernel harness: dumps exist, the ground truth is complete, and plain
+drgn sees in each target the struct page values that the workload implies."""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import struct
+import sys
+from typing import Any
+
+import drgn
+import pytest
+from conftest import HERE, Booted, _sh_quote, enter_host_root, pinspect_available
+from expect import CMA_KINDS, CONTROL_KINDS, PINNED_KINDS, expected
+from pagefacts import page_facts
+
+KPF_COMPOUND_HEAD = 1 << 15
+KPF_THP = 1 << 22
+
+
+def test_ground_truth_complete(booted: Booted) -> None:
+    gt = booted.gt
+    kinds = {p["kind"] for p in gt.pages}
+    want = PINNED_KINDS | CONTROL_KINDS | (CMA_KINDS if booted.kernel.spec.cma else set())
+    assert want <= kinds, f"missing kinds {want - kinds}; log {gt.log}"
+    assert gt.meta["pid"] > 1 and gt.meta["peer_pid"] > 1
+    for p in gt.pages:
+        assert p["pfn"] > 0
+        if p["mapcount"] == 2:
+            assert p["peer_pfn"] == p["pfn"], p
+        if p["nr_pages"] > 1:
+            assert p["pfn"] % p["nr_pages"] == 0, p
+            assert p["kpageflags"] & KPF_THP and p["kpageflags"] & KPF_COMPOUND_HEAD, p
+    pfns = [p["pfn"] for p in gt.pages]
+    assert len(pfns) == len(set(pfns)), "two ground-truth pages share a pfn"
+    if booted.kernel.spec.cma:
+        base, count = gt.meta["cma_base_pfn"], gt.meta["cma_pages"]
+        assert count > 0
+        for p in gt.pages:
+            if p["kind"] in CMA_KINDS:
+                assert base <= p["pfn"] < base + count, p
+
+
+def test_page_owner_records(booted: Booted) -> None:
+    if not booted.kernel.spec.page_owner:
+        pytest.skip(f"{booted.name} has no page_owner")
+    gt = booted.gt
+    assert len(gt.page_owner) >= 4, gt.log
+    for rec in gt.page_owner:
+        text = rec["text"]
+        m = re.search(r"PFN (0x[0-9a-f]+|\d+) ", text)
+        assert m, text
+        assert int(m.group(1), 0) == rec["pfn"], text
+        assert f"pid {gt.meta['pid']}" in text, text
+        assert "Page allocated via order" in text
+
+
+def test_dump_files(booted: Booted) -> None:
+    elf = booted.dumps["elf"]
+    with open(elf, "rb") as f:
+        head = f.read(64)
+    assert head[:4] == b"\x7fELF" and head[4] == 2  # ELFCLASS64
+    assert struct.unpack_from("<H", head, 16)[0] == 4  # ET_CORE
+    assert elf.stat().st_size >= booted.kernel.spec.mem_mib << 20
+    with open(booted.dumps["kdump"], "rb") as f:
+        head = f.read(16)
+    assert head.startswith(b"makedumpfile") or head.startswith(b"KDUMP   "), head
+    assert booted.dumps["kdump"].stat().st_size < elf.stat().st_size // 4
+
+
+def check_facts(booted: Booted, facts: dict[int, dict[str, Any]]) -> None:
+    """The struct page of every ground-truth pfn shows what the workload implies."""
+    wrong = []
+    for p in booted.gt.pages:
+        exp = expected(p, booted.version)
+        got = facts[p["pfn"]]
+        if (got["refcount"], got["mapcount"]) != (exp.refcount, exp.mapcount) or (
+            exp.pincount is not None and got["pincount"] != exp.pincount
+        ):
+            wrong.append((p["kind"], p["pfn"], got, exp))
+    assert not wrong, "\n".join(map(str, wrong))
+
+
+def pairs(booted: Booted) -> list[tuple[int, int]]:
+    return [(p["pfn"], p["nr_pages"]) for p in booted.gt.pages]
+
+
+def test_struct_pages_elf(booted: Booted) -> None:
+    prog = drgn.Program()
+    prog.set_core_dump(str(booted.dumps["elf"]))
+    prog.load_debug_info([str(booted.vmlinux)])
+    assert prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL
+    check_facts(booted, page_facts(prog, pairs(booted)))
+
+
+def test_struct_pages_kdump(booted: Booted) -> None:
+    # drgn cannot open QEMU's flattened kdump-compressed file directly; pinspect.target can
+    if not pinspect_available():
+        pytest.skip("pinspect (which opens QEMU's flattened kdump files) is not importable yet")
+    from pinspect.target import open_program
+
+    prog = open_program(core=str(booted.dumps["kdump"]), vmlinux=[str(booted.vmlinux)])
+    check_facts(booted, page_facts(prog, pairs(booted)))
+
+
+def test_struct_pages_qmp_live(booted: Booted) -> None:
+    prog = drgn.Program()
+    prog.set_qemu_qmp(str(booted.guest.qmp_test_path))
+    assert prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL, "no VMCOREINFO over QMP"
+    prog.load_debug_info([str(booted.vmlinux)])
+    check_facts(booted, page_facts(prog, pairs(booted)))
+    del prog
+    gc.collect()
+
+
+def test_struct_pages_kcore_in_guest(booted: Booted) -> None:
+    if not booted.kernel.spec.virtfs:
+        pytest.skip(f"{booted.name} has no 9p root for in-guest runs")
+    enter_host_root(booted)
+    share = booted.guest.share
+    (share / "pfns.json").write_text(json.dumps(pairs(booted)))
+    status, text = booted.guest.shell(
+        f"chroot /host /usr/bin/env PYTHONDONTWRITEBYTECODE=1 HOME=/tmp "
+        f"{_sh_quote(sys.executable)} {_sh_quote(str(HERE / 'pagefacts.py'))} "
+        f"{_sh_quote(str(booted.vmlinux))} /tmp/pinspect-out/pfns.json "
+        f"/tmp/pinspect-out/facts.json",
+        timeout=900,
+    )
+    assert status == 0, text
+    raw = json.loads((share / "facts.json").read_text())
+    check_facts(booted, {int(k): v for k, v in raw.items()})
