@@ -351,6 +351,135 @@ def test_qemu_flattened_of_a_64_bit_kernel(kernel_dumps: Dumps, cache: Path) -> 
     assert compared >= kernel_dumps.ram - (1 << 20)
 
 
+def classic_elf_copy(src: Path, dst: Path) -> None:
+    """Copy a QEMU ELF dump with its program headers moved right after the ELF header, where
+    makedumpfile looks for them (QEMU puts a section header there first)."""
+    shutil.copyfile(src, dst)
+    with open(dst, "r+b") as f:
+        ehdr = bytearray(f.read(64))
+        (phoff,) = struct.unpack_from("<Q", ehdr, 32)
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+        f.seek(phoff)
+        phdrs = f.read(phentsize * phnum)
+        first_data = min(
+            struct.unpack_from("<Q", phdrs, i * phentsize + 8)[0] for i in range(phnum)
+        )
+        assert 64 + len(phdrs) <= first_data
+        struct.pack_into("<QQ", ehdr, 32, 64, 0)  # e_phoff, e_shoff
+        struct.pack_into("<HHH", ehdr, 58, 0, 0, 0)  # e_shentsize, e_shnum, e_shstrndx
+        f.seek(0)
+        f.write(ehdr + phdrs)
+
+
+def qemu_cr3(elf: Path) -> int:
+    """CR3 of the first CPU, from QEMU's "QEMU" note (x86_64 QEMUCPUState)."""
+    with open(elf, "rb") as f:
+        f.seek(0)
+        ehdr = f.read(64)
+        (phoff,) = struct.unpack_from("<Q", ehdr, 32)
+        f.seek(phoff)
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack("<IIQQQQ", f.read(40))
+        assert p_type == 4  # PT_NOTE first
+        f.seek(p_offset)
+        notes = f.read(p_filesz)
+    for name, _, desc in kdumpfile._iter_notes(notes, "<"):
+        if name == b"QEMU":
+            # version, size, 18 general registers, 10 segment/table descriptors, cr0..cr4
+            return struct.unpack_from("<Q", desc, 8 + 18 * 8 + 10 * 24 + 3 * 8)[0]
+    raise AssertionError("no QEMU note")
+
+
+def kernel_text_vaddr(ref: ElfCore, cr3: int, paddr: int) -> int:
+    """The address in the kernel image mapping (0xffffffff80000000, 1 GiB) of *paddr*,
+    found by walking the guest's page tables."""
+    mask = 0x000FFFFFFFFFF000
+
+    def entry(table: int, i: int) -> int:
+        return struct.unpack("<Q", ref.read((table & mask) + i * 8, 8))[0]
+
+    pdpt = entry(cr3, 511)
+    pd = entry(pdpt, 510)
+    assert pd & 1
+    base_va = 0xFFFFFFFF80000000
+    for i2 in range(512):
+        e2 = entry(pd, i2)
+        if not e2 & 1:
+            continue
+        va = base_va + (i2 << 21)
+        if e2 & 0x80:  # 2 MiB page
+            start = e2 & 0x000FFFFFFFE00000
+            if start <= paddr < start + (1 << 21):
+                return va + paddr - start
+            continue
+        for i1 in range(512):
+            e1 = entry(e2, i1)
+            if e1 & 1 and e1 & mask == paddr & ~0xFFF:
+                return va + (i1 << 12) + (paddr & 0xFFF)
+    raise AssertionError(f"{paddr:#x} is not in the kernel image mapping")
+
+
+@pytest.fixture(scope="session")
+def makedumpfile_flat(kernel_dumps: Dumps, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """makedumpfile -F output for the panicked kernel guest.  makedumpfile needs a VMCOREINFO
+    and reads init_uts_ns through the guest's page tables, so find both in the dump itself."""
+    need(shutil.which("makedumpfile") is not None, "makedumpfile is not installed")
+    tmp = tmp_path_factory.mktemp("makedumpfile")
+    elf = tmp / "classic.elf"
+    classic_elf_copy(kernel_dumps.elf, elf)
+    ref = ElfCore(elf)
+    uts = None
+    for addr, n in ref.chunks(1 << 22):
+        try:  # overlap the next chunk a little so that no match is cut in two
+            data = ref.read(addr, n + 512)
+        except KeyError:
+            data = ref.read(addr, n)
+        at = data.find(b"Linux" + bytes(60) + b"(none)")
+        if at >= 0 and at + 195 <= len(data):
+            release = data[at + 130 : at + 195].split(b"\0")[0]
+            uts = (addr + at, release)
+            break
+    assert uts is not None, "init_uts_ns not found in guest memory"
+    cr3 = qemu_cr3(elf)
+    uts_va = kernel_text_vaddr(ref, cr3, uts[0])
+    vmcoreinfo = tmp / "vmcoreinfo"
+    vmcoreinfo.write_text(
+        f"OSRELEASE={uts[1].decode()}\nPAGESIZE=4096\n"
+        f"SYMBOL(init_uts_ns)={uts_va:x}\nOFFSET(uts_namespace.name)=0\n"
+        # with phys_base 0, makedumpfile finds the page tables at CR3
+        f"SYMBOL(init_top_pgt)={0xFFFFFFFF80000000 + cr3:x}\nNUMBER(phys_base)=0\n"
+        # a flat mem_map: makedumpfile insists on one, -d 0 never reads it
+        f"SYMBOL(mem_map)={uts_va:x}\nSIZE(page)=64\nOFFSET(page.flags)=0\n"
+        "OFFSET(page._refcount)=52\nOFFSET(page.mapping)=24\n"
+    )
+    out = tmp / "vmcore.flat"
+    with open(out, "wb") as stdout:
+        r = subprocess.run(
+            ["makedumpfile", "-F", "-c", "-d", "0", "-i", str(vmcoreinfo), str(elf)],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, check=False,
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    elf.unlink()
+    return out
+
+
+@pytest.mark.realkernel
+def test_makedumpfile_F_output(kernel_dumps: Dumps, makedumpfile_flat: Path, cache: Path) -> None:
+    # makedumpfile writes page descriptors and page data as interleaved, out-of-order records
+    offsets = []
+    with open(makedumpfile_flat, "rb") as f:
+        f.seek(kdumpfile.FLAT_HEADER_SIZE)
+        for off, size in kdumpfile.iter_flat_records(f, str(makedumpfile_flat)):
+            offsets.append(off)
+            f.seek(size, os.SEEK_CUR)
+    assert any(b < a for a, b in zip(offsets, offsets[1:], strict=False))
+    core = prepare_core(str(makedumpfile_flat), str(cache))
+    assert core.kind == "kdump-flattened" and core.rebuilt
+    hdr = kdumpfile.read_kdump_header(core.path)
+    assert hdr.uts_sane and hdr.machine == "x86_64"  # makedumpfile copies init_uts_ns
+    assert core.platform is None  # libkdumpfile knows the machine itself
+    assert_same_memory(open_with_drgn(core), kernel_dumps.elf, check_pattern=False)
+
+
 # --- tests: errors -----------------------------------------------------------------------
 
 
