@@ -6,6 +6,7 @@ Global options are accepted before the command name and after it
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -130,6 +131,9 @@ _register()
 
 def main() -> None:
     """Entry point: run the CLI; errors become one line on stderr and exit code 2."""
+    if not os.environ.get("PINSPECT_DEBUG"):
+        # pinspect explains missing or mismatched debug info itself.
+        logging.getLogger("drgn").setLevel(logging.CRITICAL)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

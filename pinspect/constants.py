@@ -20,9 +20,8 @@ PAGE_MAPPING_FLAGS = PAGE_MAPPING_ANON | PAGE_MAPPING_MOVABLE
 PAGE_MAPCOUNT_RESERVE = -128
 # Up to 6.11 (commit "mm: add PGTY_* page types" changed this in 6.12).
 PAGE_TYPE_BASE = 0xF0000000
-PAGE_TYPE_BITS_OLD = {"buddy": 0x80, "offline": 0x100, "table": 0x200, "guard": 0x400,
-                      "hugetlb": 0x800, "slab": 0x1000, "zsmalloc": 0x2000,
-                      "unaccepted": 0x4000}
+# Up to 6.8 these were #defines; 6.9 moved them (and new ones) into enum pagetype.
+PAGE_TYPE_BITS_OLD = {"buddy": 0x80, "offline": 0x100, "table": 0x200, "guard": 0x400}
 # 6.12+: top byte of page_type (enum pagetype in DWARF gives these too; used as fallback).
 PGTY_OLDEST = 0xF0
 

@@ -42,6 +42,8 @@ class FolioLayout:
     large_mapcount: int | None  # atomic_t, value + 1 = all mappings (6.10+)
     pincount: int | None  # atomic_t, exact FOLL_PIN count
     pincount_min_order: int  # orders below this use the refcount bias instead
+    dtor: int | None  # u8 compound destructor (up to 6.8), marks hugetlb folios
+    hugetlb_dtor: int | None  # HUGETLB_PAGE_DTOR
     # Up to 6.1 file THPs count compound mappings in every subpage's _mapcount, and anon THPs
     # mapped by PMD and PTE at once carry PG_double_map (removed in 6.2).
     subpages_include_entire: bool
@@ -172,6 +174,7 @@ def _folio_layout(prog: Program, page_type: drgn.Type, page_size_bytes: int) -> 
         if entire is None:
             entire = _offset(folio, "_total_mapcount")
         pincount = _offset(folio, "_pincount")
+        dtor = _offset(folio, "_folio_dtor")
     else:
         # Before folios (5.15 and older): the first tail page's named fields.
         order = _offset(page_type, "compound_order")
@@ -179,6 +182,8 @@ def _folio_layout(prog: Program, page_type: drgn.Type, page_size_bytes: int) -> 
         nr_pages = _offset(page_type, "compound_nr")
         nr_pages = None if nr_pages is None else tail + nr_pages
         large = None
+        dtor = _offset(page_type, "compound_dtor")
+        dtor = None if dtor is None else tail + dtor
         entire = _offset(page_type, "compound_mapcount")
         entire = None if entire is None else tail + entire
         pincount = None
@@ -202,6 +207,8 @@ def _folio_layout(prog: Program, page_type: drgn.Type, page_size_bytes: int) -> 
         )
     has_double_map = "PG_double_map" in enumerators(prog, "enum pageflags")
     return FolioLayout(
+        dtor=dtor,
+        hugetlb_dtor=enumerators(prog, "enum compound_dtor_id").get("HUGETLB_PAGE_DTOR"),
         order=order,
         nr_pages=nr_pages,
         entire_mapcount=entire,

@@ -87,8 +87,8 @@ class _Masks:
 
 
 # Mapping kinds, as small integers in the bulk arrays.
-KIND_NONE, KIND_ANON, KIND_KSM, KIND_FILE, KIND_SHMEM, KIND_MOVABLE_OPS = range(6)
-KIND_NAMES = ["none", "anon", "ksm", "file", "shmem", "movable_ops"]
+KIND_NONE, KIND_ANON, KIND_KSM, KIND_FILE, KIND_SHMEM, KIND_MOVABLE_OPS, KIND_HUGETLB = range(7)
+KIND_NAMES = ["none", "anon", "ksm", "file", "shmem", "movable_ops", "hugetlb"]
 
 
 @dataclass
@@ -121,6 +121,32 @@ def _kinds(mapping: np.ndarray, flags: np.ndarray, masks: _Masks) -> np.ndarray:
     return kind
 
 
+def _has_type(kernel: Kernel, page_type: np.ndarray, name: str) -> np.ndarray:
+    """Which pages carry page type *name* (``page->page_type``, as int64 of the s32)."""
+    value = kernel.page_types.get(name)
+    if value is None:
+        return np.zeros(len(page_type), dtype=bool)
+    raw = page_type & 0xFFFFFFFF
+    if kernel.page_types_in_top_byte:
+        return (raw >> 24) == value
+    base = constants.PAGE_TYPE_BASE
+    return (raw & (base | value)) == base
+
+
+def _hugetlb_heads(chunk: PageChunk, hidx: np.ndarray, page_type: np.ndarray) -> np.ndarray:
+    """Which large folio heads are hugetlb folios, by whichever marker this kernel uses."""
+    kernel = chunk.kernel
+    folio = kernel.layout.folio
+    if folio.dtor is not None and folio.hugetlb_dtor is not None:
+        # Up to 6.8: compound_dtor / _folio_dtor == HUGETLB_PAGE_DTOR.
+        return chunk.at(hidx, folio.dtor, "u1") == folio.hugetlb_dtor
+    flag = kernel.flags.mask("PG_hugetlb")
+    if flag:  # 6.9: PG_hugetlb on the first tail page
+        first_tail = chunk.at(hidx, kernel.layout.size + kernel.layout.flags, "<u8")
+        return (first_tail & np.uint64(flag)) != 0
+    return _has_type(kernel, page_type[hidx], "hugetlb")  # 6.10+: a page type
+
+
 def evaluate_chunk(
     kernel: Kernel, chunk: PageChunk, masks: _Masks, pin_mask: int, min_extra: int = 1,
     report_all: bool = False,
@@ -136,6 +162,8 @@ def evaluate_chunk(
     mapcount_raw = chunk.mapcount.astype(np.int64)
     tail = (chunk.compound_head & np.uint64(1)) != 0
     typed = mapcount_raw <= constants.PAGE_MAPCOUNT_RESERVE
+    # 6.10+ marks hugetlb folios with a page type; they are still user memory.
+    typed &= ~_has_type(kernel, mapcount_raw, "hugetlb")
     not_movable = np.uint64(masks.reserved | masks.slab)
     live = (refcount > 0) & ~tail & ~typed & ((flags & not_movable) == 0)
 
@@ -152,19 +180,19 @@ def evaluate_chunk(
     mapping_c = chunk.mapping[idx]
     kind = _kinds(mapping_c, flags_c, masks)
     ref = refcount[idx]
-    mapcount = np.where(typed[idx], 0, mapcount_raw[idx] + 1)
+    mapcount = np.where(mapcount_raw[idx] < -1, 0, mapcount_raw[idx] + 1)
     head = (flags_c & np.uint64(masks.head)) != 0
     order = np.zeros(len(idx), dtype=np.int64)
     pincount = np.full(len(idx), -1, dtype=np.int64)  # -1: this folio has no exact counter
+    hugetlb = np.zeros(len(idx), dtype=bool)
 
     if head.any():
         hidx = idx[head]
         horder = chunk.at(hidx, folio.order, "u1").astype(np.int64)
-        nr = np.int64(1) << horder
-        fits = hidx + nr <= chunk.n
-        horder = np.where(fits, horder, 0)  # gigantic folios beyond the chunk: see below
         order[head] = horder
-        mapcount[head] = _large_mapcount(chunk, hidx, horder, kind[head], masks,
+        hhuge = _hugetlb_heads(chunk, hidx, mapcount_raw)
+        hugetlb[head] = hhuge
+        mapcount[head] = _large_mapcount(chunk, hidx, horder, kind[head], hhuge, masks,
                                          mapcount_raw, typed)
         if folio.pincount is not None:
             exact = horder >= folio.pincount_min_order
@@ -176,10 +204,15 @@ def evaluate_chunk(
         ((flags_c & np.uint64(masks.swapcache)) != 0) & (kind == KIND_ANON)
     cached = (kind == KIND_FILE) | (kind == KIND_SHMEM) | swapcache
     private = ((flags_c & np.uint64(masks.private)) != 0).astype(np.int64)
-    user = (kind == KIND_ANON) | (kind == KIND_KSM) | (kind == KIND_FILE) | (kind == KIND_SHMEM)
-    # A kernel page with no mapping still has its allocation's own reference.
-    expected = mapcount + np.where(cached, nr_pages, 0) + private + \
+    user = (kind == KIND_ANON) | (kind == KIND_KSM) | (kind == KIND_FILE) | \
+        (kind == KIND_SHMEM) | hugetlb
+    # The page cache holds one reference per base page, but a single one for a hugetlb
+    # folio (hugetlb migration expects 2 = caller + page cache); a kernel page with no
+    # mapping still has its allocation's own reference.
+    cache_refs = np.where(hugetlb, 1, nr_pages)
+    expected = mapcount + np.where(cached, cache_refs, 0) + np.where(hugetlb, 0, private) + \
         np.where(kind == KIND_NONE, 1, 0)
+    kind = np.where(hugetlb, KIND_HUGETLB, kind).astype(np.int8)
     diff = ref - expected
 
     exact = pincount >= 0
@@ -208,29 +241,33 @@ def evaluate_chunk(
 
 
 def _large_mapcount(chunk: PageChunk, hidx: np.ndarray, horder: np.ndarray, kind: np.ndarray,
-                    masks: _Masks, mapcount_raw: np.ndarray, typed: np.ndarray) -> np.ndarray:
+                    hugetlb: np.ndarray, masks: _Masks, mapcount_raw: np.ndarray,
+                    typed: np.ndarray) -> np.ndarray:
     """Page-table mappings of each large folio (what ``folio_mapcount()`` returns)."""
     folio = chunk.kernel.layout.folio
     if folio.large_mapcount is not None:  # 6.10+: one counter for the whole folio
         return chunk.at(hidx, folio.large_mapcount, "<i4").astype(np.int64) + 1
-    nr = np.int64(1) << horder
     entire = np.zeros(len(hidx), dtype=np.int64)
     if folio.entire_mapcount is not None:
         entire = chunk.at(hidx, folio.entire_mapcount, "<i4").astype(np.int64) + 1
-    per_page = np.where(typed, 0, mapcount_raw + 1)
+    # Gigantic folios may reach past the chunk; only hugetlb ones are that large, and
+    # hugetlb folios are mapped whole (entire mapcount only).
+    nr = np.int64(1) << horder
+    end = np.minimum(hidx + nr, chunk.n)
+    per_page = np.where(typed | (mapcount_raw < -1), 0, mapcount_raw + 1)
     cumulative = np.concatenate(([0], np.cumsum(per_page)))
-    subpages = cumulative[hidx + nr] - cumulative[hidx]
+    subpages = np.where(hugetlb, 0, cumulative[end] - cumulative[hidx])
     total = entire + subpages
     if folio.subpages_include_entire:
         # Up to 6.1: file THP subpages include the compound mappings in their _mapcount;
         # anon THP mapped by PMD and PTE at once add one per subpage (PG_double_map).
-        file_like = (kind == KIND_FILE) | (kind == KIND_SHMEM)
+        file_like = ((kind == KIND_FILE) | (kind == KIND_SHMEM)) & ~hugetlb
         total = np.where(file_like, total - entire * nr, total)
         if masks.double_map:
             tail_flags = chunk.at(hidx, chunk.kernel.layout.size + chunk.kernel.layout.flags,
                                   "<u8")
             double = (tail_flags & np.uint64(masks.double_map)) != 0
-            total = np.where(~file_like & double, total - nr, total)
+            total = np.where(~file_like & ~hugetlb & double, total - nr, total)
     return total
 
 
@@ -295,7 +332,7 @@ def find_pinned(
     locator = ZoneLocator(kernel)
     blocks = PageblockReader(kernel)
     cma = CmaLocator(kernel)
-    chosen_keys = {(z.node, z.index) for z in chosen}
+    chosen_keys = {(z.node, z.name) for z in chosen}
     stats = ScanStats()
     pages: list[PinnedPage] = []
     total = sum(end - start for start, end, _ in ranges)
@@ -306,9 +343,7 @@ def find_pinned(
             progress(min(done, total), total)
         found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra)
         for row in _rows(chunk, found, locator, blocks, cma):
-            zone = locator.by_key.get((row.node, kernel.zone_names.index(row.zone))
-                                      if row.zone in kernel.zone_names else None)
-            if chosen_keys and zone is not None and (zone.node, zone.index) not in chosen_keys:
+            if (zones_ or nodes) and (row.node, row.zone) not in chosen_keys:
                 continue
             if wanted and not wanted & set(row.evidence):
                 continue

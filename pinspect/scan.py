@@ -87,7 +87,7 @@ def valid_ranges(kernel: Kernel) -> list[tuple[int, int, int]]:
         return kernel.prog.cache["pinspect_valid_ranges"]  # type: ignore[no-any-return]
     except KeyError:
         pass
-    ranges = []
+    ranges: list[tuple[int, int, int]] = []
     for start, end, mem_map in for_each_valid_page_range(kernel.prog):
         base = mem_map.value_()
         if ranges and ranges[-1][1] == start and ranges[-1][2] == base:

@@ -99,7 +99,7 @@ def load_kernel_debug_info(prog: Program, vmlinux: Sequence[str] = ()) -> None:
     if kernel.debug_file_status == drgn.ModuleFileStatus.HAVE:
         return
     if vmlinux:
-        wanted = kernel.build_id
+        wanted = kernel.build_id.hex() if kernel.build_id else None
         got = [f"{p} has build ID {build_id_of(p) or 'none'}" for p in vmlinux]
         raise DebugInfoError(
             "the debug info does not match this kernel: kernel build ID "
