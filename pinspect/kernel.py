@@ -362,7 +362,8 @@ def _page_types(prog: Program) -> tuple[dict[str, int], bool]:
 def page_type_name(kernel: Kernel, raw: int) -> str | None:
     """Name of the page type stored in ``page->page_type`` (*raw*, u32), or None."""
     raw &= 0xFFFFFFFF
-    if raw - (1 << 32) > constants.PAGE_MAPCOUNT_RESERVE:
+    signed = raw - (1 << 32) if raw & 0x80000000 else raw
+    if signed > constants.PAGE_MAPCOUNT_RESERVE:
         return None
     if kernel.page_types_in_top_byte:
         top = raw >> 24

@@ -292,7 +292,7 @@ def parse_pfn_range(text: str) -> tuple[int, int]:
 
 def find_pinned(
     prog: Program,
-    zones_: Sequence[str] = (),
+    zone_names: Sequence[str] = (),
     nodes: Sequence[int] = (),
     pfn_range: tuple[int, int] | None = None,
     evidence: Iterable[str] = (),
@@ -311,11 +311,11 @@ def find_pinned(
         raise ValueError(f"unknown evidence kind(s): {', '.join(sorted(unknown))}")
     all_zones = zones(kernel)
     chosen = [z for z in all_zones
-              if (not zones_ or z.name.lower() in {n.lower() for n in zones_})
+              if (not zone_names or z.name.lower() in {n.lower() for n in zone_names})
               and (not nodes or z.node in nodes)]
-    if zones_ and not chosen:
+    if zone_names and not chosen:
         names = sorted({z.name for z in all_zones})
-        raise FeatureMissing(f"no zone named {', '.join(zones_)} on this system",
+        raise FeatureMissing(f"no zone named {', '.join(zone_names)} on this system",
                              f"zones here: {', '.join(names)}")
     windows = [(z.start_pfn, z.end_pfn) for z in chosen]
     if pfn_range is not None:
@@ -343,7 +343,7 @@ def find_pinned(
             progress(min(done, total), total)
         found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra)
         for row in _rows(chunk, found, locator, blocks, cma):
-            if (zones_ or nodes) and (row.node, row.zone) not in chosen_keys:
+            if (zone_names or nodes) and (row.node, row.zone) not in chosen_keys:
                 continue
             if wanted and not wanted & set(row.evidence):
                 continue

@@ -79,6 +79,6 @@ def command(ctx: click.Context, zone_names: tuple[str, ...], nodes: tuple[int, .
     options = merged_options(ctx, **global_values)
     pfn_range = parse_pfn_range(pfn_text) if pfn_text else None
     prog = open_target(options)
-    report = find_pinned(prog, zones_=zone_names, nodes=nodes, pfn_range=pfn_range,
+    report = find_pinned(prog, zone_names=zone_names, nodes=nodes, pfn_range=pfn_range,
                          evidence=evidence, min_extra=min_extra, progress=Progress())
     emit(document(report, sort, limit), options)
