@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import KERNELS, Guest, GroundTruth, HarnessError, Kernel, cache_dir, in_ci, log
+from harness import KERNELS, GroundTruth, Guest, HarnessError, Kernel, cache_dir, in_ci, log
 from harness import prepare_kernel as _prepare_kernel
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 
 KERNEL_NAMES = [
-    k.strip() for k in os.environ.get("PINSPECT_REALKERNELS", ",".join(KERNELS)).split(",")
+    k.strip()
+    for k in os.environ.get("PINSPECT_REALKERNELS", ",".join(KERNELS)).split(",")
     if k.strip()
 ]
 TOOLS = ("qemu-system-x86_64", "gcc", "busybox", "cpio", "apt-get", "dpkg-deb", "xz", "make")

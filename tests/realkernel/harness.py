@@ -196,9 +196,7 @@ def build_initramfs(kernel: Kernel) -> Path:
                     subprocess.run([tool, "-dc", str(m)], stdout=f, check=True)
             names.append(name)
         (root / "lib" / "modules" / "order").write_text("".join(n + "\n" for n in names))
-        files = subprocess.run(
-            ["find", "."], cwd=root, check=True, capture_output=True
-        ).stdout
+        files = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
         tmp = out.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             subprocess.run(
@@ -382,8 +380,13 @@ class Guest:
         if shutil.which("qemu-system-x86_64") is None:
             raise HarnessError("qemu-system-x86_64 not installed")
         initrd = build_initramfs(self.kernel)
-        for p in (self.console, self.qmp_path, self.qmp_drgn_path, self.qmp_test_path,
-                  self.cmd_path):
+        for p in (
+            self.console,
+            self.qmp_path,
+            self.qmp_drgn_path,
+            self.qmp_test_path,
+            self.cmd_path,
+        ):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
         t0 = time.monotonic()

@@ -1,0 +1,220 @@
+"""pinspect against the ground truth of real kernels, on every target: the ELF and the
+kdump-compressed dump of QEMU, the running guest over QMP, and /proc/kcore inside the guest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Booted, run_pinspect
+from expect import CMA_KINDS, Expected, expected
+
+TARGETS = ["elf", "kdump", "qmp", "kcore"]
+HOST_TARGETS = ["elf", "kdump", "qmp"]
+ROW_KEYS = ("pfn", "nr_pages", "zone", "refcount", "mapcount", "pins", "extra", "evidence",
+            "mapping")  # fmt: skip
+
+
+def rows_by_pfn(doc: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    assert doc.get("schema_version") == 1, doc.keys()
+    return {int(r["pfn"]): r for r in doc["pages"]}
+
+
+def covering(rows: dict[int, dict[str, Any]], pfn: int) -> dict[str, Any] | None:
+    """The row whose folio contains pfn (rows are keyed by head pfn)."""
+    for head in range(pfn, max(pfn - 512, -1), -1):
+        r = rows.get(head)
+        if r is not None and head + int(r.get("nr_pages", 1)) > pfn:
+            return r
+    return None
+
+
+def mismatches(row: dict[str, Any], exp: Expected) -> list[str]:
+    want = {
+        "nr_pages": exp.nr_pages,
+        "zone": exp.zone,
+        "refcount": exp.refcount,
+        "mapcount": exp.mapcount,
+        "pins": exp.pins,
+        "extra": exp.extra,
+        "evidence": list(exp.evidence),
+        "mapping": exp.mapping,
+    }
+    return [f"{k}: got {row.get(k)!r}, want {v!r}" for k, v in want.items() if row.get(k) != v]
+
+
+def pinned_doc(b: Booted, target: str) -> dict[str, Any]:
+    """The kcore target (inside a TCG guest, slow) scans the Normal zone only."""
+    if target == "kcore":
+        return run_pinspect(b, target, "pinned", "--zone", "Normal")
+    return run_pinspect(b, target, "pinned")
+
+
+def check_against_ground_truth(b: Booted, doc: dict[str, Any]) -> None:
+    assert doc.get("command") == "pinned"
+    rows = rows_by_pfn(doc)
+    problems = []
+    for p in b.gt.pinned():
+        exp = expected(p, b.version)
+        row = rows.get(p["pfn"])
+        if row is None:
+            problems.append(f"{p['kind']} pfn {p['pfn']}: not reported")
+            continue
+        bad = mismatches(row, exp)
+        if p["kind"] in CMA_KINDS:
+            if not row.get("cma"):
+                bad.append(f"cma: got {row.get('cma')!r}, want an area name")
+            if row.get("migratetype") != "CMA":
+                bad.append(f"migratetype: got {row.get('migratetype')!r}, want 'CMA'")
+        problems += [f"{p['kind']} pfn {p['pfn']}: {m}" for m in bad]
+    for p in b.gt.controls():
+        for pfn in range(p["pfn"], p["pfn"] + p["nr_pages"]):
+            row = covering(rows, pfn)
+            if row is not None:
+                problems.append(f"control {p['kind']} pfn {pfn} reported: {row}")
+                break
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_pinned_matches_ground_truth(booted: Booted, target: str) -> None:
+    check_against_ground_truth(booted, pinned_doc(booted, target))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_pinned_zone_normal(booted: Booted, target: str) -> None:
+    doc = run_pinspect(booted, target, "pinned", "--zone", "Normal")
+    assert all(r["zone"] == "Normal" for r in doc["pages"])
+    check_against_ground_truth(booted, doc)
+    summary = doc["summary"]
+    # by_zone keys name the zone, perhaps with its node ("0:Normal")
+    assert {k.split(":")[-1] for k in summary.get("by_zone", {})} <= {"Normal"}, summary
+
+
+def test_pinned_summary(booted: Booted) -> None:
+    doc = run_pinspect(booted, "elf", "pinned")
+    summary = doc["summary"]
+    assert summary["pages"] == sum(int(r["nr_pages"]) for r in doc["pages"])
+    assert summary["folios"] == len(doc["pages"])
+    assert isinstance(doc.get("unreadable"), int)
+
+
+def test_evidence_filter(booted: Booted) -> None:
+    doc = run_pinspect(booted, "elf", "pinned", "--evidence", "foll_pin")
+    rows = rows_by_pfn(doc)
+    assert all("foll_pin" in r["evidence"] for r in rows.values())
+    for p in booted.gt.pinned():
+        exp = expected(p, booted.version)
+        if "foll_pin" in exp.evidence:
+            assert p["pfn"] in rows, p
+        else:
+            assert p["pfn"] not in rows, p
+
+
+def test_pfn_range(booted: Booted) -> None:
+    pinned = booted.gt.pinned()
+    start = min(p["pfn"] for p in pinned)
+    end = max(p["pfn"] for p in pinned) + 1
+    doc = run_pinspect(booted, "elf", "pinned", "--pfn", f"{start}-{end}")
+    rows = rows_by_pfn(doc)
+    assert all(start <= pfn <= end for pfn in rows), sorted(rows)
+    for p in pinned:
+        assert p["pfn"] in rows, p
+
+
+def _page_object(doc: dict[str, Any], pfn: int) -> dict[str, Any]:
+    """The page description in a `page PFN` document (searched, the layout is pinspect's)."""
+    stack: list[Any] = [doc]
+    while stack:
+        d = stack.pop()
+        if isinstance(d, dict):
+            if d.get("pfn") == pfn and "refcount" in d:
+                return d
+            stack.extend(d.values())
+        elif isinstance(d, list):
+            stack.extend(d)
+    raise AssertionError(f"no page object for pfn {pfn} in {doc}")
+
+
+def one_per_kind(b: Booted) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for p in b.gt.pages:
+        seen.setdefault(p["kind"], p)
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("target", ["elf", "qmp"])
+def test_page_command(booted: Booted, target: str) -> None:
+    problems = []
+    for p in one_per_kind(booted):
+        doc = run_pinspect(booted, target, "page", str(p["pfn"]))
+        assert doc.get("command") == "page"
+        page = _page_object(doc, p["pfn"])
+        exp = expected(p, booted.version)
+        want: dict[str, Any] = {"refcount": exp.refcount, "zone": exp.zone}
+        for k, v in (("mapcount", exp.mapcount), ("pins", exp.pins), ("extra", exp.extra),
+                     ("evidence", list(exp.evidence)), ("nr_pages", exp.nr_pages),
+                     ("mapping", exp.mapping)):  # fmt: skip
+            if k in page:
+                want[k] = v
+        problems += [f"{p['kind']} pfn {p['pfn']} {k}: got {page.get(k)!r}, want {v!r}"
+                     for k, v in want.items() if page.get(k) != v]  # fmt: skip
+    assert not problems, "\n".join(problems)
+
+
+def _zone_list(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    for key in ("zones", "items", "rows"):
+        if isinstance(doc.get(key), list):
+            return doc[key]  # type: ignore[no-any-return]
+    raise AssertionError(f"no zone list in {list(doc)}")
+
+
+@pytest.mark.parametrize("target", HOST_TARGETS)
+def test_zones(booted: Booted, target: str) -> None:
+    doc = run_pinspect(booted, target, "zones")
+    assert doc.get("schema_version") == 1 and doc.get("command") == "zones"
+    zones = _zone_list(doc)
+    names = {z.get("name", z.get("zone")) for z in zones}
+    assert {"DMA", "DMA32", "Normal"} <= names, names
+    for z in zones:
+        start = z.get("start_pfn")
+        end = z.get("end_pfn")
+        if end is None and start is not None and "spanned" in z:
+            end = start + z["spanned"]
+        if start is None or end is None:
+            continue
+        for p in booted.gt.pages:
+            inside = start <= p["pfn"] < end
+            if inside:
+                assert z.get("name", z.get("zone")) == expected(p, booted.version).zone
+
+
+def test_info(booted: Booted) -> None:
+    doc = run_pinspect(booted, "elf", "info")
+    assert doc.get("schema_version") == 1 and doc.get("command") == "info"
+    uname = next(line.split()[1] for line in booted.gt.log if line.startswith("uname "))
+    assert uname in str(doc), doc
+
+
+def _gt_rows(b: Booted, doc: dict[str, Any]) -> dict[int, tuple[Any, ...]]:
+    rows = rows_by_pfn(doc)
+    return {p["pfn"]: tuple(str(rows.get(p["pfn"], {}).get(k)) for k in ROW_KEYS)
+            for p in b.gt.pages}  # fmt: skip
+
+
+def test_same_answers_on_every_target(booted: Booted) -> None:
+    """ELF, kdump-compressed, QMP live and in-guest /proc/kcore agree on the ground-truth pages,
+    and the two dumps (taken seconds apart from an idle guest) on every long-term pin."""
+    docs = {t: run_pinspect(booted, t, "pinned", "--zone", "Normal") for t in HOST_TARGETS}
+    if booted.kernel.spec.virtfs:
+        docs["kcore"] = run_pinspect(booted, "kcore", "pinned", "--zone", "Normal")
+    reference = _gt_rows(booted, docs["elf"])
+    for t, doc in docs.items():
+        assert _gt_rows(booted, doc) == reference, t
+    pins = {t: {r["pfn"] for r in d["pages"] if "foll_pin" in r["evidence"]}
+            for t, d in docs.items()}  # fmt: skip
+    assert pins["elf"] == pins["kdump"]
+    # live targets may see pins come and go in the kernel itself; ours are all there
+    gt_pins = {p["pfn"] for p in booted.gt.pinned() if p["pins"]}
+    for t, s in pins.items():
+        assert gt_pins <= s, t
