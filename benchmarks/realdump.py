@@ -1,0 +1,79 @@
+"""Boot a large real-kernel guest with the real-kernel harness and dump it (ELF + kdump-zlib).
+
+The guest is the harness's Debian 6.1 cloud kernel configuration with more memory (16 GiB by
+default). The ELF dump is made sparse right after QEMU writes it, so that it costs on disk
+about what the guest used. Results go to ``$PINSPECT_CACHE/bench/real-<kernel>-<N>g/``::
+
+    python3 -m benchmarks.realdump [--kernel deb61] [--gib 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import bench_dir, disk_usage, harness, log, make_sparse
+
+
+def dump_dir(kernel: str, gib: int) -> Path:
+    return bench_dir() / f"real-{kernel}-{gib}g"
+
+
+def paths(kernel: str, gib: int) -> dict[str, Any] | None:
+    """The dump's paths.json if a complete dump exists, else None."""
+    p = dump_dir(kernel, gib) / "paths.json"
+    if not p.exists():
+        return None
+    return json.loads(p.read_text())  # type: ignore[no-any-return]
+
+
+def boot(kernel: str, gib: int, workdir: Path) -> Any:
+    """A started :class:`harness.Guest` (use as a context manager: it stops the guest)."""
+    h = harness()
+    spec = dataclasses.replace(h.KERNELS[kernel], name=f"{kernel}-{gib}g", mem_mib=gib * 1024)
+    guest = h.Guest(h.prepare_kernel(spec), workdir)
+    try:
+        guest.start(timeout=1200)
+    except BaseException:
+        guest.stop()
+        raise
+    return guest
+
+
+def make(kernel: str = "deb61", gib: int = 16,
+         while_running: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Boot, optionally run *while_running(guest)* (the live QMP measurement), then dump."""
+    out = dump_dir(kernel, gib)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "paths.json").unlink(missing_ok=True)
+    with boot(kernel, gib, out / "run") as guest:
+        if while_running is not None:
+            while_running(guest)
+        elf, kdump = out / "vmcore.elf", out / "vmcore.kdump"
+        guest.dump(elf, "elf")
+        make_sparse(elf)
+        log(f"{elf}: {elf.stat().st_size >> 20} MiB, {disk_usage(elf) >> 20} MiB on disk")
+        guest.dump(kdump, "kdump-zlib")
+        gt = out / "ground-truth.json"
+        gt.write_text(json.dumps(guest.ground_truth.to_json(), indent=1) + "\n")
+        entry = {"kernel": kernel, "gib": gib, "release": guest.kernel.release,
+                 "elf": str(elf), "kdump": str(kdump), "vmlinux": str(guest.kernel.vmlinux),
+                 "ground_truth": str(gt), "boot_seconds": guest.boot_seconds}
+    (out / "paths.json").write_text(json.dumps(entry, indent=1) + "\n")
+    return entry
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernel", default="deb61")
+    ap.add_argument("--gib", type=int, default=16)
+    args = ap.parse_args()
+    print(json.dumps(make(args.kernel, args.gib), indent=1))
+
+
+if __name__ == "__main__":
+    main()
