@@ -486,8 +486,14 @@ def _probe(prog: Program) -> Kernel:
         features.append(Feature("cma", ABSENT, "kernel built without CONFIG_CMA"))
     else:
         count = prog["cma_area_count"].value_()
+        try:
+            prog.type("struct cma_memrange")
+            shape = "multi-range struct cma"
+        except LookupError:
+            shape = "single-range struct cma"
         features.append(Feature("cma", PRESENT if count else OFF,
-                                f"{count} area(s)" if count else "no CMA area reserved"))
+                                f"{count} area(s), {shape}" if count
+                                else f"no CMA area reserved ({shape}); boot with cma=SIZE"))
 
     if _variable(prog, "stack_pools") is not None:
         depot = "stack_pools"
@@ -505,6 +511,10 @@ def _probe(prog: Program) -> Kernel:
         raw = pageblock_bits.get("__NR_PAGEBLOCK_BITS", 4)
         nr_bits = 1 << (raw - 1).bit_length()
     max_order = _max_order(prog)
+    pageblock_order = _pageblock_order(prog, arch, page_shift, max_order)
+    isolate = ", separate isolate bit" if "PB_migrate_isolate" in pageblock_bits else ""
+    features.append(Feature("pageblock flags", PRESENT,
+                            f"{nr_bits} bits per pageblock of order {pageblock_order}{isolate}"))
     types, top_byte = _page_types(prog)
     return Kernel(
         prog=prog,
@@ -515,7 +525,7 @@ def _probe(prog: Program) -> Kernel:
         layout=layout,
         flags=PageFlagBits(flag_names),
         vmemmap=vmemmap,
-        pageblock_order=_pageblock_order(prog, arch, page_shift, max_order),
+        pageblock_order=pageblock_order,
         nr_pageblock_bits=nr_bits,
         max_order=max_order,
         migratetypes=_migratetypes(prog),
