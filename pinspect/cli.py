@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
-from drgn import Program
+from drgn import FaultError, Program
 
 from pinspect import __version__
 from pinspect.errors import PinspectError
@@ -145,6 +145,12 @@ def main() -> None:
         click.echo(f"pinspect: error: {e.message}", err=True)
         if e.hint:
             click.echo(f"  hint: {e.hint}", err=True)
+        sys.exit(2)
+    except FaultError as e:
+        click.echo(f"pinspect: error: cannot read kernel memory at {e.address:#x}: the dump is "
+                   "truncated or filtered, or the structure there is corrupted", err=True)
+        click.echo("  hint: compare the dump's size with what was written; with makedumpfile, "
+                   "dump levels up to -d 31 keep what pinspect reads", err=True)
         sys.exit(2)
     except (ValueError, OSError) as e:
         click.echo(f"pinspect: error: {e}", err=True)
