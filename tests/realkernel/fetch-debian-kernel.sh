@@ -34,7 +34,8 @@ image=$concrete-unsigned
 apt-cache show "$image" >/dev/null 2>&1 || image=$concrete
 for p in "$image" "$dbg"; do
     if ! ls "$debs/${p}_"*.deb >/dev/null 2>&1; then
-        (cd "$debs" && apt-get download "$p" >&2)
+        # a stale package list may name a version the archive no longer has: update, retry
+        (cd "$debs" && { apt-get download "$p" >&2 || { apt-get update -qq && apt-get download "$p" >&2; }; })
     fi
 done
 rm -rf "$out.tmp" && mkdir -p "$out.tmp/x"

@@ -160,11 +160,28 @@ def build_workload() -> Path:
     return out
 
 
+def _has_interpreter(path: Path) -> bool:
+    """True for a dynamically linked ELF executable (it has a PT_INTERP program header)."""
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        return False
+    phoff = int.from_bytes(data[32:40], "little")
+    phentsize = int.from_bytes(data[54:56], "little")
+    phnum = int.from_bytes(data[56:58], "little")
+    for i in range(phnum):
+        off = phoff + i * phentsize
+        if int.from_bytes(data[off : off + 4], "little") == 3:  # PT_INTERP
+            return True
+    return False
+
+
 def build_initramfs(kernel: Kernel) -> Path:
     """A newc cpio (uncompressed) with busybox, /init, the workload and the modules."""
     busybox = shutil.which("busybox")
     if busybox is None:
         raise HarnessError("busybox (busybox-static) not installed")
+    if _has_interpreter(Path(busybox)):
+        raise HarnessError(f"{busybox} is dynamically linked: install busybox-static")
     workload = build_workload()
     init = (HERE / "init.sh").read_bytes()
     args = " ".join(kernel.spec.workload_args).encode()
