@@ -24,6 +24,7 @@ from pinspect.zones import PageblockReader, Zone, ZoneLocator, zones
 
 EVIDENCE_KINDS = ("foll_pin", "extra", "pinner")
 BIAS = constants.GUP_PIN_COUNTING_BIAS
+MAX_FOLIO_ORDER = 24
 
 
 @dataclass
@@ -189,6 +190,9 @@ def evaluate_chunk(
     if head.any():
         hidx = idx[head]
         horder = chunk.at(hidx, folio.order, "u1").astype(np.int64)
+        # No folio is larger than a PUD (order 18 with 4 KiB pages); a larger value is a
+        # corrupted struct page, judged as a small page rather than trusted.
+        horder = np.where(horder <= MAX_FOLIO_ORDER, horder, 0)
         order[head] = horder
         hhuge = _hugetlb_heads(chunk, hidx, mapcount_raw)
         hugetlb[head] = hhuge
