@@ -248,50 +248,63 @@ class _Truncated(Exception):
         self.pos = pos
 
 
+_ZEROS = bytes(BLOCK)
+
+
 class _SparseWriter:
-    """Writes blocks at given offsets, coalescing adjacent ones and skipping all-zero blocks
-    that land where nothing was written yet (they stay holes)."""
+    """Collects data for the output file in one preallocated block, coalescing records that
+    follow each other, and writes it out with pwrite.  An all-zero block is skipped when
+    nothing was written at or beyond its offset yet, so it stays a hole."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.pending = bytearray()
-        self.pending_off = 0
+        self.buf = bytearray(BLOCK)
+        self.view = memoryview(self.buf)
+        self.fill = 0  # bytes of buf in use
+        self.buf_off = 0  # file offset of buf[0]
         self.written_end = 0  # nothing beyond this offset holds data yet
         self.size = 0  # logical size of the output
         self.data_bytes = 0
 
-    def write(self, offset: int, data: bytes) -> None:
-        end = offset + len(data)
-        self.data_bytes += len(data)
-        if (
-            self.pending
-            and offset == self.pending_off + len(self.pending)
-            and (len(self.pending) + len(data) <= BLOCK)
-        ):
-            self.pending += data
-        else:
-            self.flush()
-            self.pending_off = offset
-            self.pending[:] = data
+    def read_from(self, f: BinaryIO, offset: int, size: int) -> int:
+        """Read *size* bytes of record data from *f* for file offset *offset*; returns the
+        number of bytes read (less than *size* only at end of file)."""
+        readinto = f.readinto  # type: ignore[attr-defined]
+        view = self.view
+        done = 0
+        while done < size:
+            fill = self.fill
+            if fill and (offset != self.buf_off + fill or fill == BLOCK):
+                self.flush()
+                fill = 0
+            if not fill:
+                self.buf_off = offset
+            n = min(size - done, BLOCK - fill)
+            got = readinto(view[fill : fill + n]) or 0
+            if not got:
+                break
+            self.fill = fill + got
+            done += got
+            offset += got
+        self.data_bytes += done
+        end = self.buf_off + self.fill
         if end > self.size:
             self.size = end
+        return done
 
     def flush(self) -> None:
-        buf = self.pending
-        if not buf:
+        if not self.fill:
             return
-        off = self.pending_off
-        end = off + len(buf)
-        is_zero = buf[0] == 0 and buf[-1] == 0 and buf.count(0) == len(buf)
-        if not (is_zero and off >= self.written_end):
-            view = memoryview(buf)
+        data = self.view[: self.fill]
+        off, end = self.buf_off, self.buf_off + self.fill
+        zero = data[0] == 0 and data[-1] == 0 and _ZEROS.startswith(data)
+        if not (zero and off >= self.written_end):
             done = 0
-            while done < len(buf):
-                done += os.pwrite(self.fd, view[done:], off + done)
-            view.release()
-            if end > self.written_end:
-                self.written_end = end
-        buf.clear()
+            while done < len(data):
+                done += os.pwrite(self.fd, data[done:], off + done)
+            self.written_end = max(self.written_end, end)
+        data.release()
+        self.fill = 0
 
     def finish(self) -> None:
         self.flush()
@@ -322,7 +335,7 @@ def rebuild_flattened(src: str, dst: str) -> RebuildStats:
     ok = False
     try:
         try:
-            f = open(src, "rb", buffering=BLOCK)
+            f = open(src, "rb", buffering=1 << 20)
         except OSError:
             _read_head(src, 1)  # raises the right TargetError
             raise
@@ -370,19 +383,28 @@ def _rebuild_stream(f: BinaryIO, src: str, fd: int) -> RebuildStats:
         )
     w = _SparseWriter(fd)
     records = 0
+    read = f.read
+    unpack = FLAT_RECORD.unpack
+    pos = FLAT_HEADER_SIZE
     try:
-        for offset, size in iter_flat_records(f, src):
+        while True:
+            raw = read(16)
+            if len(raw) < 16:
+                raw += _read_exact(f, 16 - len(raw))  # a pipe's short read, or the end
+                if len(raw) < 16:
+                    raise _Truncated(pos)
+            offset, size = unpack(raw)
+            if offset < 0 or size < 0:
+                if offset == -1 and size == -1:
+                    break
+                raise TargetError(
+                    f"{src}: corrupt flattened record at byte {pos}: offset {offset}, size {size}",
+                    "the file is damaged; re-copy it or dump it again",
+                )
             records += 1
-            left = size
-            at = offset
-            while left:
-                piece = _read_exact(f, min(left, BLOCK))
-                if piece:
-                    w.write(at, piece)
-                if len(piece) < min(left, BLOCK):
-                    raise _Truncated(-1)
-                at += len(piece)
-                left -= len(piece)
+            if w.read_from(f, offset, size) < size:
+                raise _Truncated(pos)
+            pos += 16 + size
     except _Truncated:
         raise TargetError(
             f"{src}: truncated flattened dump: the stream ends after {records} records "
