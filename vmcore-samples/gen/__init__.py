@@ -1,0 +1,1 @@
+"""Generator of the synthetic kernel dumps in vmcore-samples/ (see ../README.md)."""

@@ -1,0 +1,290 @@
+"""Ground truth of a sample, derived from what the builder wrote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import scenario as S
+from .kernel import GUP_PIN_COUNTING_BIAS, Built, PageState
+
+SCHEMA_VERSION = 1
+MOVABLE_KINDS = ("anon", "ksm", "shmem", "file")
+
+
+def cma_name(pfn: int) -> str | None:
+    for c in S.CMA_AREAS:
+        if c.base_pfn <= pfn < c.base_pfn + c.count:
+            return c.name
+    return None
+
+
+def zone_name(pfn: int) -> str:
+    for name, (s, e) in S.ZONES.items():
+        if s <= pfn < e:
+            return name
+    raise ValueError(pfn)
+
+
+def pageblock_mt(pfn: int) -> str:
+    return S.PAGEBLOCKS.get(pfn >> S.PAGEBLOCK_ORDER << S.PAGEBLOCK_ORDER, "Movable")
+
+
+def pinner_flag_names(b: Built) -> list[str]:
+    p = b.variant.pinner
+    return {
+        None: [],
+        "rfc": ["PAGE_EXT_PINNER"],
+        "a0": ["PAGE_EXT_GET"],
+        "a2": ["PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"],
+        "b": ["PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"],
+        "c": ["PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"],
+        "d": ["PAGE_EXT_PINNER_MIGRATION_FAILED"],
+    }[p]
+
+
+def ext_flag_names(b: Built, value: int) -> list[str]:
+    out = []
+    for e in b.types.type("enum page_ext_flags").enumerators:
+        if value & (1 << e.value):
+            out.append(e.name)
+    return out
+
+
+def page_object(b: Built, st: PageState) -> dict[str, Any]:
+    f = st.folio
+    assert f is not None
+    nr = f.nr_pages
+    cache = f.kind in ("shmem", "file") or "swapcache" in f.flags
+    expected = f.mapcount + (nr if cache else 0) + (1 if "private" in f.flags else 0)
+    if f.order == 0:
+        foll_pin = st.refcount >= GUP_PIN_COUNTING_BIAS
+        pins = (st.refcount - expected) >> 10 if st.refcount > expected else 0
+        pin_refs = pins * GUP_PIN_COUNTING_BIAS
+    else:
+        foll_pin = f.pins > 0
+        pins = f.pins
+        pin_refs = pins
+    extra = st.refcount - expected - pin_refs
+    pinner = any(n in pinner_flag_names(b) for n in ext_flag_names(b, st.page_ext_flags))
+    evidence = []
+    if foll_pin:
+        evidence.append("foll_pin")
+    if extra > 0:
+        evidence.append("extra")
+    if pinner:
+        evidence.append("pinner")
+    mapping = {"anon": "anon", "ksm": "ksm", "shmem": "shmem", "file": "file"}[f.kind]
+    return {
+        "pfn": f.pfn,
+        "nr_pages": nr,
+        "node": 0,
+        "zone": zone_name(f.pfn),
+        "migratetype": pageblock_mt(f.pfn),
+        "cma": cma_name(f.pfn),
+        "order": f.order,
+        "refcount": st.refcount,
+        "mapcount": f.mapcount,
+        "expected_refcount": expected,
+        "pins": pins,
+        "extra": extra,
+        "evidence": evidence,
+        "mapping": mapping,
+        "flags": st.flags,
+    }
+
+
+def ranges(pfns: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for p in sorted(pfns):
+        if out and out[-1][1] == p:
+            out[-1][1] = p + 1
+        else:
+            out.append([p, p + 1])
+    return out
+
+
+def build_truth(b: Built) -> dict[str, Any]:
+    v = b.variant
+    pinned: list[dict[str, Any]] = []
+    controls: list[dict[str, Any]] = []
+    notes: dict[str, str] = {}
+    for pfn in sorted(b.pages):
+        st = b.pages[pfn]
+        if st.folio is None or st.kind not in MOVABLE_KINDS:
+            continue
+        po = page_object(b, st)
+        (pinned if po["evidence"] else controls).append(po)
+        if st.folio.note:
+            notes[str(pfn)] = st.folio.note
+    # other pages, classified by kind
+    kinds: dict[str, list[int]] = {}
+    for pfn, st in b.pages.items():
+        k = st.kind
+        if k in MOVABLE_KINDS:
+            continue
+        if k == "tail":
+            assert st.head is not None
+            k = "tail_of_" + b.pages[st.head].kind
+        kinds.setdefault(k, []).append(pfn)
+    classified = {k: ranges(v_) for k, v_ in sorted(kinds.items())}
+    # zones
+    zones = []
+    for zi in b_zone_info(b):
+        s, e = zi["start_pfn"], zi["start_pfn"] + zi["spanned"]
+        rows = [p for p in pinned if s <= p["pfn"] < e]
+
+        def pages_with(ev: str, rows: list[dict[str, Any]] = rows) -> int:
+            return sum(p["nr_pages"] for p in rows if ev in p["evidence"])
+
+        zones.append(
+            {
+                "node": 0,
+                "zone": zi["zone"],
+                "start_pfn": s,
+                "spanned": zi["spanned"],
+                "present": zi["present"],
+                "managed": zi["managed"],
+                "free": zi["free"],
+                "free_cma": zi["free_cma"],
+                "cma_pages": zi["cma_pages"],
+                "pinned": {
+                    "foll_pin": pages_with("foll_pin"),
+                    "extra": pages_with("extra"),
+                    "pinner": pages_with("pinner"),
+                    "total": sum(p["nr_pages"] for p in rows),
+                },
+                "pinned_in_movable": sum(
+                    p["nr_pages"] for p in rows if p["migratetype"] == "Movable"
+                ),
+                "pinned_in_cma": sum(p["nr_pages"] for p in rows if p["migratetype"] == "CMA"),
+            }
+        )
+    # CMA areas
+    cmas = []
+    for c, info in zip(S.CMA_AREAS, b_cma_info(b), strict=True):
+        inside = [p for p in pinned if c.base_pfn <= p["pfn"] < c.base_pfn + c.count]
+        cmas.append(
+            {
+                "name": c.name,
+                "base_pfn": c.base_pfn,
+                "count": c.count,
+                "order_per_bit": c.order_per_bit,
+                "bitmap_bits": info["bitmap_bits"],
+                "allocated_bits": info["allocated_bits"],
+                "allocated_pages": info["allocated_bits"] << c.order_per_bit,
+                "pinned_pages": sum(p["nr_pages"] for p in inside),
+                "pinned_pfns": [p["pfn"] for p in inside],
+            }
+        )
+    # page_owner records of the truth pages
+    owner: dict[str, Any]
+    if v.page_owner == "enabled":
+        wanted = {p["pfn"] for p in pinned + controls} | {fr.pfn for fr in _freed(b)}
+        recs = []
+        for pfn in sorted(wanted):
+            st = b.pages[pfn]
+            r = st.owner
+            if r is None:
+                continue
+            recs.append(
+                {
+                    "pfn": pfn,
+                    "allocated": r["allocated"],
+                    "order": r["order"],
+                    "gfp_mask": r["gfp_mask"],
+                    "pid": r["pid"],
+                    "tgid": r["tgid"],
+                    "comm": r["comm"],
+                    "ts_nsec": r["ts_nsec"],
+                    "free_ts_nsec": r["free_ts_nsec"],
+                    "handle": r["handle"],
+                    "stack": b.stacks[r["handle"]],
+                    "free_handle": r["free_handle"],
+                    "free_stack": b.stacks.get(r["free_handle"], []),
+                    "page_ext_flags": ext_flag_names(b, st.page_ext_flags),
+                }
+            )
+        n_alloc = sum(
+            1 for st in b.pages.values() if st.owner is not None and st.owner["allocated"]
+        )
+        owner = {"state": "enabled", "allocated_records": n_alloc, "records": recs}
+    else:
+        owner = {"state": "off", "allocated_records": 0, "records": []}
+    # page_pinner
+    pinner: dict[str, Any] = {"variant": v.pinner}
+    if v.pinner:
+        pages = []
+        for pfn in sorted(b.pages):
+            st = b.pages[pfn]
+            names = [n for n in ext_flag_names(b, st.page_ext_flags) if n in pinner_flag_names(b)]
+            if not names and st.pinner is None:
+                continue
+            d = st.pinner
+            pages.append(
+                {
+                    "pfn": pfn,
+                    "flags": names,
+                    "page_pinner": None
+                    if d is None
+                    else {
+                        "handle": d["handle"],
+                        "ts_usec": d["ts_usec"],
+                        "count": d["count"],
+                        "stack": b.stacks.get(d["handle"], []),
+                    },
+                }
+            )
+        pinner["pages"] = pages
+        pinner["rings"] = b.rings
+    features = {
+        "page_owner": v.page_owner,
+        "page_pinner": v.pinner or "absent",
+        "cma": "present",
+        "page_ext": "present" if (v.page_owner == "enabled" or v.pinner) else "present_unallocated",
+        "stack_depot": {
+            "6.1": "stack_slabs+slabindex/offset/valid/extra",
+            "6.12": "stack_pools+pool_index_plus_1/offset/extra",
+        }[v.kernel.version],
+        "migratetype_order": "ack" if v.ack_migratetypes else "mainline",
+    }
+    summary = {
+        "pages": sum(p["nr_pages"] for p in pinned),
+        "folios": len(pinned),
+        "by_evidence": {
+            ev: sum(p["nr_pages"] for p in pinned if ev in p["evidence"])
+            for ev in ("foll_pin", "extra", "pinner")
+        },
+        "by_zone": {z["zone"]: z["pinned"]["total"] for z in zones},
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "sample": v.name,
+        "description": v.description,
+        "osrelease": v.osrelease,
+        "build_id": b.build_id.hex(),
+        "kernel_version": v.kernel.version,
+        "features": features,
+        "facts": b.facts,
+        "summary": summary,
+        "pinned": pinned,
+        "controls": controls,
+        "notes": notes,
+        "classified": classified,
+        "zones": zones,
+        "cma": cmas,
+        "page_owner": owner,
+        "page_pinner": pinner,
+        "stacks": {f"{h:#010x}": fr for h, fr in sorted(b.stacks.items())},
+    }
+
+
+def _freed(b: Built) -> list[Any]:
+    return list(b.scenario_freed)
+
+
+def b_zone_info(b: Built) -> list[dict[str, Any]]:
+    return b.zone_info
+
+
+def b_cma_info(b: Built) -> list[dict[str, Any]]:
+    return b.cma_info

@@ -1,0 +1,139 @@
+"""The sample variants and the kernel-version facts each one needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    """Per-version facts that are macros in the kernel (not in DWARF)."""
+
+    version: str  # "6.1" | "6.12"
+    layout_define: str
+    max_order: int  # number of free_area orders
+    nodes_shift: int
+    # page types kept in page->page_type
+    page_type_scheme: str  # "inverted" (<= 6.11) | "top_byte" (>= 6.12)
+    stackdepot: str  # "slabs-6.1" | "pools-plus1-6.12"
+    stack_max_frames: int  # entries[] capacity (0 = flexible array)
+    page_ext_shared_flags: bool  # 6.3+: flags word only if a client needs it
+
+
+K61 = KernelFacts("6.1", "LINUX_6_1", 11, 6, "inverted", "slabs-6.1", 0, False)
+K612 = KernelFacts("6.12", "LINUX_6_12", 11, 10, "top_byte", "pools-plus1-6.12", 64, True)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kernel: KernelFacts
+    osrelease: str
+    pinner: str | None = None  # rfc a0 a2 b c d
+    ack_migratetypes: bool = False
+    page_owner: str = "enabled"  # enabled | off
+    kdump_of: str | None = None  # write this variant's memory as kdump instead of ELF
+    description: str = ""
+
+    @property
+    def defines(self) -> list[str]:
+        d = [self.kernel.layout_define]
+        if self.ack_migratetypes:
+            d.append("ACK_MIGRATETYPES")
+        if self.pinner:
+            d.append("PINNER_" + self.pinner.upper())
+        return d
+
+
+VARIANTS: list[Variant] = [
+    Variant(
+        "mainline-6.1",
+        K61,
+        "6.1.0-pinspect",
+        description=("Mainline 6.1 (folio era): page_owner enabled, CMA, no page_pinner."),
+    ),
+    Variant(
+        "mainline-6.12",
+        K612,
+        "6.12.0-pinspect",
+        description=(
+            "Mainline 6.12: stack depot pool_index_plus_1, page_ext flags word only through "
+            "need_shared_flags, folio _large_mapcount/_pincount, page types in the top byte."
+        ),
+    ),
+    Variant(
+        "android-rfc",
+        K61,
+        "6.1.0-android-rfc",
+        pinner="rfc",
+        description=(
+            "LKML RFC v1 page pinner: PAGE_EXT_PINNER flag only, no per-page data, no rings."
+        ),
+    ),
+    Variant(
+        "android-a0",
+        K61,
+        "6.1.0-android-a0",
+        pinner="a0",
+        ack_migratetypes=True,
+        description="ACK A0: PAGE_EXT_GET, struct page_pinner, lt_pinner ring.",
+    ),
+    Variant(
+        "android-a2",
+        K61,
+        "6.1.0-android-a2",
+        pinner="a2",
+        ack_migratetypes=True,
+        description=(
+            "ACK A2: PAGE_EXT_GET + PAGE_EXT_PINNER_MIGRATION_FAILED, lt_pinner "
+            "and acf_pinner rings with page_mt/page_flags/pfn records."
+        ),
+    ),
+    Variant(
+        "android-b",
+        K61,
+        "6.1.0-android-b",
+        pinner="b",
+        ack_migratetypes=True,
+        description=(
+            "ACK B: lt_pinner + acf_pinner with pfn/count/mapcount/mapping/flags records."
+        ),
+    ),
+    Variant(
+        "android-c",
+        K61,
+        "6.1.0-android-c",
+        pinner="c",
+        ack_migratetypes=True,
+        description="ACK C: lt_buffer + acf_buffer (inline arrays), enum pp_state.",
+    ),
+    Variant(
+        "android-d",
+        K61,
+        "6.1.0-android-d",
+        pinner="d",
+        ack_migratetypes=True,
+        description=(
+            "ACK D: PAGE_EXT_PINNER_MIGRATION_FAILED only; vmalloc'd pp_buffer "
+            "with put, free and failure-detected records and never-written "
+            "garbage slots."
+        ),
+    ),
+    Variant(
+        "mainline-6.1-owner-off",
+        K61,
+        "6.1.0-pinspect",
+        page_owner="off",
+        description=(
+            "mainline-6.1 kernel booted without page_owner=on: page_owner_inited off, "
+            "page_ext never allocated."
+        ),
+    ),
+    Variant(
+        "mainline-6.1.kdump",
+        K61,
+        "6.1.0-pinspect",
+        kdump_of="mainline-6.1",
+        description=("The mainline-6.1 memory written as a kdump-compressed (diskdump) file."),
+    ),
+]
