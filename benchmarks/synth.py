@@ -484,7 +484,11 @@ def _plan_pins(pins: int, sections: int, pps: int,
         section = k * sections // pins
         how = kinds[k % 3]
         taken = used.setdefault(section, set())
+        if how == "thp_pin" and taken.issuperset(head_pfns.tolist()):
+            how = "foll_pin"  # this section's THPs are all pinned already
         pool = head_pfns if how == "thp_pin" else anon_rows
+        if len(taken) >= len(anon_rows):
+            raise ValueError(f"too many pins ({pins}) for {sections} sections")
         j = (k * 7919) % len(pool)
         while int(pool[j]) in taken:
             j = (j + 1) % len(pool)
