@@ -238,19 +238,48 @@ class ElfCore:
                 yield a, min(step, paddr + size - a)
 
 
+def dump_vmcoreinfo(core: CoreFile) -> bytes:
+    """The VMCOREINFO that the kdump file at core.path carries, if any."""
+    hdr = kdumpfile.read_kdump_header(core.path)
+    notes = kdumpfile._iter_notes(hdr.notes, "<")
+    return hdr.vmcoreinfo or b"".join(d for n, _, d in notes if n == b"VMCOREINFO")
+
+
 def open_with_drgn(core: CoreFile) -> drgn.Program:
-    prog = drgn.Program(core.platform, vmcoreinfo=VMCOREINFO)
+    """Open the prepared core with drgn, giving it a stand-in VMCOREINFO if it has none."""
+    own = dump_vmcoreinfo(core)
+    prog = drgn.Program(core.platform, vmcoreinfo=None if own else VMCOREINFO)
     prog.set_core_dump(core.path)
     return prog
 
 
-def assert_same_memory(prog: drgn.Program, elf_path: Path, check_pattern: bool = True) -> int:
-    """Compare all of the ELF dump's memory with drgn's physical reads; returns bytes compared.
+def check_kernel_vaddr(prog: drgn.Program, core: CoreFile) -> None:
+    """With a real VMCOREINFO, libkdumpfile translates kernel virtual addresses through the
+    guest's page tables, which works only with the right platform: read init_uts_ns."""
+    own = dump_vmcoreinfo(core)
+    if not own:
+        return
+    fields = dict(ln.split("=", 1) for ln in own.decode().splitlines() if "=" in ln)
+    uts = int(fields["SYMBOL(init_uts_ns)"], 16) + int(
+        fields.get("OFFSET(uts_namespace.name)", "0")
+    )
+    assert prog.read(uts, 6) == b"Linux\0"
+    release = prog.read(uts + 2 * 65, 65).split(b"\0")[0].decode()
+    assert release == fields["OSRELEASE"]
+
+
+def assert_same_memory(
+    prog: drgn.Program, elf_path: Path, check_pattern: bool = True, limit: int = 1 << 64
+) -> int:
+    """Compare the ELF dump's memory (below *limit*) with drgn's physical reads; returns the
+    bytes compared.
     The pattern survives only in a guest that runs no kernel (Linux decompresses itself
     to 16 MiB)."""
     ref = ElfCore(elf_path)
     total = 0
     for addr, n in ref.chunks():
+        if addr >= limit:
+            continue
         assert prog.read(addr, n, True) == ref.read(addr, n), f"memory differs at {addr:#x}"
         total += n
     if check_pattern:
@@ -347,8 +376,13 @@ def test_qemu_flattened_of_a_64_bit_kernel(kernel_dumps: Dumps, cache: Path) -> 
     assert core.kind == "kdump-flattened" and core.rebuilt
     assert core.platform == drgn.Platform(drgn.Architecture.X86_64)
     assert ElfCore(kernel_dumps.elf).machine == 62  # EM_X86_64: the same guest, as ELF
-    compared = assert_same_memory(open_with_drgn(core), kernel_dumps.elf, check_pattern=False)
+    prog = open_with_drgn(core)
+    compared = assert_same_memory(prog, kernel_dumps.elf, check_pattern=False)
     assert compared >= kernel_dumps.ram - (1 << 20)
+    check_kernel_vaddr(prog, core)
+    if dump_vmcoreinfo(core):  # a kernel with qemu_fw_cfg built in shares its VMCOREINFO
+        hdr = kdumpfile.read_kdump_header(core.path)
+        assert kdumpfile.arch_from_header(hdr)[1].startswith("VMCOREINFO")
 
 
 def classic_elf_copy(src: Path, dst: Path) -> None:
@@ -371,18 +405,21 @@ def classic_elf_copy(src: Path, dst: Path) -> None:
         f.write(ehdr + phdrs)
 
 
-def qemu_cr3(elf: Path) -> int:
-    """CR3 of the first CPU, from QEMU's "QEMU" note (x86_64 QEMUCPUState)."""
+def elf_notes(elf: Path) -> list[tuple[bytes, int, bytes]]:
+    """The notes of QEMU's ELF dump (its PT_NOTE comes first)."""
     with open(elf, "rb") as f:
-        f.seek(0)
         ehdr = f.read(64)
         (phoff,) = struct.unpack_from("<Q", ehdr, 32)
         f.seek(phoff)
         p_type, _, p_offset, _, _, p_filesz = struct.unpack("<IIQQQQ", f.read(40))
-        assert p_type == 4  # PT_NOTE first
+        assert p_type == 4
         f.seek(p_offset)
-        notes = f.read(p_filesz)
-    for name, _, desc in kdumpfile._iter_notes(notes, "<"):
+        return list(kdumpfile._iter_notes(f.read(p_filesz), "<"))
+
+
+def qemu_cr3(elf: Path) -> int:
+    """CR3 of the first CPU, from QEMU's "QEMU" note (x86_64 QEMUCPUState)."""
+    for name, _, desc in elf_notes(elf):
         if name == b"QEMU":
             # version, size, 18 general registers, 10 segment/table descriptors, cr0..cr4
             return struct.unpack_from("<Q", desc, 8 + 18 * 8 + 10 * 24 + 3 * 8)[0]
@@ -418,14 +455,9 @@ def kernel_text_vaddr(ref: ElfCore, cr3: int, paddr: int) -> int:
     raise AssertionError(f"{paddr:#x} is not in the kernel image mapping")
 
 
-@pytest.fixture(scope="session")
-def makedumpfile_flat(kernel_dumps: Dumps, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """makedumpfile -F output for the panicked kernel guest.  makedumpfile needs a VMCOREINFO
-    and reads init_uts_ns through the guest's page tables, so find both in the dump itself."""
-    need(shutil.which("makedumpfile") is not None, "makedumpfile is not installed")
-    tmp = tmp_path_factory.mktemp("makedumpfile")
-    elf = tmp / "classic.elf"
-    classic_elf_copy(kernel_dumps.elf, elf)
+def synthesize_vmcoreinfo(elf: Path, out: Path) -> Path:
+    """A VMCOREINFO for a kernel that shared none (qemu_fw_cfg not loaded): makedumpfile reads
+    init_uts_ns through the guest's page tables, so find it and CR3 in the dump itself."""
     ref = ElfCore(elf)
     uts = None
     for addr, n in ref.chunks(1 << 22):
@@ -441,8 +473,7 @@ def makedumpfile_flat(kernel_dumps: Dumps, tmp_path_factory: pytest.TempPathFact
     assert uts is not None, "init_uts_ns not found in guest memory"
     cr3 = qemu_cr3(elf)
     uts_va = kernel_text_vaddr(ref, cr3, uts[0])
-    vmcoreinfo = tmp / "vmcoreinfo"
-    vmcoreinfo.write_text(
+    out.write_text(
         f"OSRELEASE={uts[1].decode()}\nPAGESIZE=4096\n"
         f"SYMBOL(init_uts_ns)={uts_va:x}\nOFFSET(uts_namespace.name)=0\n"
         # with phys_base 0, makedumpfile finds the page tables at CR3
@@ -451,10 +482,23 @@ def makedumpfile_flat(kernel_dumps: Dumps, tmp_path_factory: pytest.TempPathFact
         f"SYMBOL(mem_map)={uts_va:x}\nSIZE(page)=64\nOFFSET(page.flags)=0\n"
         "OFFSET(page._refcount)=52\nOFFSET(page.mapping)=24\n"
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def makedumpfile_flat(kernel_dumps: Dumps, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """makedumpfile -F output for the panicked kernel guest, from its ELF dump."""
+    need(shutil.which("makedumpfile") is not None, "makedumpfile is not installed")
+    tmp = tmp_path_factory.mktemp("makedumpfile")
+    elf = tmp / "classic.elf"
+    classic_elf_copy(kernel_dumps.elf, elf)
+    args = []
+    if not any(name == b"VMCOREINFO" for name, _, _ in elf_notes(elf)):
+        args = ["-i", str(synthesize_vmcoreinfo(elf, tmp / "vmcoreinfo"))]
     out = tmp / "vmcore.flat"
     with open(out, "wb") as stdout:
         r = subprocess.run(
-            ["makedumpfile", "-F", "-c", "-d", "0", "-i", str(vmcoreinfo), str(elf)],
+            ["makedumpfile", "-F", "-c", "-d", "0", *args, str(elf)],
             stdout=stdout, stderr=subprocess.PIPE, text=True, check=False,
         )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
@@ -477,7 +521,11 @@ def test_makedumpfile_F_output(kernel_dumps: Dumps, makedumpfile_flat: Path, cac
     hdr = kdumpfile.read_kdump_header(core.path)
     assert hdr.uts_sane and hdr.machine == "x86_64"  # makedumpfile copies init_uts_ns
     assert core.platform is None  # libkdumpfile knows the machine itself
-    assert_same_memory(open_with_drgn(core), kernel_dumps.elf, check_pattern=False)
+    prog = open_with_drgn(core)
+    # with the kernel's VMCOREINFO makedumpfile stops at the end of RAM (no ROM, no VRAM)
+    compared = assert_same_memory(prog, kernel_dumps.elf, False, limit=kernel_dumps.ram)
+    assert compared >= kernel_dumps.ram - (1 << 20)
+    check_kernel_vaddr(prog, core)
 
 
 # --- tests: errors -----------------------------------------------------------------------
