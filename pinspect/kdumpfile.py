@@ -27,8 +27,10 @@ import os
 import platform as host_platform_mod
 import re
 import shutil
+import stat
 import struct
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -55,6 +57,7 @@ UTS_OFFSET = 12
 UTS_MACHINE_OFFSET = UTS_OFFSET + 4 * UTS_FIELD
 
 BLOCK = 8 << 20  # rebuild I/O unit: 8 MiB
+TEMP_PREFIX = ".rebuild-"
 ACCEPTED = (
     "accepted formats: ELF core (vmcore, /proc/kcore, QEMU dump-guest-memory), "
     "kdump-compressed ('KDUMP   '/'DISKDUMP' header) and makedumpfile's flattened format"
@@ -70,9 +73,11 @@ class CoreFile:
     platform: drgn.Platform | None  # pass to drgn.Program() if not None
     rebuilt: bool  # True if path is a rebuilt copy in the cache (flattened source)
 
-    def program(self) -> drgn.Program:
-        """Create a :class:`drgn.Program` with the right platform and open the dump in it."""
-        prog = drgn.Program(self.platform) if self.platform is not None else drgn.Program()
+    def program(self, vmcoreinfo: bytes | None = None) -> drgn.Program:
+        """Create a :class:`drgn.Program` with the right platform and open the dump in it.
+
+        *vmcoreinfo* overrides the dump's own (for dumps of kernels that shared none)."""
+        prog = drgn.Program(self.platform, vmcoreinfo=vmcoreinfo)
         prog.set_core_dump(self.path)
         return prog
 
@@ -91,6 +96,18 @@ def prepare_core(path: str, cache_dir: str | None = None) -> CoreFile:
     A flattened file is rebuilt once into ``<cache_dir>/cores/`` (the source file is never
     written to).  Raises :class:`TargetError` for unreadable, non-dump or truncated files.
     """
+    try:
+        st = os.stat(path)
+    except OSError:
+        _read_head(path, 1)  # raises the TargetError that fits
+        raise
+    if stat.S_ISDIR(st.st_mode):
+        raise TargetError(f"{path}: is a directory, not a dump file", ACCEPTED)
+    if not stat.S_ISREG(st.st_mode):
+        raise TargetError(
+            f"{path}: not a regular file (a pipe or device)",
+            "save the dump to a file first: drgn reads dumps at random offsets",
+        )
     head = _read_head(path, FLAT_HEADER_SIZE)
     if head.startswith(ELF_MAGIC):
         _check_elf_core(path, head)
@@ -184,6 +201,7 @@ def _cached_rebuild(path: str, cache_dir: str) -> str:
             f"cannot create the cache directory {cores}: {e.strerror or e}",
             "set PINSPECT_CACHE to a writable directory",
         ) from None
+    _remove_stale_temps(cores)
     if os.path.isfile(path):
         need = max(st.st_size - FLAT_HEADER_SIZE, 0)
         free = shutil.disk_usage(cores).free
@@ -196,6 +214,22 @@ def _cached_rebuild(path: str, cache_dir: str) -> str:
             )
     rebuild_flattened(path, out)
     return out
+
+
+def _remove_stale_temps(cores: str, max_age: float = 24 * 3600) -> None:
+    """Remove temporary files that an interrupted rebuild left behind a day or more ago."""
+    now = time.time()
+    try:
+        with os.scandir(cores) as it:
+            for entry in it:
+                if entry.name.startswith(TEMP_PREFIX):
+                    try:
+                        if now - entry.stat().st_mtime > max_age:
+                            os.unlink(entry.path)
+                    except OSError:
+                        pass
+    except OSError:
+        pass
 
 
 def _size(n: int) -> str:
@@ -326,7 +360,7 @@ def rebuild_flattened(src: str, dst: str) -> RebuildStats:
     :data:`BLOCK`; all-zero data is left as holes."""
     ddir = os.path.dirname(os.path.abspath(dst))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".rebuild-", suffix=".tmp", dir=ddir)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=ddir)
     except OSError as e:
         raise TargetError(
             f"cannot create a file in {ddir}: {e.strerror or e}",

@@ -370,6 +370,49 @@ def test_elf_is_passed_through(bios_dumps: Dumps, cache: Path) -> None:
     assert not cache.exists()
 
 
+def patched_copy(src: str, dst: Path, edits: list[tuple[int, bytes]]) -> str:
+    shutil.copyfile(src, dst)
+    with open(dst, "r+b") as f:
+        for off, data in edits:
+            f.seek(off)
+            f.write(data)
+    return str(dst)
+
+
+def test_platform_inference_order(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
+    rebuilt = prepare_core(str(bios_dumps.flat), str(cache)).path
+    data = Path(rebuilt).read_bytes()
+    uts = kdumpfile.UTS_OFFSET
+    # A utsname that libkdumpfile accepts: it then knows the machine, no platform needed.
+    sane = patched_copy(
+        rebuilt, tmp_path / "sane.kdump",
+        [(uts, b"Linux\0"), (uts + 2 * 65, b"6.1.0\0"), (uts + 3 * 65, b"#1 SMP\0")],
+    )  # fmt: skip
+    assert kdumpfile.read_kdump_header(sane).uts_sane
+    assert prepare_core(sane, str(cache)).platform is None
+    # Without a PRSTATUS note, the machine name that libkdumpfile ignored is the next hint.
+    note = struct.pack("<III", 5, 144, 1) + b"CORE\0\0\0\0"
+    at = data.index(note)
+    no_prstatus = patched_copy(
+        rebuilt, tmp_path / "noprstatus.kdump", [(at + 8, struct.pack("<I", 0x7FF))]
+    )
+    assert kdumpfile.arch_from_header(kdumpfile.read_kdump_header(no_prstatus))[0] is None
+    core = prepare_core(no_prstatus, str(cache))
+    assert core.platform == drgn.Platform(drgn.Architecture.X86_64)
+    # ... and with no machine name either, the host (same word size as the 64-bit header).
+    bare = patched_copy(
+        no_prstatus, tmp_path / "bare.kdump", [(kdumpfile.UTS_MACHINE_OFFSET, b"\0")]
+    )
+    assert prepare_core(bare, str(cache)).platform == drgn.host_platform
+
+
+def test_corefile_program(bios_dumps: Dumps, cache: Path) -> None:
+    core = prepare_core(str(bios_dumps.flat), str(cache))
+    prog = core.program(vmcoreinfo=VMCOREINFO)
+    assert prog.platform == core.platform
+    assert prog.read(PATTERN_ADDR, 64, True) == pattern()[:64]
+
+
 @pytest.mark.realkernel
 def test_qemu_flattened_of_a_64_bit_kernel(kernel_dumps: Dumps, cache: Path) -> None:
     core = prepare_core(str(kernel_dumps.flat), str(cache))
@@ -594,6 +637,26 @@ def test_missing_and_unreadable(cache: Path, tmp_path: Path) -> None:
         with pytest.raises(TargetError, match="permission denied") as err:
             prepare_core(str(p), str(cache))
         assert "sudo" in err.value.hint
+
+
+def test_pipe_is_refused(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(TargetError, match="not a regular file") as err:
+        prepare_core(str(fifo), str(cache))
+    assert "save the dump to a file" in err.value.hint
+
+
+def test_stale_temp_files_are_removed(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
+    cores = cache / "cores"
+    cores.mkdir(parents=True)
+    old = cores / (kdumpfile.TEMP_PREFIX + "old.tmp")
+    new = cores / (kdumpfile.TEMP_PREFIX + "new.tmp")
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    prepare_core(str(bios_dumps.flat), str(cache))
+    assert not old.exists() and new.exists()  # a rebuild running right now may own "new"
 
 
 def test_not_enough_disk(bios_dumps: Dumps, cache: Path, monkeypatch) -> None:
