@@ -151,31 +151,50 @@ def bios_dumps(tmp_path_factory: pytest.TempPathFactory) -> Dumps:
     return run_guest(tmp_path_factory.mktemp("bios-guest"), [], 64, None)
 
 
+def _cloud_debs(debs: Path) -> list[Path]:
+    found = sorted(debs.glob("linux-image-*-cloud-amd64*.deb"))
+    return [d for d in found if "-dbg_" not in d.name]
+
+
+def _download_cloud_kernel(debs: Path) -> None:
+    """apt-get download the kernel image package that linux-image-cloud-amd64 depends on."""
+    if not (shutil.which("apt-get") and shutil.which("apt-cache")):
+        return
+
+    def resolve() -> list[str]:
+        out = subprocess.run(
+            ["apt-cache", "depends", "linux-image-cloud-amd64"],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        names = [ln.split(":", 1)[1].strip() for ln in out.splitlines() if "Depends:" in ln]
+        return [n for n in names if n.startswith("linux-image-")]
+
+    names = resolve()
+    if not names:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+        names = resolve()
+    if names:
+        debs.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", names[0]], cwd=debs, check=False,
+                       capture_output=True)  # fmt: skip
+
+
 def find_kernel(cache: Path) -> Path | None:
-    """A bzImage to boot: $PINSPECT_TEST_KERNEL, the project's test kernel, or Debian's cloud
-    kernel (from the cache, or downloaded with apt-get into it)."""
+    """An x86_64 kernel image to boot: $PINSPECT_TEST_KERNEL, one that the real-kernel tier
+    built or fetched into the cache, or Debian's cloud kernel (downloaded with apt-get)."""
     env = os.environ.get("PINSPECT_TEST_KERNEL")
     if env:
         return Path(env)
     built = cache / "kernels" / "linux-6.1-cma" / "bzImage"
     if built.is_file():
         return built
+    fetched = sorted(cache.glob("kernels/*/vmlinuz"))
+    if fetched:
+        return fetched[-1]
     debs = cache / "debs"
-    found = sorted(debs.glob("linux-image-*-cloud-amd64*.deb"))
-    found = [d for d in found if "-dbg_" not in d.name]
-    if not found and shutil.which("apt-get") and shutil.which("apt-cache"):
-        dep = subprocess.run(
-            ["apt-cache", "depends", "linux-image-cloud-amd64"],
-            capture_output=True, text=True, check=False,
-        ).stdout  # fmt: skip
-        names = [ln.split(":", 1)[1].strip() for ln in dep.splitlines() if "Depends:" in ln]
-        names = [n for n in names if n.startswith("linux-image-")]
-        if names:
-            debs.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["apt-get", "download", names[0]], cwd=debs, check=False,
-                           capture_output=True)  # fmt: skip
-            found = sorted(debs.glob("linux-image-*-cloud-amd64*.deb"))
-            found = [d for d in found if "-dbg_" not in d.name]
+    if not _cloud_debs(debs):
+        _download_cloud_kernel(debs)
+    found = _cloud_debs(debs)
     if not found:
         return None
     out = cache / "kernels" / "debian-cloud" / found[-1].stem
