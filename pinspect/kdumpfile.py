@@ -2,22 +2,25 @@
 
 Two kinds of kdump-compressed files trip up drgn (through libkdumpfile):
 
-* makedumpfile's *flattened* format (``makedumpfile -F``, and what QEMU up to 8.1 writes for
-  ``dump-guest-memory -z``/``kdump-zlib``): a stream of ``{offset, size}`` records that
-  has to be put back together into a regular, seekable kdump file.  :func:`prepare_core`
-  rebuilds it once into a cache directory and reuses the copy afterwards.
-* kdump headers whose ``utsname.machine`` is empty (QEMU writes none): libkdumpfile then
-  cannot decode the architecture-specific notes or translate addresses.  drgn hands the
-  platform of a :class:`drgn.Program` to libkdumpfile before it opens the file, so
-  :func:`prepare_core` infers the architecture from the dump (VMCOREINFO, the size of the
-  ``NT_PRSTATUS`` notes, the header layout) and returns a :class:`drgn.Platform` to create the
-  program with.
+* makedumpfile's *flattened* format (``makedumpfile -F``, and QEMU's ``dump-guest-memory``
+  formats ``kdump-zlib``/``-lzo``/``-snappy``; only the ``kdump-raw-*`` formats that QEMU 8.2
+  added are not flattened): a 4 KiB header, then records of
+  ``{offset, size}`` (big-endian int64) followed by *size* bytes of data for that offset of the
+  real file, then an end marker of two -1s.  :func:`prepare_core` rebuilds it once into a
+  sparse, regular kdump file in the cache and reuses that copy afterwards.
+* kdump headers without a usable utsname: QEMU fills in ``utsname.machine`` alone, and
+  libkdumpfile trusts a utsname only with sysname "Linux", a release and a version, so it does
+  not know the architecture: it cannot open the dump (or skips the CPU notes and cannot
+  translate addresses).  drgn (>= 0.0.25) hands the platform of a :class:`drgn.Program` to
+  libkdumpfile before the file, so :func:`prepare_core` infers the architecture from the dump
+  (VMCOREINFO, the size of the ``NT_PRSTATUS`` notes, the machine name, the header's word
+  size) and returns a :class:`drgn.Platform` to create the program with.  The file itself is
+  left alone.
 
 Usage::
 
     core = prepare_core(path)
-    prog = drgn.Program(core.platform) if core.platform else drgn.Program()
-    prog.set_core_dump(core.path)
+    prog = core.program()  # drgn.Program(core.platform); prog.set_core_dump(core.path)
 """
 
 from __future__ import annotations
@@ -233,11 +236,15 @@ def _remove_stale_temps(cores: str, max_age: float = 24 * 3600) -> None:
 
 
 def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    raise AssertionError  # pragma: no cover
+    """A byte count for people: 512 bytes, 1.5 MiB, 3.2 GiB."""
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
