@@ -2,7 +2,11 @@
  * into the dump by the generator; initialisers here only give defaults. */
 #include "variant.h"
 
+#ifdef LINUX_6_12
+#define MAX_NUMNODES 1024
+#else
 #define MAX_NUMNODES 64
+#endif
 
 struct pglist_data *node_data[MAX_NUMNODES];
 nodemask_t node_states[NR_NODE_STATES];
@@ -55,3 +59,19 @@ enum node_stat_item __dwarf_node_stat_item;
 enum pageblock_bits __dwarf_pageblock_bits;
 enum node_states __dwarf_node_states;
 enum migrate_reason __dwarf_migrate_reason;
+
+/* section_mem_map flag bits (an anonymous enum in mmzone.h) */
+enum {
+	SECTION_MARKED_PRESENT_BIT,
+	SECTION_HAS_MEM_MAP_BIT,
+	SECTION_IS_ONLINE_BIT,
+	SECTION_IS_EARLY_BIT,
+#ifdef LINUX_6_12
+	SECTION_TAINT_ZONE_DEVICE_BIT,
+#endif
+	SECTION_MAP_LAST_BIT,
+};
+int __dwarf_section_bits = SECTION_MAP_LAST_BIT;
+#ifdef LINUX_6_12
+enum pagetype __dwarf_pagetype;
+#endif

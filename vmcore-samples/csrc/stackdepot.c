@@ -9,8 +9,8 @@ static size_t depot_offset __attribute__((used));
 static struct stack_record **stack_table __attribute__((used));
 static unsigned int stack_hash_mask __attribute__((used));
 #else
-static unsigned int stack_max_pools __attribute__((used)) = DEPOT_MAX_POOLS;
-static void **stack_pools __attribute__((used));
+#define DEPOT_MAX_POOLS 8192
+static void *stack_pools[DEPOT_MAX_POOLS] __attribute__((used));
 static int pools_num __attribute__((used));
 static size_t pool_offset __attribute__((used));
 static struct list_head *stack_table __attribute__((used));

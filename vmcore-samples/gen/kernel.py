@@ -389,7 +389,10 @@ class Builder:
             head.mapcount_raw = (f.mapcount - 1) if f.order == 0 else -1
             head.index = (0x7F0000000 + f.pfn) if f.kind in ("anon", "ksm") else f.pfn & 0xFFF
         elif f.kind == "slab":
-            head.flags |= self.pg("slab")
+            if self.t.has_enum("PG_slab"):
+                head.flags |= self.pg("slab")
+            else:
+                head.mapcount_raw = self.page_type_value("slab")
             head.refcount = 1
         elif f.kind == "pgtable":
             head.refcount = 1
@@ -699,7 +702,8 @@ class Builder:
             t.put(head, fo, "_flags_1", cur | flags1)
             t.put(head, fo, "_large_mapcount", f.mapcount - 1)
             t.put(head, fo, "_entire_mapcount", f.mapcount - 1)
-            t.put(head, fo, "_nr_pages_mapped", 0)
+            # a PMD mapping counts as ENTIRELY_MAPPED (0x800000) in _nr_pages_mapped
+            t.put(head, fo, "_nr_pages_mapped", 0x800000 if f.mapcount else 0)
             t.put(head, fo, "_pincount", f.pins)
             if t.has_member(fo, "_folio_nr_pages"):
                 t.put(head, fo, "_folio_nr_pages", nr)
@@ -838,10 +842,8 @@ class Builder:
             )
             w(self.sym("depot_offset"), self.depot_pool_off.to_bytes(8, "little"))
         else:
-            arr = self.kmalloc(8 * 64)
             for i, pool in enumerate(self.depot_pools[:used]):
-                w(arr + 8 * i, pool.to_bytes(8, "little"))
-            w(self.sym("stack_pools"), arr.to_bytes(8, "little"))
+                w(self.sym("stack_pools") + 8 * i, pool.to_bytes(8, "little"))
             w(self.sym("pools_num"), used.to_bytes(4, "little"))
             w(self.sym("pool_offset"), self.depot_pool_off.to_bytes(8, "little"))
         node_end = max(e for _, e in S.RAM)
@@ -923,6 +925,7 @@ class Builder:
             f"NUMBER(PG_private)={self.enum('PG_private')}",
             f"NUMBER(PG_swapcache)={self.enum('PG_swapcache')}",
             f"NUMBER(PG_swapbacked)={self.enum('PG_swapbacked')}",
+            f"NUMBER(PG_hwpoison)={self.enum('PG_hwpoison')}" if t.has_enum("PG_hwpoison") else "",
         ]
         if self.k.page_type_scheme == "inverted":
             lines += [
@@ -946,7 +949,7 @@ class Builder:
             f"SYMBOL(init_top_pgt)={self.sym('init_top_pgt'):x}",
             "NUMBER(pgtable_l5_enabled)=0",
             f"SYMBOL(node_data)={self.sym('node_data'):x}",
-            "LENGTH(node_data)=64",
+            f"LENGTH(node_data)={1 << self.k.nodes_shift}",
             "KERNELOFFSET=0",
         ]
         return ("\n".join(x for x in lines if x) + "\n").encode()

@@ -22,9 +22,134 @@ from drgn import Type, TypeKind
 COMPOUND = (TypeKind.STRUCT, TypeKind.UNION)
 
 
-class Emitter:
+def align_up(x: int, a: int) -> int:
+    return (x + a - 1) // a * a
+
+
+def natural_align(t: Type) -> int:
+    """C alignment of a type as the x86-64 ABI gives it without attributes."""
+    u = t.unaliased()
+    if u.kind == TypeKind.ARRAY:
+        return natural_align(u.type)
+    if u.kind in COMPOUND:
+        return max([member_aligns(u)[1]] + [1])
+    if u.kind in (TypeKind.VOID, TypeKind.FUNCTION):
+        return 1
+    return min(drgn.sizeof(u), 16)
+
+
+def member_aligns(t: Type) -> tuple[list[int], int]:
+    """Alignment of every member as the real layout shows it (an aligned
+    attribute shows as a member placed further than its natural alignment),
+    and the alignment of the whole type."""
+    aligns = []
+    pos = 0
+    for m in t.members or ():
+        if m.bit_field_size:
+            raise ValueError(f"cannot re-lay out bit fields of {t}")
+        off = m.bit_offset // 8
+        a = natural_align(m.type)
+        nat = align_up(pos, a) if t.kind == TypeKind.STRUCT else 0
+        while nat != off and a < 4096:
+            a *= 2
+            nat = align_up(pos, a)
+        if nat != off:
+            raise ValueError(f"cannot explain offset of {m.name} in {t}")
+        aligns.append(a)
+        if t.kind == TypeKind.STRUCT:
+            pos = off + drgn.sizeof(m.type)
+        else:
+            pos = max(pos, drgn.sizeof(m.type))
+    whole = max(aligns + [1])
+    while align_up(pos, whole) < t.size and whole < 4096:
+        whole *= 2
+    return aligns, whole
+
+
+class Patcher:
+    """Changes a layout the way a different kernel configuration would (an
+    array with another length, an extra member) and lays the changed structs
+    and everything that embeds them out again by the C rules, keeping the
+    alignment attributes the original layout shows."""
+
     def __init__(self, prog: drgn.Program) -> None:
         self.prog = prog
+        self.repl: dict[tuple[str, str], Type] = {}
+
+    def subst(self, t: Type) -> Type:
+        u = t
+        if u.kind == TypeKind.ARRAY:
+            inner = self.subst(u.type)
+            if inner is u.type:
+                return t
+            return self.prog.array_type(inner, u.length, qualifiers=u.qualifiers)
+        if u.kind in COMPOUND and u.tag is not None:
+            return self.repl.get((u.kind.name, u.tag), t)
+        return t
+
+    def relayout(self, t: Type, changes: dict[str, Type] | None = None,
+                 insert_after: dict[str, list[tuple[str, Type]]] | None = None) -> Type:
+        aligns, whole = member_aligns(t)
+        members = []
+        pos = 0
+        for m, a in zip(t.members or (), aligns, strict=True):
+            items = [(m.name, changes.get(m.name, m.type) if changes else m.type, a)]
+            if insert_after and m.name in insert_after:
+                for n, nt in insert_after[m.name]:
+                    items.append((n, nt, natural_align(nt)))
+            for name, mt, al in items:
+                mt = self.subst(mt)
+                off = align_up(pos, al) if t.kind == TypeKind.STRUCT else 0
+                members.append(drgn.TypeMember(mt, name, 8 * off))
+                if t.kind == TypeKind.STRUCT:
+                    pos = off + drgn.sizeof(mt)
+                else:
+                    pos = max(pos, drgn.sizeof(mt))
+        size = align_up(pos, whole)
+        mk = self.prog.struct_type if t.kind == TypeKind.STRUCT else self.prog.union_type
+        new = mk(t.tag, size, members)
+        if t.tag is not None:
+            self.repl[(t.kind.name, t.tag)] = new
+        return new
+
+    def propagate(self, roots: list[Type]) -> None:
+        """Re-lay out every struct reachable from roots that embeds a
+        replaced struct by value."""
+        seen: set[tuple[str, str]] = set()
+
+        def embeds(t: Type) -> bool:
+            u = t.unaliased()
+            while u.kind == TypeKind.ARRAY:
+                u = u.type.unaliased()
+            if u.kind not in COMPOUND:
+                return False
+            if u.tag is not None and (u.kind.name, u.tag) in self.repl:
+                return True
+            return any(embeds(m.type) for m in u.members or ())
+
+        def visit(t: Type) -> None:
+            u = t.unaliased()
+            while u.kind == TypeKind.ARRAY:
+                u = u.type.unaliased()
+            if u.kind not in COMPOUND or u.tag is None:
+                return
+            key = (u.kind.name, u.tag)
+            if key in seen or key in self.repl:
+                return
+            seen.add(key)
+            for m in u.members or ():
+                visit(m.type)
+            if any(embeds(m.type) for m in u.members or ()):
+                self.relayout(u)
+
+        for r in roots:
+            visit(r)
+
+
+class Emitter:
+    def __init__(self, prog: drgn.Program, patcher: Patcher | None = None) -> None:
+        self.prog = prog
+        self.patcher = patcher
         self.done: set[tuple[str, str]] = set()
         self.visiting: set[tuple[str, str]] = set()
         self.forward: set[str] = set()
@@ -32,7 +157,11 @@ class Emitter:
         self.pad = 0
 
     # -- dependency walk -------------------------------------------------
+    def sub(self, t: Type) -> Type:
+        return self.patcher.subst(t) if self.patcher else t
+
     def require(self, t: Type, byvalue: bool) -> None:
+        t = self.sub(t)
         k = t.kind
         if k == TypeKind.TYPEDEF:
             self.emit_typedef(t)
@@ -79,6 +208,7 @@ class Emitter:
         self.out.append(self.enum_body(t, 0) + ";\n")
 
     def emit_compound(self, t: Type) -> None:
+        t = self.sub(t)
         key = (t.kind.name, t.tag)
         if key in self.done or key in self.visiting:
             return
@@ -183,6 +313,7 @@ class Emitter:
 
     def decl(self, t: Type, name: str, ind: int) -> str:
         # build the declarator inside-out
+        t = self.sub(t)
         k = t.kind
         if k == TypeKind.POINTER:
             q = " const" if t.qualifiers & drgn.Qualifiers.CONST else ""
@@ -226,11 +357,35 @@ def main(argv: list[str]) -> int:
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--comment", default="")
     ap.add_argument("-t", "--type", action="append", default=[], help="root type name")
+    ap.add_argument("--array-len", action="append", default=[],
+                    help="'struct X:member:N': give an array member another length")
+    ap.add_argument("--insert", action="append", default=[],
+                    help="'struct X:after:type:name': add a member after another")
     ap.add_argument("files", nargs="+", help="files with DWARF")
     args = ap.parse_args(argv)
     types = args.type
     prog = load(args.files)
-    em = Emitter(prog)
+    patcher = Patcher(prog)
+    by_type: dict[str, tuple[dict[str, Type], dict[str, list[tuple[str, Type]]]]] = {}
+    for spec in args.array_len:
+        tname, member, n = spec.split(":")
+        t = prog.type(tname)
+        mt = next(m.type for m in t.members if m.name == member)
+        by_type.setdefault(tname, ({}, {}))[0][member] = prog.array_type(mt.type, int(n))
+    for spec in args.insert:
+        tname, after, mtype, name = spec.split(":")
+        try:
+            nt = prog.type(mtype)
+        except LookupError:
+            # pointer to a struct this kernel's DWARF does not have
+            tag = mtype.rstrip(" *").split()[-1]
+            nt = prog.pointer_type(prog.struct_type(tag))
+        by_type.setdefault(tname, ({}, {}))[1].setdefault(after, []).append((name, nt))
+    for tname, (changes, inserts) in by_type.items():
+        patcher.relayout(prog.type(tname), changes, inserts)
+    if by_type:
+        patcher.propagate([prog.type(n) for n in args.type])
+    em = Emitter(prog, patcher)
     for name in types:
         t = prog.type(name)
         if t.kind in COMPOUND:
