@@ -265,30 +265,27 @@ class Memory:
         )
         sub_off = ps  # kdump_sub_header at block 1
         note = _note(b"VMCOREINFO", 0, vmcoreinfo)
-        # sub header (64-bit): phys_base, dump_level, split, start_pfn, end_pfn,
-        # offset_vmcoreinfo, size_vmcoreinfo, offset_note, size_note,
-        # offset_eraseinfo, size_eraseinfo, start_pfn_64, end_pfn_64, max_mapnr_64
-        sub_size_blocks = 1
-        info_off = sub_off + 64 * 1 + 14 * 8
+        # kdump_sub_header (LP64): phys_base, dump_level, split, start_pfn,
+        # end_pfn (32 bytes), then offset/size of vmcoreinfo, notes and
+        # eraseinfo, start_pfn_64, end_pfn_64, max_mapnr_64 (9 x 8 bytes)
+        info_off = sub_off + 32 + 9 * 8
         note_off = info_off + len(vmcoreinfo)
-        sub_blocks = (note_off + len(note) - sub_off + ps - 1) // ps
-        sub_size_blocks = sub_blocks
-        bitmap_off = (1 + sub_size_blocks) * ps
+        sub_size_blocks = (note_off + len(note) - sub_off + ps - 1) // ps
         hdr = bytearray()
         hdr += b"KDUMP   "
         hdr += struct.pack("<i", 6)  # header_version
         hdr += uts
-        hdr += bytes((-len(hdr)) % 8)  # pad to 8 before struct timeval
-        hdr += struct.pack("<qq", 0, 0)  # timestamp
-        hdr += struct.pack("<I", 0)  # status (0 = uncompressed pages allowed)
+        hdr += bytes((-len(hdr)) % 8)  # struct timeval is 8-aligned
+        hdr += struct.pack("<qq", 0, 0)  # timestamp: none, for determinism
+        hdr += struct.pack("<I", 1 if compress else 0)  # status: DUMP_DH_COMPRESSED_ZLIB
         hdr += struct.pack("<i", ps)  # block_size
-        hdr += struct.pack("<iiIIiii", sub_size_blocks, bitmap_blocks, max_mapnr, 0, 0, 1, 0)
-        # (sub_hdr_size, bitmap_blocks, max_mapnr, total_ram_blocks,
-        #  device_blocks, written_blocks, current_cpu) then nr_cpus
-        hdr += struct.pack("<i", 1)
+        # sub_hdr_size, bitmap_blocks, max_mapnr (32-bit, obsolete),
+        # total_ram_blocks, device_blocks, written_blocks, current_cpu, nr_cpus
+        hdr += struct.pack(
+            "<iIIIIIIi", sub_size_blocks, bitmap_blocks, max_mapnr & 0xFFFFFFFF, 0, 0, 0, 0, 1
+        )
         hdr = hdr.ljust(ps, b"\0")
-        sub = struct.pack("<QiiQQ", 0, 1, 0, 0, 0)
-        sub = sub.ljust(64, b"\0")
+        sub = struct.pack("<QiiQQ", 0, 0, 0, 0, 0)
         sub += struct.pack(
             "<QQQQQQQQQ",
             info_off,
@@ -314,7 +311,7 @@ class Memory:
                 pfns.append(pfn)
         half = bitmap_blocks // 2 * ps
         bm = bytes(bitmap).ljust(half, b"\0") * 2
-        data_start = bitmap_off + len(bm)
+        data_start = (1 + sub_size_blocks) * ps + len(bm)
         descs = bytearray()
         pagedata = bytearray()
         zero_off: int | None = None
