@@ -25,6 +25,8 @@ Usage::
 
 from __future__ import annotations
 
+import bisect
+import errno
 import hashlib
 import os
 import platform as host_platform_mod
@@ -295,7 +297,7 @@ _ZEROS = bytes(BLOCK)
 class _SparseWriter:
     """Collects data for the output file in one preallocated block, coalescing records that
     follow each other, and writes it out with pwrite.  An all-zero block is skipped when
-    nothing was written at or beyond its offset yet, so it stays a hole."""
+    nothing was written to its range before, so it stays a hole."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -303,7 +305,9 @@ class _SparseWriter:
         self.view = memoryview(self.buf)
         self.fill = 0  # bytes of buf in use
         self.buf_off = 0  # file offset of buf[0]
-        self.written_end = 0  # nothing beyond this offset holds data yet
+        # the ranges written so far: sorted, disjoint [start, end) intervals
+        self.starts: list[int] = []
+        self.ends: list[int] = []
         self.size = 0  # logical size of the output
         self.data_bytes = 0
 
@@ -339,13 +343,35 @@ class _SparseWriter:
         data = self.view[: self.fill]
         off, end = self.buf_off, self.buf_off + self.fill
         zero = data[0] == 0 and data[-1] == 0 and _ZEROS.startswith(data)
-        if not (zero and off >= self.written_end):
+        if not (zero and not self._overlaps(off, end)):
             done = 0
             while done < len(data):
                 done += os.pwrite(self.fd, data[done:], off + done)
-            self.written_end = max(self.written_end, end)
+            self._mark(off, end)
         data.release()
         self.fill = 0
+
+    def _overlaps(self, off: int, end: int) -> bool:
+        i = bisect.bisect_right(self.ends, off)  # the first range that ends after off
+        return i < len(self.starts) and self.starts[i] < end
+
+    def _mark(self, off: int, end: int) -> None:
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(starts, off) - 1
+        if i >= 0 and ends[i] >= off:  # extends (or lies in) range i
+            if end <= ends[i]:
+                return
+            ends[i] = end
+        else:
+            i += 1
+            starts.insert(i, off)
+            ends.insert(i, end)
+        j = i + 1  # absorb the ranges that range i now reaches
+        while j < len(starts) and starts[j] <= ends[i]:
+            j += 1
+        if j > i + 1:
+            ends[i] = max(ends[i], ends[j - 1])
+            del starts[i + 1 : j], ends[i + 1 : j]
 
     def finish(self) -> None:
         self.flush()
@@ -390,11 +416,13 @@ def rebuild_flattened(src: str, dst: str) -> RebuildStats:
         ok = True
         return stats
     except OSError as e:
-        hint = (
-            "free some space or set PINSPECT_CACHE to a larger file system"
-            if (e.errno == 28)
-            else ""
-        )
+        hints = {
+            errno.ENOSPC: "free some space or set PINSPECT_CACHE to a larger file system",
+            errno.EDQUOT: "free some space or set PINSPECT_CACHE to a larger file system",
+            errno.EFBIG: "a file size limit (ulimit -f, or the file system's) is in the way; "
+            "set PINSPECT_CACHE to another file system",
+        }
+        hint = hints.get(e.errno or 0, "")
         raise TargetError(f"rebuilding {src} into {dst} failed: {e.strerror or e}", hint) from None
     finally:
         if fd >= 0:

@@ -16,6 +16,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -656,6 +657,64 @@ def test_missing_and_unreadable(cache: Path, tmp_path: Path) -> None:
         with pytest.raises(TargetError, match="permission denied") as err:
             prepare_core(str(p), str(cache))
         assert "sudo" in err.value.hint
+
+
+def test_write_failure_leaves_nothing_behind(bios_dumps: Dumps, cache: Path) -> None:
+    """A real write error (the file size limit, EFBIG) in the middle of a rebuild."""
+    code = """
+import json, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, resource.RLIM_INFINITY))
+from pinspect.errors import TargetError
+from pinspect.kdumpfile import prepare_core
+try:
+    prepare_core(sys.argv[1], sys.argv[2])
+except TargetError as e:
+    print(json.dumps([e.message, e.hint]))
+"""
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(bios_dumps.flat), str(cache)],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    message, hint = json.loads(r.stdout)
+    assert "failed: File too large" in message and "ulimit" in hint
+    assert list((cache / "cores").iterdir()) == []
+
+
+def test_overlapping_records_and_holes(cache: Path, tmp_path: Path) -> None:
+    """A stream that rewrites regions (with data, then zeros), goes backwards and leaves holes,
+    against makedumpfile -R, the reference reassembler."""
+    need(shutil.which("makedumpfile") is not None, "makedumpfile is not installed")
+    blob = pattern()
+    records = [
+        (0, b"KDUMP   " + blob[:4088]),
+        (64 << 20, blob[:4096]),  # far out: a 64 MiB hole before it
+        (8192, blob[: 3 << 20]),  # larger than nothing, smaller than a rebuild block
+        (8192, bytes(4096)),  # zeros over data must be written, not skipped
+        (4096, blob[100:4196]),  # backwards
+        (16 << 20, bytes(12 << 20)),  # zeros past everything: stays a hole
+        (30 << 20, blob[:10]),
+        (30 << 20, b"overwritten"),  # the later record wins
+    ]
+    stream = bytearray(b"makedumpfile".ljust(16, b"\0") + struct.pack(">qq", 1, 1))
+    stream = stream.ljust(4096, b"\0")
+    for off, data in records:
+        stream += struct.pack(">qq", off, len(data)) + data
+    stream += struct.pack(">qq", -1, -1)
+    src = tmp_path / "synthetic.flat"
+    src.write_bytes(stream)
+    out = tmp_path / "mine.kdump"
+    stats = kdumpfile.rebuild_flattened(str(src), str(out))
+    assert (stats.records, stats.size) == (len(records), (64 << 20) + 4096)
+    theirs = tmp_path / "theirs.kdump"
+    with open(src, "rb") as stdin:
+        subprocess.run(["makedumpfile", "-R", str(theirs)], stdin=stdin, check=True,
+                       capture_output=True)  # fmt: skip
+    assert out.read_bytes() == theirs.read_bytes()
+    assert out.stat().st_blocks * 512 < 8 << 20  # 64 MiB long, about 3 MiB of data
 
 
 def test_pipe_is_refused(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
