@@ -81,9 +81,26 @@ class CoreFile:
     def program(self, vmcoreinfo: bytes | None = None) -> drgn.Program:
         """Create a :class:`drgn.Program` with the right platform and open the dump in it.
 
-        *vmcoreinfo* overrides the dump's own (for dumps of kernels that shared none)."""
+        *vmcoreinfo* overrides the dump's own (for dumps of kernels that shared none).
+        Failures become :class:`TargetError`: libkdumpfile's arrive as plain ``Exception``.
+        """
         prog = drgn.Program(self.platform, vmcoreinfo=vmcoreinfo)
-        prog.set_core_dump(self.path)
+        try:
+            prog.set_core_dump(self.path)
+        except PermissionError as e:
+            raise TargetError(
+                f"{self.path}: permission denied",
+                "dumps are often readable by root only: run with sudo or chmod/chown the file",
+            ) from e
+        except Exception as e:
+            text = str(e)
+            hint = ""
+            if "vmcoreinfo" in text.lower():
+                hint = (
+                    "the dump carries no VMCOREINFO: dump QEMU guests with -device vmcoreinfo "
+                    "and the guest's qemu_fw_cfg driver loaded (CONFIG_FW_CFG_SYSFS)"
+                )
+            raise TargetError(f"cannot open {self.path} as a kernel dump: {text}", hint) from e
         return prog
 
 

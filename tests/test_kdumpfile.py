@@ -717,6 +717,15 @@ def test_overlapping_records_and_holes(cache: Path, tmp_path: Path) -> None:
     assert out.stat().st_blocks * 512 < 8 << 20  # 64 MiB long, about 3 MiB of data
 
 
+def test_dump_without_vmcoreinfo(bios_dumps: Dumps, cache: Path) -> None:
+    """A guest that shared no VMCOREINFO: a TargetError that says what to do, no traceback."""
+    for path in (bios_dumps.flat, bios_dumps.elf):
+        core = prepare_core(str(path), str(cache))
+        with pytest.raises(TargetError, match="cannot open") as err:
+            core.program()
+        assert "-device vmcoreinfo" in err.value.hint
+
+
 def test_pipe_is_refused(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
