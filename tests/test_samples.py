@@ -18,6 +18,8 @@ import pytest
 drgn = pytest.importorskip("drgn")
 from drgn import Object, Program, ProgramFlags  # noqa: E402
 from drgn.helpers.linux.mm import (  # noqa: E402
+    PageSlab,
+    compound_order,
     decode_page_flags,
     for_each_valid_page_range,
     pfn_to_page,
@@ -150,6 +152,29 @@ def test_truth_pages_match_struct_pages(name: str) -> None:
         assert row["refcount"] == (
             row["expected_refcount"] + row["extra"] + row["pins"] * (1 if row["order"] else 1024)
         )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_classified_pages(name: str) -> None:
+    prog = program(name)
+    t = truth(name)
+    cls = t["classified"]
+    for start, end in cls["slab"]:
+        assert PageSlab(pfn_to_page(prog, start))
+        assert PageSlab(pfn_to_page(prog, end - 1))
+    for start, _ in cls["reserved"]:
+        assert "PG_reserved" in decode_page_flags(pfn_to_page(prog, start))
+    buddy = int(
+        prog["VMCOREINFO"].string_().decode().split("PAGE_BUDDY_MAPCOUNT_VALUE)=")[1].split()[0]
+    )
+    for pfn, order, _mt in t["free_blocks"]:
+        page = pfn_to_page(prog, pfn)
+        assert page.page_type.value_() == buddy & 0xFFFFFFFF
+        assert page.private.value_() == order
+    for row in t["pinned"] + t["controls"]:
+        assert compound_order(pfn_to_page(prog, row["pfn"])).value_() == row["order"]
+    info = prog["VMCOREINFO"].string_().decode()
+    assert f"NUMBER(SECTION_SIZE_BITS)={t['facts']['section_size_bits']}\n" in info
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -96,6 +96,7 @@ class Built:
     zone_info: list[dict] = field(default_factory=list)
     cma_info: list[dict] = field(default_factory=list)
     scenario_freed: list = field(default_factory=list)
+    free_blocks: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 class Builder:
@@ -208,6 +209,7 @@ class Builder:
         b.zone_info = self.zone_info
         b.cma_info = self.cma_info
         b.scenario_freed = list(self.sc.freed)
+        b.free_blocks = list(self.free_blocks)
         return b
 
     # ------------------------------------------------------------------

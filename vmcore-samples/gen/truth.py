@@ -116,17 +116,21 @@ def build_truth(b: Built) -> dict[str, Any]:
         (pinned if po["evidence"] else controls).append(po)
         if st.folio.note:
             notes[str(pfn)] = st.folio.note
-    # other pages, classified by kind
+    # every other page, by kind (tails count with their head's kind; the
+    # tails of anon/ksm/shmem/file folios are covered by the rows above)
     kinds: dict[str, list[int]] = {}
     for pfn, st in b.pages.items():
         k = st.kind
-        if k in MOVABLE_KINDS:
-            continue
         if k == "tail":
             assert st.head is not None
-            k = "tail_of_" + b.pages[st.head].kind
+            k = b.pages[st.head].kind
+        elif k == "buddy_tail":
+            k = "free"
+        if k in MOVABLE_KINDS:
+            continue
         kinds.setdefault(k, []).append(pfn)
     classified = {k: ranges(v_) for k, v_ in sorted(kinds.items())}
+    free_blocks = [[pfn, order, mt] for pfn, order, mt in b.free_blocks]
     # zones
     zones = []
     for zi in b_zone_info(b):
@@ -270,6 +274,7 @@ def build_truth(b: Built) -> dict[str, Any]:
         "controls": controls,
         "notes": notes,
         "classified": classified,
+        "free_blocks": free_blocks,
         "zones": zones,
         "cma": cmas,
         "page_owner": owner,

@@ -87,8 +87,12 @@ class Patcher:
             return self.repl.get((u.kind.name, u.tag), t)
         return t
 
-    def relayout(self, t: Type, changes: dict[str, Type] | None = None,
-                 insert_after: dict[str, list[tuple[str, Type]]] | None = None) -> Type:
+    def relayout(
+        self,
+        t: Type,
+        changes: dict[str, Type] | None = None,
+        insert_after: dict[str, list[tuple[str, Type]]] | None = None,
+    ) -> Type:
         aligns, whole = member_aligns(t)
         members = []
         pos = 0
@@ -357,10 +361,18 @@ def main(argv: list[str]) -> int:
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--comment", default="")
     ap.add_argument("-t", "--type", action="append", default=[], help="root type name")
-    ap.add_argument("--array-len", action="append", default=[],
-                    help="'struct X:member:N': give an array member another length")
-    ap.add_argument("--insert", action="append", default=[],
-                    help="'struct X:after:type:name': add a member after another")
+    ap.add_argument(
+        "--array-len",
+        action="append",
+        default=[],
+        help="'struct X:member:N': give an array member another length",
+    )
+    ap.add_argument(
+        "--insert",
+        action="append",
+        default=[],
+        help="'struct X:after:type:name': add a member after another",
+    )
     ap.add_argument("files", nargs="+", help="files with DWARF")
     args = ap.parse_args(argv)
     types = args.type
