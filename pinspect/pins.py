@@ -134,8 +134,9 @@ def _has_type(kernel: Kernel, page_type: np.ndarray, name: str) -> np.ndarray:
     return (raw & (base | value)) == base
 
 
-def _hugetlb_heads(chunk: PageChunk, hidx: np.ndarray, page_type: np.ndarray) -> np.ndarray:
-    """Which large folio heads are hugetlb folios, by whichever marker this kernel uses."""
+def _hugetlb_heads(chunk: PageChunk, hidx: np.ndarray, head_type: np.ndarray) -> np.ndarray:
+    """Which large folio heads (*head_type*: their page types) are hugetlb folios, by whichever
+    marker this kernel uses."""
     kernel = chunk.kernel
     folio = kernel.layout.folio
     if folio.dtor is not None and folio.hugetlb_dtor is not None:
@@ -145,7 +146,7 @@ def _hugetlb_heads(chunk: PageChunk, hidx: np.ndarray, page_type: np.ndarray) ->
     if flag:  # 6.9: PG_hugetlb on the first tail page
         first_tail = chunk.at(hidx, kernel.layout.size + kernel.layout.flags, "<u8")
         return (first_tail & np.uint64(flag)) != 0
-    return _has_type(kernel, page_type[hidx], "hugetlb")  # 6.10+: a page type
+    return _has_type(kernel, head_type, "hugetlb")  # 6.10+: a page type
 
 
 def evaluate_chunk(
@@ -158,30 +159,40 @@ def evaluate_chunk(
     """
     layout = kernel.layout
     folio = layout.folio
-    flags = chunk.flags
-    refcount = chunk.refcount.astype(np.int64)
-    mapcount_raw = chunk.mapcount.astype(np.int64)
-    tail = (chunk.compound_head & np.uint64(1)) != 0
+    # Only pages that pass a cheap necessary condition are decoded further.
+    if report_all or min_extra < _MIN_PREFILTERED_EXTRA:
+        idx = np.arange(chunk.n)
+    else:
+        idx = _maybe_reported(chunk, masks, min_extra)
+    pinner_words = None
+    if pin_mask:
+        words, _ = flags_words(kernel, chunk.start_pfn, chunk.n)
+        pinner_words = (words & np.uint64(pin_mask)) != 0
+        idx = np.union1d(idx, np.flatnonzero(pinner_words))
+    flags = chunk.flags[idx]
+    refcount = chunk.refcount[idx].astype(np.int64)
+    mapcount_raw = chunk.mapcount[idx].astype(np.int64)
+    tail = (chunk.compound_head[idx] & np.uint64(1)) != 0
     typed = mapcount_raw <= constants.PAGE_MAPCOUNT_RESERVE
     # 6.10+ marks hugetlb folios with a page type; they are still user memory.
     typed &= ~_has_type(kernel, mapcount_raw, "hugetlb")
     not_movable = np.uint64(masks.reserved | masks.slab)
     live = (refcount > 0) & ~tail & ~typed & ((flags & not_movable) == 0)
 
-    pinner = np.zeros(chunk.n, dtype=bool)
-    if pin_mask:
-        words, _ = flags_words(kernel, chunk.start_pfn, chunk.n)
-        pinner = (words & np.uint64(pin_mask)) != 0
-        pinner &= ~tail  # a folio is reported once, at its head
+    pinner = np.zeros(len(idx), dtype=bool)
+    if pinner_words is not None:
+        pinner = pinner_words[idx] & ~tail  # a folio is reported once, at its head
 
-    idx = np.flatnonzero(live | pinner)
-    if len(idx) == 0:
+    keep = np.flatnonzero(live | pinner)
+    if len(keep) == 0:
         return _empty()
-    flags_c = flags[idx]
+    idx = idx[keep]
+    flags_c = flags[keep]
     mapping_c = chunk.mapping[idx]
     kind = _kinds(mapping_c, flags_c, masks)
-    ref = refcount[idx]
-    mapcount = np.where(mapcount_raw[idx] < -1, 0, mapcount_raw[idx] + 1)
+    ref = refcount[keep]
+    raw_c = mapcount_raw[keep]
+    mapcount = np.where(raw_c < -1, 0, raw_c + 1)
     head = (flags_c & np.uint64(masks.head)) != 0
     order = np.zeros(len(idx), dtype=np.int64)
     pincount = np.full(len(idx), -1, dtype=np.int64)  # -1: this folio has no exact counter
@@ -194,10 +205,9 @@ def evaluate_chunk(
         # corrupted struct page, judged as a small page rather than trusted.
         horder = np.where(horder <= MAX_FOLIO_ORDER, horder, 0)
         order[head] = horder
-        hhuge = _hugetlb_heads(chunk, hidx, mapcount_raw)
+        hhuge = _hugetlb_heads(chunk, hidx, raw_c[head])
         hugetlb[head] = hhuge
-        mapcount[head] = _large_mapcount(chunk, hidx, horder, kind[head], hhuge, masks,
-                                         mapcount_raw, typed)
+        mapcount[head] = _large_mapcount(chunk, hidx, horder, kind[head], hhuge, masks)
         if folio.pincount is not None:
             exact = horder >= folio.pincount_min_order
             counts = chunk.at(hidx, folio.pincount, "<i4").astype(np.int64)
@@ -226,7 +236,7 @@ def evaluate_chunk(
     foll_pin = np.where(exact, pincount > 0, ref >= BIAS) & (kind != KIND_MOVABLE_OPS)
     extra = np.where(user, diff - pin_refs, 0)
 
-    pinned_pinner = pinner[idx]
+    pinned_pinner = pinner[keep]
     report = foll_pin | (user & (extra >= min_extra)) | pinned_pinner | report_all
     sel = np.flatnonzero(report)
     return Candidates(
@@ -244,9 +254,46 @@ def evaluate_chunk(
     )
 
 
+# Below this min_extra, _maybe_reported's 32-bit test could wrap: every page is decoded.
+_MIN_PREFILTERED_EXTRA = -(1 << 30)
+_PREFILTER_PAGES = 1 << 12
+
+
+def _maybe_reported(chunk: PageChunk, masks: _Masks, min_extra: int) -> np.ndarray:
+    """Indices of the pages :func:`evaluate_chunk` could report (a superset), found cheaply.
+
+    Large folio heads always pass: their counts are in their tail pages. A small page has
+    ``foll_pin`` only with ``_refcount >= GUP_PIN_COUNTING_BIAS``, and ``extra >= min_extra``
+    only if ``_refcount - mapcount - cache >= min_extra``, where ``cache`` is 1 when the low
+    bits of ``mapping`` are clear (page cache, or a kernel page that is never ``extra``):
+    its expected count is at least ``mapcount + cache`` and pins only lower ``extra``.
+    The test reads four fields in place, 32-bit; ``_refcount - _mapcount`` can wrap only for
+    a page type (never reported) or a refcount near 2**31 (which passes as >= the bias).
+    """
+    layout = chunk.kernel.layout
+    if not masks.head:
+        return np.arange(chunk.n)
+    head_bit = masks.head.bit_length() - 1
+    refcounts, mapcounts = chunk.refcount, chunk.mapcount
+    mapping_bytes = chunk.column(layout.mapping, "u1")
+    flags_bytes = chunk.column(layout.flags + head_bit // 8, "u1")
+    threshold = min(min_extra, (1 << 31) - 2)
+    found = []
+    # In blocks whose struct pages stay in the L2 cache over the few passes.
+    for start in range(0, chunk.n, _PREFILTER_PAGES):
+        rows = slice(start, start + _PREFILTER_PAGES)
+        refcount = refcounts[rows]
+        slack = refcount - mapcounts[rows]  # = _refcount - mapcount + 1
+        slack -= (mapping_bytes[rows] & 3) == 0
+        maybe = slack > threshold
+        maybe |= refcount >= BIAS
+        maybe |= (flags_bytes[rows] & (1 << head_bit % 8)) != 0
+        found.append(np.flatnonzero(maybe) + start)
+    return np.concatenate(found)
+
+
 def _large_mapcount(chunk: PageChunk, hidx: np.ndarray, horder: np.ndarray, kind: np.ndarray,
-                    hugetlb: np.ndarray, masks: _Masks, mapcount_raw: np.ndarray,
-                    typed: np.ndarray) -> np.ndarray:
+                    hugetlb: np.ndarray, masks: _Masks) -> np.ndarray:
     """Page-table mappings of each large folio (what ``folio_mapcount()`` returns)."""
     folio = chunk.kernel.layout.folio
     if folio.large_mapcount is not None:  # 6.10+: one counter for the whole folio
@@ -258,9 +305,13 @@ def _large_mapcount(chunk: PageChunk, hidx: np.ndarray, horder: np.ndarray, kind
     # hugetlb folios are mapped whole (entire mapcount only).
     nr = np.int64(1) << horder
     end = np.minimum(hidx + nr, chunk.n)
-    per_page = np.where(typed | (mapcount_raw < -1), 0, mapcount_raw + 1)
-    cumulative = np.concatenate(([0], np.cumsum(per_page)))
-    subpages = np.where(hugetlb, 0, cumulative[end] - cumulative[hidx])
+    # Mappings per subpage: _mapcount + 1, and none for a page type (below -1); summed over
+    # the pages of each folio only (hugetlb folios: none).
+    lengths = np.where(hugetlb, 1, end - hidx)
+    firsts = np.cumsum(lengths) - lengths
+    pages = np.repeat(hidx - firsts, lengths) + np.arange(int(lengths.sum()))
+    per_page = np.maximum(chunk.mapcount[pages].astype(np.int64) + 1, 0)
+    subpages = np.where(hugetlb, 0, np.add.reduceat(per_page, firsts))
     total = entire + subpages
     if folio.subpages_include_entire:
         # Up to 6.1: file THP subpages include the compound mappings in their _mapcount;
