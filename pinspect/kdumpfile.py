@@ -44,7 +44,18 @@ import drgn
 
 from pinspect.errors import TargetError
 
-__all__ = ["CoreFile", "prepare_core", "rebuild_flattened", "default_cache_dir"]
+__all__ = [
+    "CoreFile",
+    "KdumpHeader",
+    "RebuildStats",
+    "arch_from_header",
+    "default_cache_dir",
+    "infer_platform",
+    "iter_flat_records",
+    "prepare_core",
+    "read_kdump_header",
+    "rebuild_flattened",
+]
 
 ELF_MAGIC = b"\x7fELF"
 KDUMP_SIGNATURES = (b"KDUMP   ", b"DISKDUMP")
@@ -202,18 +213,23 @@ def _check_libkdumpfile(path: str) -> None:
 # --- flattened format ----------------------------------------------------------------------
 
 
-def _cache_name(path: str, st: os.stat_result) -> str:
-    key = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+def _cache_name(path: str, st: os.stat_result) -> tuple[str, str]:
+    """(file name, prefix shared by every version of the same source path) in the cache."""
+    abspath = os.path.abspath(path)
+    where = hashlib.sha256(abspath.encode()).hexdigest()[:8]
+    version = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+    what = hashlib.sha256(version.encode()).hexdigest()[:8]
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(path))[:64] or "core"
-    return f"{stem}-{digest}.kdump"
+    prefix = f"{stem}-{where}-"
+    return f"{prefix}{what}.kdump", prefix
 
 
 def _cached_rebuild(path: str, cache_dir: str) -> str:
     """Return the rebuilt copy of flattened *path* in *cache_dir*, rebuilding it if needed."""
     st = os.stat(path)
     cores = os.path.join(cache_dir, "cores")
-    out = os.path.join(cores, _cache_name(path, st))
+    name, prefix = _cache_name(path, st)
+    out = os.path.join(cores, name)
     if os.path.isfile(out) and _read_head(out, 4) != b"":
         return out
     try:
@@ -235,6 +251,12 @@ def _cached_rebuild(path: str, cache_dir: str) -> str:
                 "it yourself with 'makedumpfile -R out.kdump < dump'",
             )
     rebuild_flattened(path, out)
+    for old in os.listdir(cores):  # copies of earlier versions of the same source file
+        if old.startswith(prefix) and old != name:
+            try:
+                os.unlink(os.path.join(cores, old))
+            except OSError:
+                pass
     return out
 
 

@@ -365,6 +365,12 @@ def test_rebuilt_copy_is_reused_until_the_source_changes(
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     third = prepare_core(str(src), str(cache))
     assert third.path != first.path and Path(third.path).is_file()
+    assert not Path(first.path).exists()  # the copy of the old version is gone
+    other = tmp_path / "other" / "vmcore.flat"  # same name, another directory: kept apart
+    other.parent.mkdir()
+    shutil.copyfile(bios_dumps.flat, other)
+    fourth = prepare_core(str(other), str(cache))
+    assert fourth.path != third.path and Path(third.path).exists()
 
 
 def test_cache_dir_defaults_to_env(bios_dumps: Dumps, cache: Path, monkeypatch) -> None:
