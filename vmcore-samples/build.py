@@ -11,7 +11,9 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -51,6 +53,18 @@ def build_variant(v: Variant, out: str, cache: dict[tuple[str, ...], str]) -> No
         f.write("\n")
 
 
+def toolchain() -> str:
+    """The tools whose versions decide the bytes of the samples."""
+    cc = os.environ.get("CC", "gcc")
+    gcc = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True)
+    ld = subprocess.run(["ld", "--version"], capture_output=True, text=True, check=True)
+    return (
+        f"cc: {gcc.stdout.splitlines()[0]}\n"
+        f"ld: {ld.stdout.splitlines()[0]}\n"
+        f"zlib: {zlib.ZLIB_RUNTIME_VERSION}\n"
+    )
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=HERE, help="output directory (default: vmcore-samples/)")
@@ -63,6 +77,8 @@ def main(argv: list[str]) -> int:
             continue
         build_variant(v, args.out, cache)
         print(f"built {v.name}")
+    with open(os.path.join(args.out, "TOOLCHAIN"), "w") as f:
+        f.write(toolchain())
     return 0
 
 

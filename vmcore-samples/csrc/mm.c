@@ -8,7 +8,7 @@
 #define MAX_NUMNODES 64
 #endif
 
-struct pglist_data *node_data[MAX_NUMNODES];
+pg_data_t *node_data[MAX_NUMNODES];
 nodemask_t node_states[NR_NODE_STATES];
 struct mem_section **mem_section;
 unsigned long __highest_present_section_nr;

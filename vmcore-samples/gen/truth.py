@@ -244,7 +244,8 @@ def build_truth(b: Built) -> dict[str, Any]:
         "page_owner": v.page_owner,
         "page_pinner": v.pinner or "absent",
         "cma": "present",
-        "page_ext": "present" if (v.page_owner == "enabled" or v.pinner) else "present_unallocated",
+        "page_ext": "present",
+        "page_ext_allocated": v.page_owner == "enabled" or v.pinner is not None,
         "stack_depot": {
             "6.1": "stack_slabs+slabindex/offset/valid/extra",
             "6.12": "stack_pools+pool_index_plus_1/offset/extra",

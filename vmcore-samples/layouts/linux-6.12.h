@@ -744,18 +744,6 @@ enum pageflags {
 	PG_partially_mapped = 16,
 };
 
-enum pagetype {
-	PGTY_buddy = 240,
-	PGTY_offline = 241,
-	PGTY_table = 242,
-	PGTY_guard = 243,
-	PGTY_hugetlb = 244,
-	PGTY_slab = 245,
-	PGTY_zsmalloc = 246,
-	PGTY_unaccepted = 247,
-	PGTY_mapcount_underflow = 255,
-};
-
 enum zone_stat_item {
 	NR_FREE_PAGES = 0,
 	NR_ZONE_LRU_BASE = 1,
@@ -881,6 +869,8 @@ typedef struct __attribute__((packed)) {
 	unsigned long bits[16];
 } nodemask_t;
 
+typedef struct pglist_data pg_data_t;
+
 typedef u32 depot_stack_handle_t;
 
 typedef int __kernel_pid_t;
@@ -928,3 +918,15 @@ struct __attribute__((packed)) stack_record {
 };
 
 _Static_assert(sizeof(struct stack_record) == 544, "size");
+
+enum pagetype {
+	PGTY_buddy = 240,
+	PGTY_offline = 241,
+	PGTY_table = 242,
+	PGTY_guard = 243,
+	PGTY_hugetlb = 244,
+	PGTY_slab = 245,
+	PGTY_zsmalloc = 246,
+	PGTY_unaccepted = 247,
+	PGTY_mapcount_underflow = 255,
+};

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Regenerates layouts/linux-6.1.h and layouts/linux-6.12.h from kernel DWARF.
+# Needs the custom 6.1 kernel (tests/realkernel/build-kernel.sh) and Debian's
+# 6.12 cloud vmlinux (linux-image-6.12.117+deb12-cloud-amd64-dbg, dpkg -x into
+# the cache); neither is committed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${PINSPECT_CACHE:-$HOME/.cache/pinspect}
+v61=${V61:-$cache/kernels/linux-6.1-cma/vmlinux}
+v612=${V612:-$cache/samples/x-6.12.117+deb12/usr/lib/debug/boot/vmlinux-6.12.117+deb12-cloud-amd64}
+
+common=('struct page' 'struct folio' 'struct pglist_data' 'struct zone' 'struct mem_section'
+  'struct mem_section_usage' 'struct address_space' 'struct address_space_operations'
+  'struct static_key_false' 'struct static_key_true' 'struct list_head' 'enum pageflags'
+  'enum zone_type' 'enum zone_stat_item' 'enum node_stat_item' 'enum pageblock_bits'
+  'enum node_states' 'enum lru_list' 'enum migrate_reason' 'enum zone_watermarks' 'nodemask_t'
+  'pg_data_t' 'gfp_t' 'depot_stack_handle_t' 'atomic_long_t' 'pid_t' 's64' 'u64' 'u32' 'pgd_t'
+  'union handle_parts' 'struct stack_record')
+args61=(); for t in "${common[@]}" 'struct page_ext' 'struct page_ext_operations' \
+  'struct page_owner' 'struct cma' 'enum compound_dtor_id'; do args61+=(-t "$t"); done
+args612=(); for t in "${common[@]}" 'enum pagetype' 'refcount_t'; do args612+=(-t "$t"); done
+
+python3 "$here/dwarf2c.py" -o "$here/../layouts/linux-6.1.h" --comment \
+  "Linux 6.1 (Debian linux-source-6.1 6.1.192, x86_64 config with CMA + PAGE_OWNER, NODES_SHIFT=6: tests/realkernel/build-kernel.sh). enum migratetype and enum page_ext_flags are left to the variant headers." \
+  "${args61[@]}" "$v61"
+
+python3 "$here/dwarf2c.py" -o "$here/../layouts/linux-6.12.h" --comment \
+  "Linux 6.12 (Debian linux-image-6.12.117+deb12-cloud-amd64 vmlinux DWARF, NODES_SHIFT=10, ZONE_DEVICE), changed to CONFIG_CMA=y and CONFIG_PAGE_EXTENSION=y: free_area.free_list has MIGRATE_TYPES=6 entries, struct zone gains cma_pages after present_early_pages, struct mem_section gains page_ext and pad (mem_section, zone and pglist_data laid out again by the C rules). enum migratetype and enum page_ext_flags are left to the variant headers; page_ext, page_owner and cma come from mm-6.12-private.h." \
+  --array-len 'struct free_area:free_list:6' \
+  --insert 'struct zone:present_early_pages:unsigned long:cma_pages' \
+  --insert 'struct mem_section:usage:struct page_ext *:page_ext' \
+  --insert 'struct mem_section:usage:unsigned long:pad' \
+  "${args612[@]}" "$v612"
