@@ -49,6 +49,9 @@ const struct address_space_operations shmem_aops;
 const struct address_space_operations ext4_aops;
 const struct address_space_operations anon_aops;
 
+/* stand-in for zsmalloc's struct movable_operations (only its address matters) */
+const void *const zsmalloc_mops[3];
+
 /* keep the enums that only macros use in the DWARF */
 enum migratetype __dwarf_migratetype;
 enum page_ext_flags __dwarf_page_ext_flags;

@@ -18,6 +18,7 @@ GUP_PIN_COUNTING_BIAS = 1024
 POISON_POINTER_DELTA = 0xDEAD000000000000
 TAIL_MAPPING = POISON_POINTER_DELTA + 0x400
 PAGE_MAPPING_ANON = 0x1
+PAGE_MAPPING_MOVABLE = 0x2
 PAGE_MAPPING_KSM = 0x3
 
 # gfp bits (6.1 and 6.12 agree on these)
@@ -52,6 +53,7 @@ GFP_BY_STACK = {
     "driver": GFP_KERNEL | 0x04,
     "depot": GFP_KERNEL | 0x2000,
     "cma_alloc": GFP_KERNEL,
+    "zsmalloc": (GFP_KERNEL | 0x08 | 0x02 | 0x2000 | 0x10000) & ~0xC00 | 0x800,
 }
 
 
@@ -401,6 +403,11 @@ class Builder:
             head.mapcount_raw = self.page_type_value("table")
         elif f.kind == "kernel":
             head.refcount = 1
+        elif f.kind == "movable_ops":
+            # zsmalloc page: movable_ops mapping (low bits PAGE_MAPPING_MOVABLE)
+            head.refcount = 1
+            head.flags |= self.pg("private")
+            head.mapping = self.sym("zsmalloc_mops") | PAGE_MAPPING_MOVABLE
         else:
             raise ValueError(f.kind)
         for i in range(1, nr):

@@ -63,7 +63,7 @@ class Folio:
     """One allocated folio (or non-compound allocation head)."""
 
     pfn: int
-    kind: str  # anon ksm shmem file slab pgtable kernel cma
+    kind: str  # anon ksm shmem file slab pgtable kernel movable_ops
     order: int = 0
     mapcount: int = 0
     pins: int = 0  # FOLL_PIN pins
@@ -313,6 +313,7 @@ def default() -> Scenario:
     s.add(*(A(0x100C10 + i, "pgtable", alloc="pgtable") for i in range(8)))
     s.add(A(0x100C18, "kernel", order=3, compound=False, alloc="driver"))
     s.add(*(A(0x100E00 + i, "slab", alloc="slab_reclaim") for i in range(8)))
+    s.add(*(A(0x100E08 + i, "movable_ops", alloc="zsmalloc") for i in range(2)))
     # Movable zone
     s.add(
         A(

@@ -61,6 +61,7 @@ STACKS: dict[str, list[str]] = {
         "ksys_read",
     ]
     + _SYSCALL,
+    "zsmalloc": _ALLOC + ["zs_malloc", "zram_write_page", "zram_submit_bio"],
     "pgtable": _ALLOC + ["pte_alloc_one", "__pte_alloc", "do_anonymous_page"] + _FAULT,
     "driver": _ALLOC
     + [

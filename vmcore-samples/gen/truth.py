@@ -259,7 +259,7 @@ def build_truth(b: Built) -> dict[str, Any]:
             ev: sum(p["nr_pages"] for p in pinned if ev in p["evidence"])
             for ev in ("foll_pin", "extra", "pinner")
         },
-        "by_zone": {z["zone"]: z["pinned"]["total"] for z in zones},
+        "by_zone": {f"{z['node']}:{z['zone']}": z["pinned"]["total"] for z in zones},
     }
     return {
         "schema_version": SCHEMA_VERSION,
