@@ -55,17 +55,7 @@ def open_program(
 
 
 def _open_core(path: str) -> Program:
-    core = kdumpfile.prepare_core(path)
-    prog = Program(core.platform) if core.platform is not None else Program()
-    try:
-        prog.set_core_dump(core.path)
-    except PermissionError as e:
-        raise TargetError(f"cannot read {path}: permission denied",
-                          "run as a user that can read the dump") from e
-    except (OSError, ValueError) as e:
-        raise TargetError(f"cannot open {path} as a kernel dump: {e}",
-                          "pinspect reads ELF vmcores and kdump-compressed dumps") from e
-    return prog
+    return kdumpfile.prepare_core(path).program()
 
 
 def _open_live() -> Program:
