@@ -44,7 +44,7 @@ PTE_ADDR = 0x000F_FFFF_FFFF_F000
 PSE = 0x80
 NX = 1 << 63
 PAGE_MAPCOUNT_BUDDY = -129  # 6.1: PG_buddy (0x80) cleared in page_type (_mapcount)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Composition of every new 128 MiB section, in 1024-page blocks (32 blocks).
 BLOCKS = ("free",) * 8 + ("anon",) * 10 + ("file",) * 6 + ("thp",) * 4 + ("kernel",) * 4
@@ -355,7 +355,11 @@ class _Allocator:
 
 def _set(arr: np.ndarray, rows: np.ndarray | int | slice, offset: int, dtype: str,
          value: Any) -> None:
+    """Set the field at *offset* of struct pages *rows* of *arr* (pages x 64 bytes)."""
     width = np.dtype(dtype).itemsize
+    if isinstance(rows, int):
+        arr[rows, offset:offset + width] = np.array([value], dtype=dtype).view(np.uint8)
+        return
     view = arr[:, offset:offset + width].copy().view(dtype)
     view[rows, 0] = value
     arr[:, offset:offset + width] = view.view(np.uint8)
@@ -432,8 +436,11 @@ def generate(mpages: int, pins: int, source: Source | None = None,
                 pages[lo:] = reserved_row
             backing = backing_base + i * PMD_SIZE
             core.write(backing, pages.tobytes())
-            _map_vmemmap(core, facts, alloc, start_pfn, backing)
+            _map_2m(core, facts, alloc, facts.vmemmap + start_pfn * 64, backing)
             _add_section(core, facts, alloc, section)
+        # The direct map covers the new memory too (mem_section roots are read through it).
+        for phys in range(facts.end_pfn * PAGE, end_pfn * PAGE, PMD_SIZE):
+            _map_2m(core, facts, alloc, facts.page_offset + phys, phys)
         highest = first_section + new_sections - 1
         added = new_sections * pps
         v = facts.var_value
@@ -513,10 +520,8 @@ def _apply_pin(pages: np.ndarray, idx: int, how: str, start_pfn: int,
     return {"pfn": start_pfn + idx, "nr_pages": 512, "evidence": ["foll_pin"]}
 
 
-def _map_vmemmap(core: CoreFile, facts: Facts, alloc: _Allocator, start_pfn: int,
-                 backing: int) -> None:
-    """Map the section's 2 MiB of struct pages at *backing* with one PMD entry."""
-    va = facts.vmemmap + start_pfn * 64
+def _map_2m(core: CoreFile, facts: Facts, alloc: _Allocator, va: int, phys: int) -> None:
+    """Map 2 MiB at *va* to *phys* with a PMD entry (no-op if a 1 GiB page maps it)."""
     table = facts.pgd_phys
     for shift in (39, 30):
         slot = table + 8 * ((va >> shift) & 511)
@@ -526,8 +531,10 @@ def _map_vmemmap(core: CoreFile, facts: Facts, alloc: _Allocator, start_pfn: int
             core.write(new, bytes(PAGE))
             entry = new | 0x63  # present, writable, accessed, dirty
             core.put_u64(slot, entry)
+        elif shift == 30 and entry & PSE:
+            return
         table = entry & PTE_ADDR
-    core.put_u64(table + 8 * ((va >> 21) & 511), backing | 0x1E3 | NX)
+    core.put_u64(table + 8 * ((va >> 21) & 511), phys | 0x1E3 | NX)
 
 
 def _add_section(core: CoreFile, facts: Facts, alloc: _Allocator, section: int) -> None:
