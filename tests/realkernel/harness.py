@@ -66,6 +66,7 @@ class KernelSpec:
     append: str = ""
     workload_args: tuple[str, ...] = ()
     mem_mib: int = 4608
+    smp: int = 2  # the workload faults on CPU 1 and drains from CPU 0
     page_owner: bool = False
     cma: bool = False
     virtfs: bool = False  # share the host's / read-only over virtio-9p (custom kernel only)
@@ -369,7 +370,7 @@ class Guest:
             "-no-reboot",
             "-machine", "pc,accel=tcg",
             "-cpu", spec.cpu,
-            "-smp", "1",
+            "-smp", str(spec.smp),
             "-m", str(spec.mem_mib),
             "-kernel", str(self.kernel.bzimage),
             "-initrd", str(initrd),

@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -199,19 +200,26 @@ static void write_file(const char *path, const char *s)
 }
 
 /*
+ * Compaction (so that the dump shows settled memory): it may migrate unpinned pages, so it runs
+ * before the pages of the CMA area are searched and before pagemap is read.
+ */
+static void compact(void)
+{
+	write_file("/proc/sys/vm/drop_caches", "1");
+	write_file("/proc/sys/vm/compact_memory", "1");
+}
+
+/*
  * Per-CPU LRU batches hold one extra reference on freshly faulted pages. migrate_pages(2) from
- * node 0 to node 0 moves nothing but starts with lru_add_drain_all(); compaction (which we also
- * run so that the dump shows settled memory) drains the local CPU only.
+ * node 0 to node 0 moves nothing but starts with lru_add_drain_all() (compaction drains the
+ * local CPU only).
  */
 static void drain(void)
 {
 	unsigned long nodes = 1;
-	write_file("/proc/sys/vm/compact_memory", "1");
-	if (syscall(SYS_migrate_pages, 0, 8 * sizeof(nodes), &nodes, &nodes) < 0)
-		printf("PINLOG migrate_pages: %s\n", strerror(errno));
-	write_file("/proc/sys/vm/drop_caches", "1");
-	if (syscall(SYS_migrate_pages, 0, 8 * sizeof(nodes), &nodes, &nodes) < 0)
-		printf("PINLOG migrate_pages: %s\n", strerror(errno));
+	for (int i = 0; i < 2; i++)
+		if (syscall(SYS_migrate_pages, 0, 8 * sizeof(nodes), &nodes, &nodes) < 0)
+			printf("PINLOG migrate_pages: %s\n", strerror(errno));
 }
 
 /* The CMA area from the boot log: "cma: Reserved <n> MiB at 0x<phys>". */
@@ -284,6 +292,16 @@ int main(int argc, char **argv)
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	prctl(PR_SET_NAME, "pinwork");
+	/* With two CPUs, fault everything in on CPU 1 and drain from CPU 0: then only a drain of
+	 * all CPUs' LRU batches (lru_add_drain_all) gives the exact refcounts the tests expect. */
+	int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t cpus;
+	if (ncpu >= 2) {
+		CPU_ZERO(&cpus);
+		CPU_SET(1, &cpus);
+		if (sched_setaffinity(0, sizeof(cpus), &cpus) < 0)
+			die("sched_setaffinity");
+	}
 	int priv = MAP_PRIVATE | MAP_ANONYMOUS;
 	int shared = MAP_SHARED | MAP_ANONYMOUS;
 
@@ -391,6 +409,8 @@ int main(int argc, char **argv)
 	add_range("sysv_control", "none", "shmem", s + 2 * PAGE, 2 * PAGE, 0, 0, 1);
 	add_range("shared_anon_control", "none", "shmem", sh + 2 * PAGE, 2 * PAGE, 0, 0, 2);
 
+	compact();
+
 	/* 9. pins inside the CMA area (custom kernel): movable allocations fall back to CMA when
 	 *    free non-CMA memory runs low, so fault in memory until enough pages land in the area,
 	 *    keep those and unmap the rest, then FOLL_GET them (FOLL_LONGTERM would migrate them
@@ -446,7 +466,13 @@ int main(int argc, char **argv)
 			add("cma_control", "none", "anon", cma_pg[i], 0, 0, 1, 1);
 	}
 
-	/* settle: drain per-CPU LRU batches, then read pagemap (compaction may move controls) */
+	/* drain per-CPU LRU batches (from CPU 0), then read pagemap */
+	if (ncpu >= 2) {
+		CPU_ZERO(&cpus);
+		CPU_SET(0, &cpus);
+		if (sched_setaffinity(0, sizeof(cpus), &cpus) < 0)
+			die("sched_setaffinity");
+	}
 	drain();
 	int pm = open("/proc/self/pagemap", O_RDONLY);
 	char path[64];
@@ -458,6 +484,7 @@ int main(int argc, char **argv)
 		recs[i].pfn = pfn_of(pm, recs[i].vaddr);
 		recs[i].pm = pagemap_entry(pm, recs[i].vaddr);
 	}
+	printf("PINLOG cpus %d\n", ncpu);
 	printf("PINMETA {\"pid\":%d,\"peer_pid\":%d,\"comm\":\"pinwork\",\"peer_comm\":\"pinwork-peer\""
 	       ",\"cma_base_pfn\":%lu,\"cma_pages\":%lu}\n",
 	       (int)getpid(), (int)peer, cma_base, cma_pages);
