@@ -233,6 +233,12 @@ def test_page_owner(name: str) -> None:
         trace = stack_depot_fetch(po.handle)
         assert trace is not None
         assert [symbolize(prog, f.pc) for f in trace] == r["stack"]
+        if r["text"]:
+            assert r["text"][2:-1] == [" " + f for f in r["stack"]]
+            assert f"order {r['order']}, mask {r['gfp_mask']:#x}(" in r["text"][0]
+            page = pfn_to_page(prog, r["pfn"])
+            assert f"Flags {page.flags.value_():#x}(" in r["text"][1]
+            )
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -99,6 +99,7 @@ class Built:
     cma_info: list[dict] = field(default_factory=list)
     scenario_freed: list = field(default_factory=list)
     free_blocks: list[tuple[int, int, str]] = field(default_factory=list)
+    owner_text: dict[int, list[str]] = field(default_factory=dict)
 
 
 class Builder:
@@ -212,6 +213,7 @@ class Builder:
         b.cma_info = self.cma_info
         b.scenario_freed = list(self.sc.freed)
         b.free_blocks = list(self.free_blocks)
+        b.owner_text = self.owner_texts()
         return b
 
     # ------------------------------------------------------------------
@@ -962,6 +964,24 @@ class Builder:
             "KERNELOFFSET=0",
         ]
         return ("\n".join(x for x in lines if x) + "\n").encode()
+
+    # ------------------------------------------------------------------
+    def owner_texts(self) -> dict[int, list[str]]:
+        """debugfs page_owner text of every record the reader prints: pages
+        with PAGE_EXT_OWNER_ALLOCATED whose pfn is aligned to their order."""
+        from .ownertext import page_owner_text
+
+        out: dict[int, list[str]] = {}
+        # only for 6.1: the %pGp name table and lastcpupid field and the %pGg
+        # table of 6.12 are not verified here
+        if not self.owner_enabled or self.k.version != "6.1":
+            return out
+        for pfn in sorted(self.pages):
+            r = self.pages[pfn].owner
+            if r is None or not r["allocated"] or pfn % (1 << r["order"]):
+                continue
+            out[pfn] = page_owner_text(self, r, self.stack_frames[r["handle"]])
+        return out
 
     # ------------------------------------------------------------------
     def facts(self) -> dict:

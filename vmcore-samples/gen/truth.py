@@ -206,14 +206,22 @@ def build_truth(b: Built) -> dict[str, Any]:
                     "free_handle": r["free_handle"],
                     "free_stack": b.stacks.get(r["free_handle"], []),
                     "page_ext_flags": ext_flag_names(b, st.page_ext_flags),
+                    "text": b.owner_text.get(pfn) if r["allocated"] else None,
                 }
             )
         n_alloc = sum(
-            1 for st in b.pages.values() if st.owner is not None and st.owner["allocated"]
+            1
+            for st in b.pages.values()
+            if "PAGE_EXT_OWNER_ALLOCATED" in ext_flag_names(b, st.page_ext_flags)
         )
-        owner = {"state": "enabled", "allocated_records": n_alloc, "records": recs}
+        owner = {
+            "state": "enabled",
+            "allocated_pages": n_alloc,
+            "debugfs_records": len(b.owner_text),
+            "records": recs,
+        }
     else:
-        owner = {"state": "off", "allocated_records": 0, "records": []}
+        owner = {"state": "off", "allocated_pages": 0, "debugfs_records": 0, "records": []}
     # page_pinner
     pinner: dict[str, Any] = {"variant": v.pinner}
     if v.pinner:
