@@ -9,98 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import click
-from drgn import FaultError, Program
+from drgn import FaultError
 
 from pinspect import __version__
+from pinspect.commands import info, page, pinned, zones
+from pinspect.commands.common import Options, global_options
 from pinspect.errors import PinspectError
-from pinspect.render import FORMATS, Document, render
-from pinspect.target import open_program
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class Options:
-    """The global options after merging group-level and command-level values."""
-
-    core: str | None = None
-    vmlinux: tuple[str, ...] = ()
-    qemu: str | None = None
-    format: str | None = None
-    output: str | None = None
-
-
-_GLOBAL_OPTIONS = [
-    click.option("-c", "--core", metavar="VMCORE", default=None,
-                 help="ELF or kdump-compressed vmcore (default: the running kernel)."),
-    click.option("-s", "--vmlinux", metavar="PATH", multiple=True,
-                 help="vmlinux with debug info (repeatable; default: drgn's search)."),
-    click.option("--qemu", metavar="ADDRESS", default=None,
-                 help="attach to a QEMU guest over QMP (unix socket path or host:port)."),
-    click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
-                 help="output format (default: table)."),
-    click.option("-o", "--output", metavar="FILE", default=None,
-                 help="write the output to FILE instead of standard output."),
-]
-
-
-def global_options(f: F) -> F:
-    """Add the global options to a command (or the group)."""
-    for option in reversed(_GLOBAL_OPTIONS):
-        f = option(f)
-    return f
-
-
-def merged_options(ctx: click.Context, **given: Any) -> Options:
-    """Command-level values override group-level ones."""
-    base: Options = ctx.find_object(Options) or Options()
-    return Options(
-        core=given.get("core") or base.core,
-        vmlinux=tuple(given.get("vmlinux") or ()) or base.vmlinux,
-        qemu=given.get("qemu") or base.qemu,
-        format=given.get("format_") or base.format,
-        output=given.get("output") or base.output,
-    )
-
-
-def open_target(options: Options) -> Program:
-    return open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu)
-
-
-def emit(doc: Document, options: Options) -> None:
-    """Render *doc* in the chosen format to standard output or ``--output``."""
-    text = render(doc, options.format or "table")
-    if options.output:
-        with open(options.output, "w") as f:
-            f.write(text)
-    else:
-        click.echo(text, nl=False)
-
-
-class Progress:
-    """A one-line progress bar on stderr, shown only when stderr is a terminal."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.last = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total <= 0:
-            return
-        percent = done * 100 // total
-        if percent == self.last:
-            return
-        self.last = percent
-        bar = "#" * (percent // 4)
-        sys.stderr.write(f"\rscanning pages [{bar:<25}] {percent:3d}%")
-        if done >= total:
-            sys.stderr.write("\r" + " " * 45 + "\r")
-        sys.stderr.flush()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,14 +35,8 @@ def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: st
     ctx.obj = Options(core, vmlinux, qemu, format_, output)
 
 
-def _register() -> None:
-    from pinspect.commands import info, page, pinned, zones
-
-    for module in (info, pinned, zones, page):
-        cli.add_command(module.command)
-
-
-_register()
+for _module in (info, pinned, zones, page):
+    cli.add_command(_module.command)
 
 
 def main() -> None:

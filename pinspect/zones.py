@@ -23,6 +23,8 @@ class Zone:
     present: int
     managed: int
     free: int
+    free_cma: int
+    cma_pages: int
     address: int
 
     @property
@@ -37,13 +39,23 @@ def _vm_stat(zone: Object, item: int | None) -> int:
     return max(value, 0)
 
 
+def _member_value(obj: Object, member: str) -> int:
+    """An integer member that only some configurations have (0 when absent)."""
+    try:
+        return int(getattr(obj, member).value_())
+    except AttributeError:
+        return 0
+
+
 def zones(kernel: Kernel) -> list[Zone]:
     """Every populated zone of every online node (``struct zone``), cached per program."""
     try:
         return kernel.prog.cache["pinspect_zones"]  # type: ignore[no-any-return]
     except KeyError:
         pass
-    free_item = enumerators(kernel.prog, "enum zone_stat_item").get("NR_FREE_PAGES")
+    stat_items = enumerators(kernel.prog, "enum zone_stat_item")
+    free_item = stat_items.get("NR_FREE_PAGES")
+    free_cma_item = stat_items.get("NR_FREE_CMA_PAGES")
     result = []
     for pgdat in for_each_online_pgdat(kernel.prog):
         node = pgdat.node_id.value_()
@@ -66,6 +78,8 @@ def zones(kernel: Kernel) -> list[Zone]:
                 present=zone.present_pages.value_(),
                 managed=managed_value,
                 free=_vm_stat(zone, free_item),
+                free_cma=_vm_stat(zone, free_cma_item),
+                cma_pages=_member_value(zone, "cma_pages"),
                 address=zone.address_of_().value_(),
             ))
     kernel.prog.cache["pinspect_zones"] = result

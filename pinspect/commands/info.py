@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from pinspect.cli import emit, global_options, merged_options, open_target
+from pinspect.commands.common import emit, global_options, merged_options, open_target
 from pinspect.kernel import Kernel, probe
 from pinspect.render import Document
 from pinspect.zones import zones

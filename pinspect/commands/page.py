@@ -9,7 +9,7 @@ import click
 from drgn import Object
 from drgn.helpers.linux.mm import page_to_pfn
 
-from pinspect.cli import emit, global_options, merged_options, open_target
+from pinspect.commands.common import emit, global_options, merged_options, open_target
 from pinspect.kernel import probe
 from pinspect.pins import PageVerdict, inspect_page
 from pinspect.render import Document

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pinspect.cli import Progress, emit, global_options, merged_options, open_target
+from pinspect.commands.common import Progress, emit, global_options, merged_options, open_target
 from pinspect.pins import EVIDENCE_KINDS, PinnedReport, find_pinned, parse_pfn_range
 from pinspect.render import Document
 

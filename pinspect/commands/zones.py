@@ -6,11 +6,12 @@ from typing import Any
 
 import click
 
-from pinspect.cli import Progress, emit, global_options, merged_options, open_target
+from pinspect.commands.common import Progress, emit, global_options, merged_options, open_target
 from pinspect.pins import PinnedReport, ZonePins, zone_pins
 from pinspect.render import Document
 
-COLUMNS = ("node", "zone", "start_pfn", "spanned", "present", "managed", "free",
+COLUMNS = ("node", "zone", "start_pfn", "spanned", "present", "managed", "free", "cma_pages",
+           "free_cma",
            "pinned_foll_pin", "pinned_extra", "pinned_pinner", "pinned_total",
            "pinned_in_movable", "pinned_in_cma")
 
@@ -23,7 +24,7 @@ def document(rows_in: list[ZonePins], report: PinnedReport) -> Document:
         obj = {
             "node": z.zone.node, "zone": z.zone.name, "start_pfn": z.zone.start_pfn,
             "spanned": z.zone.spanned, "present": z.zone.present, "managed": z.zone.managed,
-            "free": z.zone.free,
+            "free": z.zone.free, "free_cma": z.zone.free_cma, "cma_pages": z.zone.cma_pages,
             "pinned": {"foll_pin": z.foll_pin, "extra": z.extra, "pinner": z.pinner,
                        "total": z.total},
             "pinned_in_movable": z.in_movable, "pinned_in_cma": z.in_cma,
