@@ -238,7 +238,6 @@ def test_page_owner(name: str) -> None:
             assert f"order {r['order']}, mask {r['gfp_mask']:#x}(" in r["text"][0]
             page = pfn_to_page(prog, r["pfn"])
             assert f"Flags {page.flags.value_():#x}(" in r["text"][1]
-            )
 
 
 @pytest.mark.parametrize("name", NAMES)
