@@ -29,10 +29,11 @@ def document(kernel: Kernel) -> Document:
         "features": [{"name": f.name, "state": f.state, "detail": f.detail}
                      for f in kernel.features],
     }
-    gib = present * kernel.page_size / (1 << 30)
+    size = present * kernel.page_size
+    human = f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.1f} MiB"
     title = "\n".join([
         f"kernel   {kernel.release} ({kernel.arch}), page size {kernel.page_size}",
-        f"memory   {present} pages present ({gib:.1f} GiB), {managed} managed",
+        f"memory   {present} pages present ({human}), {managed} managed",
         "zones    " + ", ".join(f"{z.node}:{z.name} {z.start_pfn:#x}+{z.spanned:#x}"
                                 for z in all_zones),
         "",
