@@ -76,6 +76,7 @@ def test_opens_as_kernel(name: str) -> None:
     t = truth(name)
     assert prog.flags & ProgramFlags.IS_LINUX_KERNEL
     assert prog["UTS_RELEASE"].string_().decode() == t["osrelease"]
+    assert prog["init_uts_ns"].name.release.string_().decode() == t["osrelease"]
     main = prog.main_module()
     assert main is not None and main.build_id is not None
     assert main.build_id.hex() == t["build_id"]

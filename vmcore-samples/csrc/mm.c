@@ -29,6 +29,8 @@ pgd_t init_top_pgt[512] __attribute__((aligned(4096), section(".data..page_align
 
 struct list_head modules = { &modules, &modules };
 
+struct uts_namespace init_uts_ns;
+
 const char *const migratetype_names[MIGRATE_TYPES] = {
 	[MIGRATE_UNMOVABLE] = "Unmovable",
 	[MIGRATE_MOVABLE] = "Movable",

@@ -841,6 +841,18 @@ class Builder:
     # ------------------------------------------------------------------
     def write_globals(self) -> None:
         w = self.mem.write
+        uts = self.sym("init_uts_ns")
+        for field_name, value in (
+            ("sysname", "Linux"),
+            ("nodename", "pinspect-sample"),
+            ("release", self.v.osrelease),
+            ("version", "#1 SMP PREEMPT_DYNAMIC"),
+            ("machine", self.arch.name),
+            ("domainname", "(none)"),
+        ):
+            self.t.put(
+                uts, "struct uts_namespace", f"name.{field_name}", value.encode().ljust(65, b"\0")
+            )
         # stack depot: every pool, current pool index and offset
         used = self.depot_pool_idx + 1
         if self.k.stackdepot == "slabs-6.1":

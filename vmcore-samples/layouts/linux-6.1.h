@@ -23,6 +23,8 @@ struct mem_section;
 struct mem_section_usage;
 struct memory_tier;
 struct mm_struct;
+struct new_utsname;
+struct ns_common;
 struct optimistic_spin_queue;
 struct page;
 struct page_ext;
@@ -33,12 +35,14 @@ struct per_cpu_nodestat;
 struct per_cpu_pages;
 struct per_cpu_zonestat;
 struct pglist_data;
+struct proc_ns_operations;
 struct qspinlock;
 struct raw_spinlock;
 struct rb_node;
 struct rb_root;
 struct rb_root_cached;
 struct readahead_control;
+struct refcount_struct;
 struct rw_semaphore;
 struct spinlock;
 struct stack_record;
@@ -48,6 +52,9 @@ struct static_key_mod;
 struct static_key_true;
 struct swap_info_struct;
 struct task_struct;
+struct ucounts;
+struct user_namespace;
+struct uts_namespace;
 struct wait_queue_head;
 struct writeback_control;
 struct xarray;
@@ -750,6 +757,44 @@ struct __attribute__((packed)) stack_record {
 
 _Static_assert(sizeof(struct stack_record) == 24, "size");
 
+struct __attribute__((packed)) new_utsname {
+	char sysname[65];
+	char nodename[65];
+	char release[65];
+	char version[65];
+	char machine[65];
+	char domainname[65];
+};
+
+_Static_assert(sizeof(struct new_utsname) == 390, "size");
+
+typedef struct refcount_struct refcount_t;
+
+struct __attribute__((packed)) refcount_struct {
+	atomic_t refs;
+};
+
+_Static_assert(sizeof(struct refcount_struct) == 4, "size");
+
+struct __attribute__((packed)) ns_common {
+	atomic_long_t stashed;
+	const struct proc_ns_operations *ops;
+	unsigned int inum;
+	refcount_t count;
+};
+
+_Static_assert(sizeof(struct ns_common) == 24, "size");
+
+struct __attribute__((packed)) uts_namespace {
+	struct new_utsname name;
+	unsigned char __pad25[2];
+	struct user_namespace *user_ns;
+	struct ucounts *ucounts;
+	struct ns_common ns;
+};
+
+_Static_assert(sizeof(struct uts_namespace) == 432, "size");
+
 struct __attribute__((packed)) page_ext {
 	unsigned long flags;
 };
@@ -788,7 +833,7 @@ struct __attribute__((packed)) cma {
 	spinlock_t lock;
 	char name[64];
 	bool reserve_pages_on_error;
-	unsigned char __pad25[7];
+	unsigned char __pad26[7];
 };
 
 _Static_assert(sizeof(struct cma) == 104, "size");

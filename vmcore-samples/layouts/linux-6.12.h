@@ -8,6 +8,7 @@ struct address_space_operations;
 struct cacheline_padding;
 struct callback_head;
 struct deferred_split;
+struct dentry;
 struct dev_pagemap;
 struct file;
 struct folio;
@@ -29,6 +30,8 @@ struct mem_section_usage;
 struct memory_failure_stats;
 struct memory_tier;
 struct mutex;
+struct new_utsname;
+struct ns_common;
 struct optimistic_spin_queue;
 struct page;
 struct page_ext;
@@ -37,6 +40,7 @@ struct per_cpu_nodestat;
 struct per_cpu_pages;
 struct per_cpu_zonestat;
 struct pglist_data;
+struct proc_ns_operations;
 struct qspinlock;
 struct raw_spinlock;
 struct rb_node;
@@ -55,6 +59,9 @@ struct static_key_mod;
 struct static_key_true;
 struct swap_info_struct;
 struct task_struct;
+struct ucounts;
+struct user_namespace;
+struct uts_namespace;
 struct wait_queue_head;
 struct writeback_control;
 struct xarray;
@@ -918,6 +925,36 @@ struct __attribute__((packed)) stack_record {
 };
 
 _Static_assert(sizeof(struct stack_record) == 544, "size");
+
+struct __attribute__((packed)) new_utsname {
+	char sysname[65];
+	char nodename[65];
+	char release[65];
+	char version[65];
+	char machine[65];
+	char domainname[65];
+};
+
+_Static_assert(sizeof(struct new_utsname) == 390, "size");
+
+struct __attribute__((packed)) ns_common {
+	struct dentry *stashed;
+	const struct proc_ns_operations *ops;
+	unsigned int inum;
+	refcount_t count;
+};
+
+_Static_assert(sizeof(struct ns_common) == 24, "size");
+
+struct __attribute__((packed)) uts_namespace {
+	struct new_utsname name;
+	unsigned char __pad26[2];
+	struct user_namespace *user_ns;
+	struct ucounts *ucounts;
+	struct ns_common ns;
+};
+
+_Static_assert(sizeof(struct uts_namespace) == 432, "size");
 
 enum pagetype {
 	PGTY_buddy = 240,
