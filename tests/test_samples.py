@@ -24,7 +24,9 @@ from drgn.helpers.linux.mm import (  # noqa: E402
     for_each_valid_page_range,
     pfn_to_page,
 )
+from drgn.helpers.linux.cpumask import for_each_online_cpu  # noqa: E402
 from drgn.helpers.linux.mmzone import for_each_online_pgdat, pfn_to_section  # noqa: E402
+from drgn.helpers.linux.percpu import per_cpu_ptr  # noqa: E402
 from drgn.helpers.linux.stackdepot import stack_depot_fetch  # noqa: E402
 from drgn.helpers.linux.vmstat import zone_page_state  # noqa: E402
 
@@ -120,6 +122,22 @@ def test_pgdat_and_zones(name: str) -> None:
             total += n << order
         assert total == tz["free"]
     assert seen == len(zones)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_per_cpu_page_lists_are_empty(name: str) -> None:
+    prog = program(name)
+    cpus = list(for_each_online_cpu(prog))
+    assert len(cpus) == truth(name)["facts"]["nr_cpus"]
+    pgdat = next(for_each_online_pgdat(prog))
+    for zone in pgdat.node_zones:
+        for cpu in cpus:
+            pcp = per_cpu_ptr(zone.per_cpu_pageset, cpu)
+            assert pcp.count.value_() == 0
+            for lst in pcp.lists:
+                assert lst.next == lst.address_of_()
+            diff = per_cpu_ptr(zone.per_cpu_zonestats, cpu).vm_stat_diff
+            assert all(d.value_() == 0 for d in diff)
 
 
 @pytest.mark.parametrize("name", NAMES)

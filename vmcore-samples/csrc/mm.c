@@ -4,8 +4,10 @@
 
 #ifdef LINUX_6_12
 #define MAX_NUMNODES 1024
+#define NR_CPUS 8192
 #else
 #define MAX_NUMNODES 64
+#define NR_CPUS 64
 #endif
 
 pg_data_t *node_data[MAX_NUMNODES];
@@ -30,6 +32,14 @@ pgd_t init_top_pgt[512] __attribute__((aligned(4096), section(".data..page_align
 struct list_head modules = { &modules, &modules };
 
 struct uts_namespace init_uts_ns;
+
+/* per-CPU areas: per_cpu_ptr(p, cpu) = p + __per_cpu_offset[cpu] */
+unsigned long __per_cpu_offset[NR_CPUS];
+unsigned int nr_cpu_ids;
+struct cpumask __cpu_possible_mask;
+struct cpumask __cpu_online_mask;
+struct cpumask __cpu_present_mask;
+struct cpumask __cpu_active_mask;
 
 const char *const migratetype_names[MIGRATE_TYPES] = {
 	[MIGRATE_UNMOVABLE] = "Unmovable",

@@ -177,6 +177,7 @@ class Builder:
     def build(self) -> Built:
         self.load_image()
         self.setup_node()
+        self.setup_percpu()
         self.setup_sections()
         self.setup_folios()
         self.setup_depot()
@@ -246,6 +247,61 @@ class Builder:
         zone_type = [e.name for e in self.t.type("enum zone_type").enumerators]
         self.zone_names = [n[len("ZONE_") :] for n in zone_type if n.startswith("ZONE_")]
         self.nr_zones_total = self.enum("__MAX_NR_ZONES")
+
+    NR_CPUS_ONLINE = 2
+    PCPU_BASE = 0x2E000  # per-CPU offset of the first dynamic per-CPU object
+
+    def setup_percpu(self) -> None:
+        """Two CPUs with per-CPU areas holding each zone's per_cpu_pages (empty
+        pcp lists), per_cpu_zonestat and the node's per_cpu_nodestat."""
+        t = self.t
+        ncpu = self.NR_CPUS_ONLINE
+        zsize = t.sizeof("struct zone")
+        zoff = t.offsetof("struct pglist_data", "node_zones")
+        pcp_size = (t.sizeof("struct per_cpu_pages") + 63) // 64 * 64
+        zs_size = (t.sizeof("struct per_cpu_zonestat") + 63) // 64 * 64
+        ns_size = (t.sizeof("struct per_cpu_nodestat") + 63) // 64 * 64
+        nz = self.nr_zones_total
+        total = nz * (pcp_size + zs_size) + ns_size
+        nlists = t.type("struct per_cpu_pages").member("lists").type.length
+        offs = []
+        for cpu in range(ncpu):
+            chunk = self.direct(self.memblock_alloc(total))
+            offs.append((chunk - self.PCPU_BASE) & (2**64 - 1))
+            for zi in range(nz):
+                pcp = chunk + zi * pcp_size
+                t.put(pcp, "struct per_cpu_pages", "high", 0x400)
+                t.put(pcp, "struct per_cpu_pages", "batch", 63)
+                for i in range(nlists):
+                    head = pcp + t.offsetof("struct per_cpu_pages", f"lists[{i}]")
+                    self.mem.write(head, head.to_bytes(8, "little") * 2)
+                zs = chunk + nz * pcp_size + zi * zs_size
+                t.put(zs, "struct per_cpu_zonestat", "stat_threshold", 8)
+            ns = chunk + nz * (pcp_size + zs_size)
+            t.put(ns, "struct per_cpu_nodestat", "stat_threshold", 8)
+        for cpu, off in enumerate(offs):
+            self.mem.write(self.sym("__per_cpu_offset") + 8 * cpu, off.to_bytes(8, "little"))
+        for zi in range(nz):
+            z = self.pgdat + zoff + zi * zsize
+            t.put(z, "struct zone", "per_cpu_pageset", self.PCPU_BASE + zi * pcp_size)
+            t.put(
+                z, "struct zone", "per_cpu_zonestats", self.PCPU_BASE + nz * pcp_size + zi * zs_size
+            )
+        t.put(
+            self.pgdat,
+            "struct pglist_data",
+            "per_cpu_nodestats",
+            self.PCPU_BASE + nz * (pcp_size + zs_size),
+        )
+        mask = ((1 << ncpu) - 1).to_bytes(8, "little")
+        for m in (
+            "__cpu_possible_mask",
+            "__cpu_online_mask",
+            "__cpu_present_mask",
+            "__cpu_active_mask",
+        ):
+            self.mem.write(self.sym(m), mask)
+        self.mem.write(self.sym("nr_cpu_ids"), ncpu.to_bytes(4, "little"))
 
     def setup_sections(self) -> None:
         t = self.t
@@ -999,6 +1055,7 @@ class Builder:
     def facts(self) -> dict:
         return {
             "page_size": self.ps,
+            "nr_cpus": self.NR_CPUS_ONLINE,
             "ram": [list(r) for r in S.RAM],
             "section_size_bits": S.SECTION_SIZE_BITS,
             "pageblock_order": S.PAGEBLOCK_ORDER,

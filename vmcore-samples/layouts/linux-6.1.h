@@ -8,6 +8,7 @@ struct address_space_operations;
 struct cacheline_padding;
 struct callback_head;
 struct cma;
+struct cpumask;
 struct deferred_split;
 struct dev_pagemap;
 struct file;
@@ -795,6 +796,46 @@ struct __attribute__((packed)) uts_namespace {
 
 _Static_assert(sizeof(struct uts_namespace) == 432, "size");
 
+struct __attribute__((packed)) per_cpu_pages {
+	spinlock_t lock;
+	int count;
+	int high;
+	int batch;
+	short free_factor;
+	short expire;
+	unsigned char __pad26[4];
+	struct list_head lists[14];
+	unsigned char __pad27[8];
+};
+
+_Static_assert(sizeof(struct per_cpu_pages) == 256, "size");
+
+typedef signed char __s8;
+
+typedef __s8 s8;
+
+struct __attribute__((packed)) per_cpu_zonestat {
+	s8 vm_stat_diff[10];
+	s8 stat_threshold;
+	unsigned char __pad28[5];
+	unsigned long vm_numa_event[6];
+};
+
+_Static_assert(sizeof(struct per_cpu_zonestat) == 64, "size");
+
+struct __attribute__((packed)) per_cpu_nodestat {
+	s8 stat_threshold;
+	s8 vm_node_stat_diff[41];
+};
+
+_Static_assert(sizeof(struct per_cpu_nodestat) == 42, "size");
+
+struct __attribute__((packed)) cpumask {
+	unsigned long bits[1];
+};
+
+_Static_assert(sizeof(struct cpumask) == 8, "size");
+
 struct __attribute__((packed)) page_ext {
 	unsigned long flags;
 };
@@ -833,7 +874,7 @@ struct __attribute__((packed)) cma {
 	spinlock_t lock;
 	char name[64];
 	bool reserve_pages_on_error;
-	unsigned char __pad26[7];
+	unsigned char __pad29[7];
 };
 
 _Static_assert(sizeof(struct cma) == 104, "size");

@@ -7,6 +7,7 @@ struct address_space;
 struct address_space_operations;
 struct cacheline_padding;
 struct callback_head;
+struct cpumask;
 struct deferred_split;
 struct dentry;
 struct dev_pagemap;
@@ -955,6 +956,50 @@ struct __attribute__((packed)) uts_namespace {
 };
 
 _Static_assert(sizeof(struct uts_namespace) == 432, "size");
+
+struct __attribute__((packed)) per_cpu_pages {
+	spinlock_t lock;
+	int count;
+	int high;
+	int high_min;
+	int high_max;
+	int batch;
+	u8 flags;
+	u8 alloc_factor;
+	u8 expire;
+	unsigned char __pad27[1];
+	short free_count;
+	unsigned char __pad28[2];
+	struct list_head lists[14];
+};
+
+_Static_assert(sizeof(struct per_cpu_pages) == 256, "size");
+
+typedef signed char __s8;
+
+typedef __s8 s8;
+
+struct __attribute__((packed)) per_cpu_zonestat {
+	s8 vm_stat_diff[12];
+	s8 stat_threshold;
+	unsigned char __pad29[3];
+	unsigned long vm_numa_event[6];
+};
+
+_Static_assert(sizeof(struct per_cpu_zonestat) == 64, "size");
+
+struct __attribute__((packed)) per_cpu_nodestat {
+	s8 stat_threshold;
+	s8 vm_node_stat_diff[47];
+};
+
+_Static_assert(sizeof(struct per_cpu_nodestat) == 48, "size");
+
+struct __attribute__((packed)) cpumask {
+	unsigned long bits[128];
+};
+
+_Static_assert(sizeof(struct cpumask) == 1024, "size");
 
 enum pagetype {
 	PGTY_buddy = 240,

@@ -15,7 +15,8 @@ common=('struct page' 'struct folio' 'struct pglist_data' 'struct zone' 'struct 
   'enum zone_type' 'enum zone_stat_item' 'enum node_stat_item' 'enum pageblock_bits'
   'enum node_states' 'enum lru_list' 'enum migrate_reason' 'enum zone_watermarks' 'nodemask_t'
   'pg_data_t' 'gfp_t' 'depot_stack_handle_t' 'atomic_long_t' 'pid_t' 's64' 'u64' 'u32' 'pgd_t'
-  'union handle_parts' 'struct stack_record' 'struct uts_namespace')
+  'union handle_parts' 'struct stack_record' 'struct uts_namespace'
+  'struct per_cpu_pages' 'struct per_cpu_zonestat' 'struct per_cpu_nodestat' 'struct cpumask')
 args61=(); for t in "${common[@]}" 'struct page_ext' 'struct page_ext_operations' \
   'struct page_owner' 'struct cma' 'enum compound_dtor_id'; do args61+=(-t "$t"); done
 args612=(); for t in "${common[@]}" 'enum pagetype' 'refcount_t'; do args612+=(-t "$t"); done
