@@ -17,6 +17,7 @@ import pytest
 
 drgn = pytest.importorskip("drgn")
 from drgn import Object, Program, ProgramFlags  # noqa: E402
+from drgn.helpers.linux.cpumask import for_each_online_cpu  # noqa: E402
 from drgn.helpers.linux.mm import (  # noqa: E402
     PageSlab,
     compound_order,
@@ -24,7 +25,6 @@ from drgn.helpers.linux.mm import (  # noqa: E402
     for_each_valid_page_range,
     pfn_to_page,
 )
-from drgn.helpers.linux.cpumask import for_each_online_cpu  # noqa: E402
 from drgn.helpers.linux.mmzone import for_each_online_pgdat, pfn_to_section  # noqa: E402
 from drgn.helpers.linux.percpu import per_cpu_ptr  # noqa: E402
 from drgn.helpers.linux.stackdepot import stack_depot_fetch  # noqa: E402
