@@ -265,7 +265,7 @@ class Builder:
         total = nz * (pcp_size + zs_size) + ns_size
         nlists = t.type("struct per_cpu_pages").member("lists").type.length
         offs = []
-        for cpu in range(ncpu):
+        for _cpu in range(ncpu):
             chunk = self.direct(self.memblock_alloc(total))
             offs.append((chunk - self.PCPU_BASE) & (2**64 - 1))
             for zi in range(nz):
