@@ -100,6 +100,7 @@ class Built:
     scenario_freed: list = field(default_factory=list)
     free_blocks: list[tuple[int, int, str]] = field(default_factory=list)
     owner_text: dict[int, list[str]] = field(default_factory=dict)
+    pinner_file_text: list[str] = field(default_factory=list)
 
 
 class Builder:
@@ -129,6 +130,7 @@ class Builder:
         self.pinner = variant.pinner
         self.rings: dict[str, dict] = {}
         self.pp_ring = 0  # address of pp_buffer's records (variant D)
+        self.pinner_file_text: list[str] = []  # A0's debugfs "pinner" file
 
     # ------------------------------------------------------------------
     # small helpers
@@ -215,6 +217,7 @@ class Builder:
         b.scenario_freed = list(self.sc.freed)
         b.free_blocks = list(self.free_blocks)
         b.owner_text = self.owner_texts()
+        b.pinner_file_text = self.pinner_file_text
         return b
 
     # ------------------------------------------------------------------

@@ -299,6 +299,21 @@ def _pinner_pages(b: Builder) -> None:
         t.put(a, "struct page_pinner", "ts_usec", d["ts_usec"])
         t.put(a, "struct page_pinner", "count", d["count"])
         b.pages[pfn].pinner = d
+    if p == "a0":
+        # A0's debugfs "pinner" file: every page with PAGE_EXT_GET, a count and
+        # a handle, in pfn order
+        lines: list[str] = []
+        for pfn in sorted(per_page):
+            d = per_page[pfn]
+            st = b.pages[pfn]
+            mt = b.mt_value(b.pageblock_mt(pfn))
+            lines += [
+                f"Page pinned ts {d['ts_usec']} us count {d['count']}",
+                f"PFN {pfn} Block {pfn >> S.PAGEBLOCK_ORDER} type {mt_name(b, mt)} "
+                f"{flags_text(b, st.flags)}",
+            ]
+            lines += [" " + f for f in b.stack_frames[d["handle"]]] + [""]
+        b.pinner_file_text = lines
     if p == "rfc":
         return
     # ------------------------------------------------------------------

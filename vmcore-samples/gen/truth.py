@@ -248,6 +248,8 @@ def build_truth(b: Built) -> dict[str, Any]:
             )
         pinner["pages"] = pages
         pinner["rings"] = b.rings
+        if v.pinner == "a0":
+            pinner["pinner_file_text"] = b.pinner_file_text
     features = {
         "page_owner": v.page_owner,
         "page_pinner": v.pinner or "absent",
