@@ -345,6 +345,11 @@ def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
         assert _sha256(first / n) == _sha256(reference / n), n
 
 
+def test_sample_fixture(sample) -> None:  # type: ignore[no-untyped-def]
+    paths = sample("mainline-6.1")
+    assert paths.core.exists() and paths.debug.exists() and paths.truth.exists()
+
+
 def test_samples_are_small() -> None:
     total = sum(
         p.stat().st_size

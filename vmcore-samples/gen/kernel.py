@@ -420,7 +420,11 @@ class Builder:
             for s, e in cma.allocated:
                 for pfn in range(s, e):
                     self.pages[pfn] = PageState(
-                        pfn, "cma", refcount=1, mapcount_raw=-1, flags=self.base_flags(pfn)
+                        pfn,
+                        "cma_allocated",
+                        refcount=1,
+                        mapcount_raw=-1,
+                        flags=self.base_flags(pfn),
                     )
         for f in sc.folios:
             for i in range(f.nr_pages):
