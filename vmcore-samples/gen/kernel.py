@@ -15,6 +15,7 @@ from .types import Types, load_debug
 from .variants import Variant
 
 GUP_PIN_COUNTING_BIAS = 1024
+REFCOUNT_SATURATED = 0xC0000000  # INT_MIN / 2 as stored in refcount_t
 POISON_POINTER_DELTA = 0xDEAD000000000000
 TAIL_MAPPING = POISON_POINTER_DELTA + 0x400
 PAGE_MAPPING_ANON = 0x1
@@ -123,6 +124,7 @@ class Builder:
         self.stack_handles: dict[tuple[int, ...], int] = {}
         self.stack_frames: dict[int, list[str]] = {}
         self.stack_keys: dict[str, int] = {}
+        self.depot_records: dict[int, int] = {}  # handle -> stack_record address
         self.depot_pools: list[int] = []  # virtual addresses
         self.depot_pool_off = 0
         self.ts_us = 0
@@ -521,11 +523,9 @@ class Builder:
             return self.stack_handles[pcs]
         t = self.t
         hdr = t.offsetof("struct stack_record", "entries")
-        if self.k.stack_max_frames:
-            size = t.sizeof("struct stack_record")
-        else:
-            size = hdr + 8 * len(pcs)
-        size = (size + 15) // 16 * 16
+        # records saved without STACK_DEPOT_FLAG_GET (page_owner, page_pinner)
+        # take only the entries they use, also on 6.8+
+        size = (hdr + 8 * len(pcs) + 15) // 16 * 16
         pool_size = 4 * self.ps
         if self.depot_pool_off + size > pool_size:
             self.depot_pool_idx += 1
@@ -542,10 +542,12 @@ class Builder:
         t.put(rec, "struct stack_record", "size", len(pcs))
         t.put(rec, "struct stack_record", "handle.handle", handle)
         if self.k.stackdepot != "slabs-6.1":
-            t.put(rec, "struct stack_record", "count", 1)
+            # 6.8+: records saved without STACK_DEPOT_FLAG_GET start saturated
+            t.put(rec, "struct stack_record", "count", REFCOUNT_SATURATED)
         for i, pc in enumerate(pcs):
             self.mem.write(rec + hdr + 8 * i, pc.to_bytes(8, "little"))
         self.stack_handles[pcs] = handle
+        self.depot_records[handle] = rec
         return handle
 
     # ------------------------------------------------------------------

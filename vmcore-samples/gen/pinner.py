@@ -228,6 +228,8 @@ def write_page_ext(b: Builder) -> None:
             _write_owner(b, fr.pfn, rec, po_off, po_size)
             b.pages[fr.pfn].page_ext_flags |= 1 << bit["PAGE_EXT_OWNER"]
             b.pages[fr.pfn].owner = rec
+    if b.owner_enabled and b.t.has_member("struct stack_record", "count"):
+        _owner_stack_counts(b, allocs)
     if b.pinner is not None:
         _pinner_pages(b)
     # flags words
@@ -238,6 +240,38 @@ def write_page_ext(b: Builder) -> None:
 
 
 GFP_BY_STACK_SHMEM = 0x100CCA
+
+
+def _owner_stack_counts(b: Builder, allocs: list[tuple[int, int, str, int, str]]) -> None:
+    """6.9+ page_owner: the refcount of each allocation stack is 1 + the
+    allocations made with it that are still allocated (frees drop it again),
+    and every counted stack sits on stack_list, newest first, in front of
+    dummy_stack and failure_stack."""
+    t = b.t
+    live: dict[int, int] = {}
+    order: list[int] = []
+    for _pfn, _order, stack, _pid, _comm in allocs:
+        h = b.stack_keys[stack]
+        if h not in live:
+            order.append(h)
+            live[h] = 0
+        live[h] += 1
+    for h, n in live.items():
+        t.put(b.depot_records[h], "struct stack_record", "count", 1 + n)
+    dummy = _static(b, "page_owner.c", "dummy_stack")
+    failure = _static(b, "page_owner.c", "failure_stack")
+    for node, key in ((dummy, "dummy"), (failure, "failure")):
+        h = b.stack_keys[key]
+        t.put(node, "struct stack", "stack_record", b.depot_records[h])
+        t.put(b.depot_records[h], "struct stack_record", "count", 1)
+    t.put(dummy, "struct stack", "next", failure)
+    head = dummy
+    for h in order:
+        node = b.kmalloc(16)
+        t.put(node, "struct stack", "stack_record", b.depot_records[h])
+        t.put(node, "struct stack", "next", head)
+        head = node
+    b.mem.write(_static(b, "page_owner.c", "stack_list"), head.to_bytes(8, "little"))
 
 
 def _write_owner(b: Builder, pfn: int, rec: dict, off: int, size: int) -> None:
