@@ -413,35 +413,40 @@ def _rows(chunk: PageChunk, found: Candidates, locator: ZoneLocator,
           blocks: PageblockReader, cma: CmaLocator,
           keep_unpinned: bool = False) -> Iterable[PinnedPage]:
     lru_mask = chunk.kernel.flags.mask("PG_lru")
-    for i in range(len(found.index)):
-        pfn = chunk.start_pfn + int(found.index[i])
-        flags = int(found.flags[i])
-        zone = locator.locate(pfn, flags)
-        area = cma.find(pfn)
+    # Python ints and bools once per column, not a numpy scalar per field.
+    columns = zip(found.index.tolist(), found.flags.tolist(), found.foll_pin.tolist(),
+                  found.extra.tolist(), found.pinner.tolist(), found.order.tolist(),
+                  found.refcount.tolist(), found.mapcount.tolist(), found.expected.tolist(),
+                  found.pins.tolist(), found.kind.tolist(), strict=True)
+    for (index, flags, foll_pin, extra, pinner, order, refcount, mapcount, expected, pins,
+         kind) in columns:
         evidence = []
-        if found.foll_pin[i]:
+        if foll_pin:
             evidence.append("foll_pin")
-        if found.extra[i] > 0:
+        if extra > 0:
             evidence.append("extra")
-        if found.pinner[i]:
+        if pinner:
             evidence.append("pinner")
         if not evidence and not keep_unpinned:
             continue
+        pfn = chunk.start_pfn + index
+        zone = locator.locate(pfn, flags)
+        area = cma.find(pfn)
         yield PinnedPage(
             pfn=pfn,
-            nr_pages=1 << int(found.order[i]),
+            nr_pages=1 << order,
             node=zone.node if zone else -1,
             zone=zone.name if zone else "unknown",
             migratetype=blocks.name(pfn),
             cma=area.name if area else None,
-            order=int(found.order[i]),
-            refcount=int(found.refcount[i]),
-            mapcount=int(found.mapcount[i]),
-            expected_refcount=int(found.expected[i]),
-            pins=int(found.pins[i]),
-            extra=int(found.extra[i]),
+            order=order,
+            refcount=refcount,
+            mapcount=mapcount,
+            expected_refcount=expected,
+            pins=pins,
+            extra=extra,
             evidence=evidence,
-            mapping=KIND_NAMES[int(found.kind[i])],
+            mapping=KIND_NAMES[kind],
             flags=flags,
             lru=bool(flags & lru_mask),
         )
