@@ -50,7 +50,9 @@ def measure(mode: str, target: Target, sample: int = 0) -> dict[str, Any]:
         cmd += ["--sample", str(sample)]
     env = dict(os.environ, PATH=f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     t = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    if out.returncode:
+        raise RuntimeError(f"{mode} on {target.name} failed: {out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout)
     result["process_s"] = time.perf_counter() - t
     return result
@@ -81,6 +83,7 @@ def run_target(target: Target, repeat: int, sample: int) -> dict[str, Any]:
         "pages": pages,
         "startup_s": lib["startup_s"],
         "open_s": lib["open_s"],
+        "probe_s": lib["probe_s"],
         "a_s": lib["scan_s"],
         "a_rate": pages / lib["scan_s"],
         "cli_s": cli["wall_s"],
@@ -149,7 +152,7 @@ def load() -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| target | pages | start-up s | open + debug info s | (a) find_pinned s | "
+    head = ("| target | pages | start-up s | open + debug info s | probe s | (a) find_pinned s | "
             "(a) M pages/s | CLI s | (b) drgn loop M pages/s | (b) extrapolated s | "
             "(c) prog.read M pages/s | a/b | a/c | peak RSS MiB a (after open) / CLI / b / c | "
             "pinned folios | load |")
@@ -162,7 +165,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f" ({s['missing']} missing, {s['unexpected']} unexpected)"
         lines.append(
             f"| {row['name']} | {s['pages'] / 2**20:.2f} Mi | {s['startup_s']:.2f} | "
-            f"{s['open_s']:.2f} | {s['a_s']:.3f} | {s['a_rate'] / 1e6:.1f} | {s['cli_s']:.2f} | "
+            f"{s['open_s']:.2f} | {s['probe_s']:.2f} | {s['a_s']:.3f} | "
+            f"{s['a_rate'] / 1e6:.1f} | {s['cli_s']:.2f} | "
             f"{s['b_rate'] / 1e6:.3f} | {s['b_s']:.0f} | {s['c_rate'] / 1e6:.1f} | "
             f"{s['a_over_b']:.0f}x | {s['a_over_c']:.2f} | "
             f"{s['rss_a_mib']:.0f} ({s['rss_a_open_mib']:.0f}) / {s['rss_cli_mib']:.0f} / "
@@ -201,14 +205,24 @@ def main() -> None:
         if args.real_gib:
             targets.extend(real_targets(args.real_gib))
     rows = []
+    failed = []
     for target in targets:
-        row = run_target(target, args.repeat, args.sample)
+        try:
+            row = run_target(target, args.repeat, args.sample)
+        except RuntimeError as e:
+            log(str(e))
+            failed.append(target.name)
+            continue
         row.update(name=target.name, note=target.note, load=load())
         rows.append(row)
     if args.live:
-        row = live_target(args.real_gib or 16, args.repeat, min(args.sample, 50_000))
-        row["load"] = load()
-        rows.append(row)
+        try:
+            row = live_target(args.real_gib or 16, args.repeat, min(args.sample, 50_000))
+            row["load"] = load()
+            rows.append(row)
+        except RuntimeError as e:
+            log(str(e))
+            failed.append("live QMP")
     print(table(rows))
     print()
     for row in rows:
@@ -218,6 +232,8 @@ def main() -> None:
     out = Path(args.json) if args.json else bench_dir() / "results.json"
     out.write_text(json.dumps(doc, indent=1) + "\n")
     log(f"results in {out}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
