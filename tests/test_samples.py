@@ -208,6 +208,23 @@ def test_stack_depot(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_page_owner_stack_list(name: str) -> None:
+    prog = program(name)
+    counts = truth(name)["page_owner"].get("stack_counts") or {}
+    try:
+        node = prog["stack_list"]
+    except KeyError:
+        assert not counts
+        return
+    seen = {}
+    while node:
+        rec = node.stack_record
+        seen[f"{rec.handle.handle.value_():#010x}"] = rec.count.refs.counter.value_()
+        node = node.next
+    assert seen == counts
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_cma_areas(name: str) -> None:
     prog = program(name)
     t = truth(name)

@@ -102,6 +102,7 @@ class Built:
     free_blocks: list[tuple[int, int, str]] = field(default_factory=list)
     owner_text: dict[int, list[str]] = field(default_factory=dict)
     pinner_file_text: list[str] = field(default_factory=list)
+    stack_counts: dict[int, int] = field(default_factory=dict)
 
 
 class Builder:
@@ -125,6 +126,7 @@ class Builder:
         self.stack_frames: dict[int, list[str]] = {}
         self.stack_keys: dict[str, int] = {}
         self.depot_records: dict[int, int] = {}  # handle -> stack_record address
+        self.stack_counts: dict[int, int] = {}  # 6.9+: page_owner's counted stacks
         self.depot_pools: list[int] = []  # virtual addresses
         self.depot_pool_off = 0
         self.ts_us = 0
@@ -220,6 +222,7 @@ class Builder:
         b.free_blocks = list(self.free_blocks)
         b.owner_text = self.owner_texts()
         b.pinner_file_text = self.pinner_file_text
+        b.stack_counts = self.stack_counts
         return b
 
     # ------------------------------------------------------------------

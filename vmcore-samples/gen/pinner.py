@@ -258,12 +258,14 @@ def _owner_stack_counts(b: Builder, allocs: list[tuple[int, int, str, int, str]]
         live[h] += 1
     for h, n in live.items():
         t.put(b.depot_records[h], "struct stack_record", "count", 1 + n)
+        b.stack_counts[h] = 1 + n
     dummy = _static(b, "page_owner.c", "dummy_stack")
     failure = _static(b, "page_owner.c", "failure_stack")
     for node, key in ((dummy, "dummy"), (failure, "failure")):
         h = b.stack_keys[key]
         t.put(node, "struct stack", "stack_record", b.depot_records[h])
         t.put(b.depot_records[h], "struct stack_record", "count", 1)
+        b.stack_counts[h] = 1
     t.put(dummy, "struct stack", "next", failure)
     head = dummy
     for h in order:

@@ -218,6 +218,8 @@ def build_truth(b: Built) -> dict[str, Any]:
             "state": "enabled",
             "allocated_pages": n_alloc,
             "debugfs_records": len(b.owner_text),
+            # 6.9+: stack_record.count of the stacks on page_owner's stack_list
+            "stack_counts": {f"{h:#010x}": n for h, n in sorted(b.stack_counts.items())},
             "records": recs,
         }
     else:
