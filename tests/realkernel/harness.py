@@ -97,6 +97,15 @@ class Kernel:
     modules: tuple[Path, ...]  # loaded in this order by /init
 
 
+def bzimage_release(path: Path) -> str:
+    """The kernel release string of a bzImage (setup header field kernel_version, 0x20E)."""
+    data = path.read_bytes()[:0x10000]
+    if data[0x202:0x206] != b"HdrS":
+        raise HarnessError(f"{path} is not a bzImage")
+    offset = int.from_bytes(data[0x20E:0x210], "little") + 0x200
+    return data[offset : data.index(b"\0", offset)].decode().split()[0]
+
+
 def _run_script(args: list[str]) -> str:
     proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=None, text=True)
     if proc.returncode != 0:
@@ -109,7 +118,7 @@ def prepare_kernel(spec: KernelSpec) -> Kernel:
     if spec.kind == "debian":
         out = _run_script(["bash", str(HERE / "fetch-debian-kernel.sh"), spec.metapackage])
         kdir = Path(out.strip().splitlines()[-1])
-        release = (kdir / "release").read_text().strip()
+        release = bzimage_release(kdir / "vmlinuz")
         fw_dir = kdir / "modules" / "kernel" / "drivers" / "firmware"
         mods = tuple(sorted(fw_dir.glob("qemu_fw_cfg.ko*")))[:1]
         if not mods:
@@ -118,7 +127,7 @@ def prepare_kernel(spec: KernelSpec) -> Kernel:
     _wait_for_foreign_build()
     _run_script(["bash", str(HERE / "build-kernel.sh")])
     kdir = cache_dir() / "kernels" / "linux-6.1-cma"
-    return Kernel(spec, kdir / "bzImage", kdir / "vmlinux", "6.1-cma", ())
+    return Kernel(spec, kdir / "bzImage", kdir / "vmlinux", bzimage_release(kdir / "bzImage"), ())
 
 
 def _wait_for_foreign_build(timeout: float = 3600) -> None:

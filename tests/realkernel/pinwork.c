@@ -14,6 +14,7 @@
  * Usage: pinwork [--cma] [--page-owner]
  *   --cma         also find pages inside the CMA area (from the kernel log) and pin some
  *   --page-owner  read /sys/kernel/debug/page_owner for some pinned pfns
+ *   --no-drain    skip compaction and the LRU drain (to show that the tests need them)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -203,10 +204,26 @@ static void write_file(const char *path, const char *s)
  * Compaction (so that the dump shows settled memory): it may migrate unpinned pages, so it runs
  * before the pages of the CMA area are searched and before pagemap is read.
  */
+static void run_on_cpu(int cpu)
+{
+	cpu_set_t cpus;
+	CPU_ZERO(&cpus);
+	CPU_SET(cpu, &cpus);
+	if (sched_setaffinity(0, sizeof(cpus), &cpus) < 0)
+		die("sched_setaffinity");
+}
+
+static int ncpu = 1;
+
 static void compact(void)
 {
+	/* from CPU 0: compaction drains the local CPU's LRU batches, and must not drain CPU 1's */
+	if (ncpu >= 2)
+		run_on_cpu(0);
 	write_file("/proc/sys/vm/drop_caches", "1");
 	write_file("/proc/sys/vm/compact_memory", "1");
+	if (ncpu >= 2)
+		run_on_cpu(1);
 }
 
 /*
@@ -283,25 +300,22 @@ static int peer_pipe[2];
 
 int main(int argc, char **argv)
 {
-	int want_cma = 0, want_owner = 0;
+	int want_cma = 0, want_owner = 0, no_drain = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--cma"))
 			want_cma = 1;
 		else if (!strcmp(argv[i], "--page-owner"))
 			want_owner = 1;
+		else if (!strcmp(argv[i], "--no-drain")) /* to show that the drain is needed */
+			no_drain = 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	prctl(PR_SET_NAME, "pinwork");
 	/* With two CPUs, fault everything in on CPU 1 and drain from CPU 0: then only a drain of
 	 * all CPUs' LRU batches (lru_add_drain_all) gives the exact refcounts the tests expect. */
-	int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
-	cpu_set_t cpus;
-	if (ncpu >= 2) {
-		CPU_ZERO(&cpus);
-		CPU_SET(1, &cpus);
-		if (sched_setaffinity(0, sizeof(cpus), &cpus) < 0)
-			die("sched_setaffinity");
-	}
+	ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (ncpu >= 2)
+		run_on_cpu(1);
 	int priv = MAP_PRIVATE | MAP_ANONYMOUS;
 	int shared = MAP_SHARED | MAP_ANONYMOUS;
 
@@ -409,7 +423,8 @@ int main(int argc, char **argv)
 	add_range("sysv_control", "none", "shmem", s + 2 * PAGE, 2 * PAGE, 0, 0, 1);
 	add_range("shared_anon_control", "none", "shmem", sh + 2 * PAGE, 2 * PAGE, 0, 0, 2);
 
-	compact();
+	if (!no_drain)
+		compact();
 
 	/* 9. pins inside the CMA area (custom kernel): movable allocations fall back to CMA when
 	 *    free non-CMA memory runs low, so fault in memory until enough pages land in the area,
@@ -467,13 +482,10 @@ int main(int argc, char **argv)
 	}
 
 	/* drain per-CPU LRU batches (from CPU 0), then read pagemap */
-	if (ncpu >= 2) {
-		CPU_ZERO(&cpus);
-		CPU_SET(0, &cpus);
-		if (sched_setaffinity(0, sizeof(cpus), &cpus) < 0)
-			die("sched_setaffinity");
-	}
-	drain();
+	if (ncpu >= 2)
+		run_on_cpu(0);
+	if (!no_drain)
+		drain();
 	int pm = open("/proc/self/pagemap", O_RDONLY);
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)peer);
