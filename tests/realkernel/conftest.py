@@ -103,7 +103,9 @@ def booted(request: pytest.FixtureRequest) -> Iterator[Booted]:
         gt = guest.start()
         timings["boot_to_ready"] = guest.boot_seconds
         (workdir / "ground-truth.json").write_text(json.dumps(gt.to_json(), indent=1) + "\n")
-        dumps = {"elf": workdir / "vmcore.elf", "kdump": workdir / "vmcore.kdump"}
+        # distinctive names: pinspect caches its rebuild of a flattened kdump file under
+        # $PINSPECT_CACHE/cores/<basename>-<hash>.kdump, removed below with the dumps
+        dumps = {"elf": workdir / f"rk-{name}.elf", "kdump": workdir / f"rk-{name}.kdump"}
         timings["dump_elf"] = guest.dump(dumps["elf"], "elf")
         timings["dump_kdump"] = guest.dump(dumps["kdump"], "kdump-zlib")
         _timings[name] = timings
@@ -111,7 +113,7 @@ def booted(request: pytest.FixtureRequest) -> Iterator[Booted]:
     finally:
         guest.stop()
         if os.environ.get("PINSPECT_KEEP_DUMPS") != "1":
-            for f in workdir.glob("vmcore.*"):
+            for f in [*workdir.glob(f"rk-{name}.*"), *(cache_dir() / "cores").glob(f"rk-{name}.*")]:
                 f.unlink()
 
 
