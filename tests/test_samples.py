@@ -197,6 +197,40 @@ def test_classified_pages(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_truth_is_self_consistent(name: str) -> None:
+    t = truth(name)
+    # every RAM pfn is described exactly once
+    covered: list[int] = []
+    for row in t["pinned"] + t["controls"]:
+        covered += range(row["pfn"], row["pfn"] + row["nr_pages"])
+    for ranges in t["classified"].values():
+        for start, end in ranges:
+            covered += range(start, end)
+    ram = [p for start, end in t["facts"]["ram"] for p in range(start, end)]
+    assert sorted(covered) == ram
+    # free blocks are exactly the free pages
+    free = sorted(p for pfn, order, _ in t["free_blocks"] for p in range(pfn, pfn + (1 << order)))
+    assert free == [p for start, end in t["classified"]["free"] for p in range(start, end)]
+    assert sum(z["free"] for z in t["zones"]) == len(free)
+    # counts agree with the rows
+    pinned_pages = sum(r["nr_pages"] for r in t["pinned"])
+    assert t["summary"]["pages"] == pinned_pages == sum(z["pinned"]["total"] for z in t["zones"])
+    assert t["summary"]["folios"] == len(t["pinned"])
+    for ev in ("foll_pin", "extra", "pinner"):
+        n = sum(r["nr_pages"] for r in t["pinned"] if ev in r["evidence"])
+        assert t["summary"]["by_evidence"][ev] == n == sum(z["pinned"][ev] for z in t["zones"])
+    for c in t["cma"]:
+        rows = [r for r in t["pinned"] if r["cma"] == c["name"]]
+        assert c["pinned_pages"] == sum(r["nr_pages"] for r in rows)
+        assert all(r["migratetype"] == "CMA" for r in rows)
+    for row in t["pinned"] + t["controls"]:
+        assert row["evidence"] == [
+            e for e in ("foll_pin", "extra", "pinner") if e in row["evidence"]
+        ]
+        assert (row["extra"] > 0) == ("extra" in row["evidence"])
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_stack_depot(name: str) -> None:
     prog = program(name)
     t = truth(name)
