@@ -386,17 +386,24 @@ class Builder:
         )
 
     def base_flags(self, pfn: int) -> int:
+        """page->flags fields of a pfn: node, zone and, with NUMA balancing,
+        lastcpupid at its reset value (all ones)."""
         zi = self.zone_names.index(self.zone_of(pfn).upper())
         nodes_pgshift = 64 - self.k.nodes_shift
         zones_width = max(1, (self.nr_zones_total - 1).bit_length())
         zones_pgshift = nodes_pgshift - zones_width
+        cpupid_width = self.k.last_cpupid_width
+        cpupid_pgshift = zones_pgshift - cpupid_width if cpupid_width else 0
         self.flag_layout = {
             "nodes_pgshift": nodes_pgshift,
             "nodes_width": self.k.nodes_shift,
             "zones_pgshift": zones_pgshift,
             "zones_width": zones_width,
+            "last_cpupid_pgshift": cpupid_pgshift,
+            "last_cpupid_width": cpupid_width,
         }
-        return (0 << nodes_pgshift) | (zi << zones_pgshift)
+        cpupid = ((1 << cpupid_width) - 1) << cpupid_pgshift if cpupid_width else 0
+        return (0 << nodes_pgshift) | (zi << zones_pgshift) | cpupid
 
     # ------------------------------------------------------------------
     def setup_folios(self) -> None:
@@ -1052,9 +1059,7 @@ class Builder:
         from .ownertext import page_owner_text
 
         out: dict[int, list[str]] = {}
-        # only for 6.1: the %pGp name table and lastcpupid field and the %pGg
-        # table of 6.12 are not verified here
-        if not self.owner_enabled or self.k.version != "6.1":
+        if not self.owner_enabled:
             return out
         for pfn in sorted(self.pages):
             r = self.pages[pfn].owner

@@ -14,6 +14,34 @@ if TYPE_CHECKING:
 
 # order of include/trace/events/mmflags.h's page flag name table; entries whose
 # PG_ enumerator is absent from the kernel's DWARF are skipped
+PAGEFLAG_NAMES_612 = [
+    "locked",
+    "waiters",
+    "referenced",
+    "uptodate",
+    "dirty",
+    "lru",
+    "active",
+    "workingset",
+    "owner_priv_1",
+    "owner_2",
+    "arch_1",
+    "reserved",
+    "private",
+    "private_2",
+    "writeback",
+    "head",
+    "reclaim",
+    "swapbacked",
+    "unevictable",
+    "dropbehind",
+    "mlocked",
+    "hwpoison",
+    "idle",
+    "young",
+    "arch_2",
+    "arch_3",
+]
 PAGEFLAG_NAMES = [
     "locked",
     "waiters",
@@ -56,7 +84,7 @@ def format_pgp(b: Builder, flags: int) -> str:
     main = flags & ((1 << nr) - 1)
     parts: list[str] = []
     rest = main
-    for n in PAGEFLAG_NAMES:
+    for n in PAGEFLAG_NAMES if b.k.version == "6.1" else PAGEFLAG_NAMES_612:
         if not rest:
             break
         if not b.t.has_enum("PG_" + n):
@@ -70,12 +98,14 @@ def format_pgp(b: Builder, flags: int) -> str:
         names = (names + "|" if names else "") + f"{rest:#x}"
     fl = b.flag_layout
     fields = []
-    for name, shift, width in (
-        ("node", fl["nodes_pgshift"], fl["nodes_width"]),
-        ("zone", fl["zones_pgshift"], fl["zones_width"]),
+    for name, shift, width, hexa in (
+        ("node", fl["nodes_pgshift"], fl["nodes_width"], False),
+        ("zone", fl["zones_pgshift"], fl["zones_width"], False),
+        ("lastcpupid", fl["last_cpupid_pgshift"], fl["last_cpupid_width"], True),
     ):
         if width:
-            fields.append(f"{name}={(flags >> shift) & ((1 << width) - 1)}")
+            v = (flags >> shift) & ((1 << width) - 1)
+            fields.append(f"{name}={v:#x}" if hexa else f"{name}={v}")
     body = "|".join(([names] if names else []) + fields)
     return f"{flags:#x}({body})"
 
