@@ -269,7 +269,7 @@ def write_page_ext(b: Builder) -> None:
                 b.mem.write(b.page_ext_addr(pfn), st.page_ext_flags.to_bytes(8, "little"))
 
 
-GFP_BY_STACK_SHMEM = 0x100CCA
+GFP_BY_STACK_SHMEM = 0x100CCA  # GFP_HIGHUSER_MOVABLE
 
 
 def _owner_stack_counts(b: Builder, allocs: list[tuple[int, int, str, int, str]]) -> None:

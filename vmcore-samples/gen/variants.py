@@ -16,13 +16,12 @@ class KernelFacts:
     # page types kept in page->page_type
     page_type_scheme: str  # "inverted" (<= 6.11) | "top_byte" (>= 6.12)
     stackdepot: str  # "slabs-6.1" | "pools-plus1-6.12"
-    stack_max_frames: int  # entries[] capacity (0 = flexible array)
     page_ext_shared_flags: bool  # 6.3+: flags word only if a client needs it
     last_cpupid_width: int  # 0 without NUMA_BALANCING; else 8 + NR_CPUS_BITS
 
 
-K61 = KernelFacts("6.1", "LINUX_6_1", 11, 6, "inverted", "slabs-6.1", 0, False, 0)
-K612 = KernelFacts("6.12", "LINUX_6_12", 11, 10, "top_byte", "pools-plus1-6.12", 64, True, 21)
+K61 = KernelFacts("6.1", "LINUX_6_1", 11, 6, "inverted", "slabs-6.1", False, 0)
+K612 = KernelFacts("6.12", "LINUX_6_12", 11, 10, "top_byte", "pools-plus1-6.12", True, 21)
 
 
 @dataclass(frozen=True)
