@@ -106,7 +106,7 @@ class Builder:
         self.arch = X86_64
         self.ps = self.arch.page_size
         self.mem = Memory(self.arch, list(S.RAM))
-        self.prog = load_debug(debug_path)
+        self.prog = load_debug(debug_path, self.arch.drgn_arch)
         self.t = Types(self.prog, self.mem)
         self.sections, self.syms, self.build_id, self.static_syms = read_elf(debug_path)
         self.pages: dict[int, PageState] = {}

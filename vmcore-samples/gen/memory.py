@@ -14,6 +14,7 @@ class Arch:
     arm64 (4 KiB / 16 KiB pages) will add its own instance."""
 
     name: str = "x86_64"
+    drgn_arch: str = "X86_64"  # drgn.Architecture member
     elf_machine: int = 62  # EM_X86_64
     page_shift: int = 12
     pgtable_levels: int = 4
@@ -126,7 +127,8 @@ class Memory:
         the pfn of a fresh zeroed table page.  Linear mappings use 2 MiB pages
         (they are 2 MiB aligned), vmap pages 4 KiB pages.  Returns the pfns of
         the table pages allocated."""
-        assert self.arch.pgtable_levels == 4 and self.arch.page_shift == 12
+        if self.arch.name != "x86_64" or self.arch.pgtable_levels != 4:
+            raise NotImplementedError(f"page tables for {self.arch.name}")
         tables: list[int] = []
 
         def entry(table_phys: int, idx: int) -> int:

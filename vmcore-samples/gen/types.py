@@ -14,10 +14,12 @@ from .memory import Memory
 _TOKEN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
 
 
-def load_debug(path: str) -> drgn.Program:
+def load_debug(path: str, arch: str = "X86_64") -> drgn.Program:
+    """drgn over the DWARF of a debug file alone (no core): types and the
+    addresses of variables."""
     prog = drgn.Program(
         drgn.Platform(
-            drgn.Architecture.X86_64,
+            getattr(drgn.Architecture, arch),
             drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN,
         )
     )
