@@ -19,11 +19,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import realdump, synth
+from benchmarks import kcore, realdump, synth
 from benchmarks.common import REPO, bench_dir, disk_usage, log
 
 PYTHON = sys.executable  # the interpreter itself, not a pyenv shim (start-up is measured)
@@ -38,9 +39,16 @@ class Target:
     expected: set[tuple[int, int, str]] | None = None  # (pfn, nr_pages, evidence) if known
     note: str = ""
     results: dict[str, Any] = field(default_factory=dict)
+    runner: Callable[[str, int], dict[str, Any]] | None = None  # runs a measurement elsewhere
+    warm: bool = True  # do an unmeasured read pass first
 
 
 def measure(mode: str, target: Target, sample: int = 0) -> dict[str, Any]:
+    if target.runner is not None:
+        t = time.perf_counter()
+        remote = target.runner(mode, sample)
+        remote["process_s"] = time.perf_counter() - t
+        return remote
     cmd = [PYTHON, "-m", "benchmarks.measure", mode, "--vmlinux", target.vmlinux]
     if target.core:
         cmd += ["--core", target.core]
@@ -63,8 +71,9 @@ def best(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def run_target(target: Target, repeat: int, sample: int) -> dict[str, Any]:
-    log(f"{target.name}: warming the page cache")
-    measure("read", target)
+    if target.warm:
+        log(f"{target.name}: warming the page cache")
+        measure("read", target)
     r: dict[str, Any] = {}
     r["read_runs"] = [measure("read", target) for _ in range(repeat)]
     r["pinspect_runs"] = [measure("pinspect", target) for _ in range(repeat)]
@@ -146,6 +155,18 @@ def live_target(gib: int, repeat: int, sample: int) -> dict[str, Any]:
     return results
 
 
+def kcore_target(repeat: int, sample: int) -> dict[str, Any]:
+    """Boot the custom 6.1 guest and measure against /proc/kcore inside it."""
+    with kcore.guest_runner() as runner:
+        target = Target("live 6.1 guest 4.5 GiB, /proc/kcore in the guest", None,
+                        kcore.vmlinux(), runner=runner, warm=False,
+                        note="pinspect, drgn and Python run inside the TCG guest")
+        results = run_target(target, repeat, sample)
+        results["name"] = target.name
+        results["note"] = target.note
+    return results
+
+
 def load() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -186,6 +207,8 @@ def main() -> None:
                     help="also a smallest-size synthetic dump with this many pins (0: none)")
     ap.add_argument("--real-gib", type=int, default=16, help="real guest size (0: skip)")
     ap.add_argument("--live", action="store_true", help="also a live guest over QMP")
+    ap.add_argument("--kcore", action="store_true",
+                    help="also /proc/kcore inside a guest (the custom 6.1 kernel, slow)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sample", type=int, default=200_000, help="pages for the drgn loop")
     ap.add_argument("--json", help="write all results here too")
@@ -223,6 +246,14 @@ def main() -> None:
         except RuntimeError as e:
             log(str(e))
             failed.append("live QMP")
+    if args.kcore:
+        try:
+            row = kcore_target(1, min(args.sample, 5_000))
+            row["load"] = load()
+            rows.append(row)
+        except RuntimeError as e:
+            log(str(e))
+            failed.append("/proc/kcore")
     print(table(rows))
     print()
     for row in rows:

@@ -31,10 +31,13 @@ def paths(kernel: str, gib: int) -> dict[str, Any] | None:
     return json.loads(p.read_text())  # type: ignore[no-any-return]
 
 
-def boot(kernel: str, gib: int, workdir: Path) -> Any:
-    """A started :class:`harness.Guest` (use as a context manager: it stops the guest)."""
+def boot(kernel: str, gib: int | None, workdir: Path) -> Any:
+    """A started :class:`harness.Guest` (use as a context manager: it stops the guest);
+    *gib* overrides the memory size of the harness's configuration."""
     h = harness()
-    spec = dataclasses.replace(h.KERNELS[kernel], name=f"{kernel}-{gib}g", mem_mib=gib * 1024)
+    spec = h.KERNELS[kernel]
+    if gib is not None:
+        spec = dataclasses.replace(spec, name=f"{kernel}-{gib}g", mem_mib=gib * 1024)
     guest = h.Guest(h.prepare_kernel(spec), workdir)
     try:
         guest.start(timeout=1200)
