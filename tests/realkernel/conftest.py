@@ -182,34 +182,43 @@ def run_pinspect_in_guest(b: Booted, args: list[str]) -> dict[str, Any]:
     """Run pinspect inside the guest against /proc/kcore (the host's / shared over 9p)."""
     if not b.kernel.spec.virtfs:
         pytest.skip(f"{b.name} has no 9p root for in-guest runs")
-    enter_host_root(b)
-    out = "/tmp/pinspect-out/result.json"
-    cli_args = " ".join(_sh_quote(a) for a in [*args, "-o", out])
-    status, text = b.guest.shell(
-        f"chroot /host /usr/bin/env PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={_sh_quote(str(REPO))} "
-        f"HOME=/tmp {_sh_quote(sys.executable)} -c {_sh_quote(CLI)} {cli_args}",
-        timeout=1800,
-    )
+    out = b.guest.share / "result.json"
+    out.unlink(missing_ok=True)
+    status, text = guest_chroot(b, [sys.executable, "-c", CLI, *args, "-o", str(out)])
     if status != 0:
         raise AssertionError(f"in-guest pinspect exited {status}:\n{text[-4000:]}")
-    return json.loads((b.guest.workdir / "share" / "result.json").read_text())  # type: ignore[no-any-return]
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
 def _sh_quote(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'"
 
 
+def guest_chroot(b: Booted, argv: list[str], timeout: float = 1800) -> tuple[int, str]:
+    """Run argv inside the guest in a chroot of the host's / (read-only 9p), where the host path
+    of the guest's share directory is writable (and the same directory as on the host)."""
+    enter_host_root(b)
+    share = _sh_quote(str(b.guest.share))
+    env = f"PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={_sh_quote(str(REPO))} HOME={share} "
+    env += f"PINSPECT_CACHE={share}/cache"
+    return b.guest.shell(
+        f"chroot /host /usr/bin/env {env} {' '.join(_sh_quote(a) for a in argv)}",
+        timeout=timeout,
+    )
+
+
 def enter_host_root(b: Booted) -> None:
-    """Mount the host's / (read-only 9p) at /host in the guest, with proc, sys, dev and a
-    writable /tmp whose pinspect-out/ is the host's <workdir>/share/."""
+    """Mount the host's / (read-only 9p) at /host in the guest with proc, sys and dev, and the
+    writable 9p share "out" over the host path of the share directory. Nothing is mounted over
+    the host's /tmp: the checkout (and so the tests) may live there."""
     if getattr(b.guest, "_host_root", False):
         return
+    share = _sh_quote("/host" + str(b.guest.share))
     script = (
         "mkdir -p /host && mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 "
         "hostroot /host && mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && "
-        "mount -t devtmpfs dev /host/dev && mount -t tmpfs tmp /host/tmp && "
-        "mkdir -p /host/tmp/pinspect-out && mount -t 9p -o trans=virtio,version=9p2000.L "
-        "out /host/tmp/pinspect-out && echo mounted"
+        f"mount -t devtmpfs dev /host/dev && mount -t 9p -o trans=virtio,version=9p2000.L "
+        f"out {share} && echo mounted"
     )
     status, text = b.guest.shell(script, timeout=120)
     if status != 0 or "mounted" not in text:

@@ -12,7 +12,7 @@ from typing import Any
 
 import drgn
 import pytest
-from conftest import HERE, Booted, _sh_quote, enter_host_root, pinspect_available
+from conftest import HERE, Booted, guest_chroot, pinspect_available
 from expect import CMA_KINDS, CONTROL_KINDS, PINNED_KINDS, expected
 from pagefacts import page_facts
 
@@ -118,26 +118,13 @@ def test_struct_pages_qmp_live(booted: Booted) -> None:
 def test_struct_pages_kcore_in_guest(booted: Booted) -> None:
     if not booted.kernel.spec.virtfs:
         pytest.skip(f"{booted.name} has no 9p root for in-guest runs")
-    enter_host_root(booted)
     share = booted.guest.share
     (share / "pfns.json").write_text(json.dumps(pairs(booted)))
-    status, text = booted.guest.shell(
-        f"chroot /host /usr/bin/env PYTHONDONTWRITEBYTECODE=1 HOME=/tmp "
-        f"{_sh_quote(sys.executable)} {_sh_quote(str(HERE / 'pagefacts.py'))} "
-        f"{_sh_quote(str(booted.vmlinux))} /tmp/pinspect-out/pfns.json "
-        f"/tmp/pinspect-out/facts.json",
-        timeout=900,
+    (share / "facts.json").unlink(missing_ok=True)
+    argv = [sys.executable, str(HERE / "pagefacts.py"), str(booted.vmlinux)]
+    status, text = guest_chroot(
+        booted, [*argv, str(share / "pfns.json"), str(share / "facts.json")]
     )
     assert status == 0, text
     raw = json.loads((share / "facts.json").read_text())
     check_facts(booted, {int(k): v for k, v in raw.items()})
-
-
-def test_paging_levels(booted: Booted) -> None:
-    """-cpu max gives the guest 5-level page tables (LA57); max,la57=off 4-level."""
-    prog = drgn.Program()
-    prog.set_core_dump(str(booted.dumps["elf"]))
-    prog.load_debug_info([str(booted.vmlinux)])
-    want = 0 if "la57=off" in booted.kernel.spec.cpu else 1
-    assert prog["__pgtable_l5_enabled"].value_() == want
-    assert prog["pgdir_shift"].value_() == (48 if want else 39)
