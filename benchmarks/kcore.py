@@ -29,7 +29,7 @@ MOUNT = (
 
 def vmlinux() -> str:
     h = harness()
-    return str(h.prepare_kernel(h.KERNELS[KERNEL]).vmlinux)
+    return str(realdump.prepared_kernel(h.KERNELS[KERNEL]).vmlinux)
 
 
 @contextmanager
