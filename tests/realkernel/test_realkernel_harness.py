@@ -128,3 +128,13 @@ def test_struct_pages_kcore_in_guest(booted: Booted) -> None:
     assert status == 0, text
     raw = json.loads((share / "facts.json").read_text())
     check_facts(booted, {int(k): v for k, v in raw.items()})
+
+
+def test_paging_levels(booted: Booted) -> None:
+    """-cpu max gives the guest 5-level page tables (LA57); max,la57=off 4-level."""
+    prog = drgn.Program()
+    prog.set_core_dump(str(booted.dumps["elf"]))
+    prog.load_debug_info([str(booted.vmlinux)])
+    want = 0 if "la57=off" in booted.kernel.spec.cpu else 1
+    assert prog["__pgtable_l5_enabled"].value_() == want
+    assert prog["pgdir_shift"].value_() == (48 if want else 39)
