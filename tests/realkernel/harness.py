@@ -450,12 +450,14 @@ class Guest:
         """QMP dump-guest-memory; fmt is "elf" or "kdump-zlib". Returns seconds taken."""
         assert self.qmp is not None
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")  # readers of path never see a partial dump
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            tmp.unlink()
         t0 = time.monotonic()
-        self.qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{path}", format=fmt)
+        self.qmp.execute("dump-guest-memory", paging=False, protocol=f"file:{tmp}", format=fmt)
         # dump-guest-memory without detach returns when the file is complete
         took = time.monotonic() - t0
+        tmp.replace(path)
         log(f"{self.kernel.spec.name}: {fmt} dump {path.stat().st_size >> 20} MiB in {took:.1f}s")
         return took
 

@@ -55,6 +55,14 @@ def test_page_owner_records(booted: Booted) -> None:
         assert int(m.group(1), 0) == rec["pfn"], text
         assert f"pid {gt.meta['pid']}" in text, text
         assert "Page allocated via order" in text
+        kind = next(p["kind"] for p in gt.pages if p["pfn"] == rec["pfn"])
+        assert "handle_mm_fault" in text, text  # all were faulted in by the workload
+        if kind.startswith("thp"):
+            assert "order 9" in text and "do_huge_pmd_anonymous_page" in text, text
+        if kind.startswith("tmpfs"):
+            assert "shmem_fault" in text, text
+        if kind.startswith("cma"):
+            assert re.search(r"Block \d+ type CMA", text), text
 
 
 def test_dump_files(booted: Booted) -> None:

@@ -3,6 +3,7 @@ kdump-compressed dump of QEMU, the running guest over QMP, and /proc/kcore insid
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -218,3 +219,16 @@ def test_same_answers_on_every_target(booted: Booted) -> None:
     gt_pins = {p["pfn"] for p in booted.gt.pinned() if p["pins"]}
     for t, s in pins.items():
         assert gt_pins <= s, t
+
+
+def test_page_owner_stacks(booted: Booted) -> None:
+    """`page PFN` on the page_owner kernel shows the allocation stack the guest itself read from
+    /sys/kernel/debug/page_owner."""
+    if not booted.kernel.spec.page_owner:
+        pytest.skip(f"{booted.name} has no page_owner")
+    for rec in booted.gt.page_owner:
+        doc = json.dumps(run_pinspect(booted, "elf", "page", str(rec["pfn"])))
+        if "handle_mm_fault" not in doc:
+            pytest.skip("pinspect's `page` output has no page_owner stack yet")
+        frames = [ln.strip().split("+")[0] for ln in rec["text"].splitlines() if ln.startswith(" ")]
+        assert frames and all(f in doc for f in frames), (frames, doc)
