@@ -8,7 +8,11 @@ Command line (for development)::
     python3 tests/realkernel/harness.py dev [deb61 deb612 cma61]
 
 boots each kernel, waits for the workload, writes an ELF and a kdump-zlib dump plus the ground
-truth to ``$PINSPECT_CACHE/dev/<kernel>/`` and lists the paths in ``$PINSPECT_CACHE/dev/READY.txt``.
+truth to ``$PINSPECT_CACHE/dev/<kernel>/`` and lists the paths in ``$PINSPECT_CACHE/dev/READY.txt``;
+
+    python3 tests/realkernel/harness.py serve cma61
+
+boots one kernel and keeps it running for ``pinspect --qemu SOCKET`` until interrupted.
 """
 
 from __future__ import annotations
@@ -359,10 +363,14 @@ class Guest:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.console = workdir / "console.log"
-        self.qmp_path = workdir / "qmp.sock"  # the harness's own QMP connection
-        self.qmp_drgn_path = workdir / "qmp-drgn.sock"  # free for drgn / pinspect --qemu
-        self.qmp_test_path = workdir / "qmp-test.sock"  # for the harness self-tests' drgn
-        self.cmd_path = workdir / "cmd.sock"  # guest shell on ttyS1
+        # unix socket paths must stay under 108 bytes: use a short directory for a long workdir
+        socks = workdir
+        if len(str(workdir)) > 80:
+            socks = Path(tempfile.mkdtemp(prefix="pinspect-rk-"))
+        self.qmp_path = socks / "qmp.sock"  # the harness's own QMP connection
+        self.qmp_drgn_path = socks / "qmp-drgn.sock"  # free for drgn / pinspect --qemu
+        self.qmp_test_path = socks / "qmp-test.sock"  # for the harness self-tests' drgn
+        self.cmd_path = socks / "cmd.sock"  # guest shell on ttyS1
         self.share = workdir / "share"  # writable 9p share "out" (virtfs kernels)
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QMP | None = None
@@ -548,6 +556,21 @@ def dev(names: list[str]) -> None:
         _write_ready(base)
 
 
+def serve(name: str) -> None:
+    """Boot one kernel and keep it running (for pinspect --qemu) until interrupted."""
+    out = cache_dir() / "dev" / name / "live"
+    with running_guest(name, out) as guest:
+        print(f"kernel {name} ({guest.kernel.release}) running; ground truth in {out}")
+        assert guest.ground_truth is not None
+        (out / "ground-truth.json").write_text(json.dumps(guest.ground_truth.to_json(), indent=1))
+        print(f"  pinspect --qemu {guest.qmp_drgn_path} -s {guest.kernel.vmlinux} pinned")
+        print("  Ctrl-C stops the guest", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            while guest.proc is not None and guest.proc.poll() is None:
+                time.sleep(1)
+
+
 def _write_ready(base: Path) -> None:
     lines = ["# pinspect real-kernel dev artefacts (tests/realkernel/harness.py dev)"]
     for paths in sorted(base.glob("*/paths.json")):
@@ -561,6 +584,9 @@ def _write_ready(base: Path) -> None:
 def main(argv: list[str]) -> int:
     if len(argv) >= 1 and argv[0] == "dev":
         dev(argv[1:] or list(KERNELS))
+        return 0
+    if len(argv) == 2 and argv[0] == "serve":
+        serve(argv[1])
         return 0
     print(__doc__)
     return 2
