@@ -431,6 +431,7 @@ class Guest:
             stdout=open(self.workdir / "qemu.log", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.qmp = QMP(self.qmp_path)
         deadline = t0 + timeout
@@ -514,6 +515,15 @@ class Guest:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the QEMU child: get SIGKILL when the harness dies (PR_SET_PDEATHSIG), so that no guest
+    outlives a killed test run."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 @contextlib.contextmanager

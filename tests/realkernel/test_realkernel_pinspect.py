@@ -170,7 +170,7 @@ def _zone_list(doc: dict[str, Any]) -> list[dict[str, Any]]:
     raise AssertionError(f"no zone list in {list(doc)}")
 
 
-@pytest.mark.parametrize("target", HOST_TARGETS)
+@pytest.mark.parametrize("target", TARGETS)
 def test_zones(booted: Booted, target: str) -> None:
     doc = run_pinspect(booted, target, "zones")
     assert doc.get("schema_version") == 1 and doc.get("command") == "zones"
