@@ -196,7 +196,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python3 -m benchmarks",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--core", help="measure only this dump (with --vmlinux)")
     ap.add_argument("--vmlinux")
     ap.add_argument("--mpages", type=int, nargs="*", default=[4, 16],
