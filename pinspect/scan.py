@@ -3,22 +3,20 @@
 The scanner never builds a drgn Object per page: it reads the memory map of each valid pfn
 range in large chunks and exposes the fields pin logic needs as column views at offsets the
 probe found once (:class:`pinspect.kernel.PageLayout`). From an x86-64 ELF dump the chunks are
-views of the mmap'ed file (:class:`ElfMemory`), not copies.
+views of the mmap'ed file (:class:`pinspect.elfmem.ElfMemory`), not copies.
 """
 
 from __future__ import annotations
 
-import mmap
-import os
-import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from drgn import Architecture, FaultError, Program
-from drgn.helpers.linux.mm import follow_phys, for_each_valid_page_range
+from drgn import FaultError
+from drgn.helpers.linux.mm import for_each_valid_page_range
 
-from pinspect.kernel import Kernel, read_vmcoreinfo
+from pinspect.elfmem import ElfMemory
+from pinspect.kernel import Kernel
 
 # 64 Ki pages per read: 4 MiB of struct page on x86_64, aligned so that no folio of buddy
 # order straddles two chunks.
@@ -58,10 +56,15 @@ class PageChunk:
         return np.ascontiguousarray(rows).view(dtype).ravel()
 
     def at(self, index: np.ndarray, offset: int, dtype: str) -> np.ndarray:
-        """The field at byte *offset* from page *index* (which may point into later pages)."""
+        """The field at byte *offset* from page *index* (which may point into later pages).
+
+        A field past the end of the chunk (only a corrupted head page points there) reads 0.
+        """
         width = np.dtype(dtype).itemsize
         start = index.astype(np.int64) * self.kernel.layout.size + offset
-        gathered = self.raw[start[:, None] + np.arange(width)]
+        inside = start + width <= len(self.raw)
+        positions = np.where(inside, start, 0)[:, None] + np.arange(width)
+        gathered = np.where(inside[:, None], self.raw[positions], 0).astype(np.uint8)
         return np.ascontiguousarray(gathered).view(dtype).ravel()
 
     @property
@@ -168,181 +171,3 @@ def read_page_bytes(kernel: Kernel, pfn: int, count: int = 1) -> bytes:
             return kernel.prog.read(base + pfn * kernel.layout.size,
                                     min(count, end - pfn) * kernel.layout.size)
     raise LookupError(f"pfn {pfn:#x} is not a valid page frame")
-
-
-# The page table entry bits the x86-64 walk below needs.
-_PRESENT = 1
-_HUGE = 1 << 7
-_ADDRESS = 0x000F_FFFF_FFFF_F000
-_MADV_POPULATE_READ = 22  # Linux 5.14+; without it the pages are faulted in on first use
-
-
-class ElfMemory:
-    """Kernel virtual memory read straight from an mmap'ed x86-64 ELF core, without copies.
-
-    A virtual address is translated by the page tables held in the dump (4 or 5 levels) and
-    the physical address found in a ``PT_LOAD`` segment. :meth:`view` answers None whenever
-    that is not plain (not mapped, not contiguous in the file, zero-filled past ``p_filesz``);
-    the caller then reads with ``prog.read``. Both ends of every view are compared with
-    ``prog.read``; one difference turns the fast path off for the program.
-    """
-
-    def __init__(self, path: str, prog: Program, pgd: int, levels: int) -> None:
-        self.prog = prog
-        with open(path, "rb") as f:
-            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.bytes = np.frombuffer(self.map, dtype=np.uint8)
-        self.pgd = pgd
-        self.shifts = (48, 39, 30, 21)[5 - levels:]
-        self.segments = _elf_loads(self.map)
-        self.ok = True
-
-    @classmethod
-    def of(cls, prog: Program) -> ElfMemory | None:
-        """The program's ElfMemory (made once), or None if its core is not such a file."""
-        try:
-            return prog.cache["pinspect_elf_memory"]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
-        memory = None
-        path = prog.core_dump_path
-        # (not /proc/kcore: live memory, and a file that size cannot be mapped)
-        if path and not path.startswith("/proc/") and prog.platform is not None and \
-                prog.platform.arch == Architecture.X86_64 and _is_elf_core(path):
-            try:
-                init_mm = prog["init_mm"]
-                pgd = follow_phys(init_mm.address_of_(), init_mm.pgd.value_())
-                levels = 5 if read_vmcoreinfo(prog).get("NUMBER(pgtable_l5_enabled)") == "1" \
-                    else 4
-                memory = cls(path, prog, pgd, levels)
-            except (OSError, ValueError, LookupError, FaultError):
-                memory = None
-        prog.cache["pinspect_elf_memory"] = memory
-        return memory
-
-    def view(self, address: int, size: int) -> np.ndarray | None:
-        """The *size* bytes at kernel virtual *address*, as a read-only uint8 array, or None."""
-        if not self.ok:
-            return None
-        extents = self._file_extents(address, size)
-        if extents is None:
-            return None
-        parts = []
-        for offset, length in extents:
-            self._advise(offset, length, _MADV_POPULATE_READ)
-            parts.append(self.bytes[offset:offset + length])
-        view = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if len(parts) > 1:
-            for offset, length in extents:
-                self._advise(offset, length, mmap.MADV_DONTNEED)
-        n = min(64, size)
-        try:
-            same = (view[:n].tobytes() == self.prog.read(address, n)
-                    and view[-n:].tobytes() == self.prog.read(address + size - n, n))
-        except FaultError:
-            same = False
-        if not same:
-            self.ok = False
-            return None
-        return view
-
-    def release(self, view: np.ndarray) -> None:
-        """Unmap the pages of a view the caller is done with (they stay in the page cache)."""
-        if view.base is not None and len(view):
-            offset = view.__array_interface__["data"][0] - \
-                self.bytes.__array_interface__["data"][0]
-            if 0 <= offset < len(self.bytes):
-                self._advise(offset, len(view), mmap.MADV_DONTNEED)
-
-    def _advise(self, offset: int, length: int, advice: int) -> None:
-        start = offset & ~(mmap.PAGESIZE - 1)
-        try:
-            self.map.madvise(advice, start, offset + length - start)
-        except OSError:
-            pass
-
-    def _file_extents(self, address: int, size: int) -> list[tuple[int, int]] | None:
-        """File (offset, length) pieces holding the virtual range, merged; None if unclear."""
-        extents: list[tuple[int, int]] = []
-        va, end = address, address + size
-        while va < end:
-            block_end = min(end, (va | ((1 << 21) - 1)) + 1)
-            phys = self._translate(va, block_end - va)
-            if phys is None:
-                return None
-            offset = self._offset(phys, block_end - va)
-            if offset is None:
-                return None
-            if extents and extents[-1][0] + extents[-1][1] == offset:
-                extents[-1] = (extents[-1][0], extents[-1][1] + block_end - va)
-            else:
-                extents.append((offset, block_end - va))
-            va = block_end
-        return extents
-
-    def _translate(self, va: int, length: int) -> int | None:
-        """Physical address of *va* if [va, va + length) (inside one 2 MiB block) is mapped
-        to contiguous physical memory; else None."""
-        table = self.pgd
-        for shift in self.shifts:
-            entry = self._entry(table, (va >> shift) & 511)
-            if entry is None or not entry & _PRESENT:
-                return None
-            if shift in (30, 21) and entry & _HUGE:
-                mask = (1 << shift) - 1
-                return (entry & _ADDRESS & ~mask) + (va & mask)
-            table = entry & _ADDRESS
-        first = (va >> 12) & 511
-        count = ((va + length - 1) >> 12) - (va >> 12) + 1
-        offset = self._offset(table + 8 * first, 8 * count)
-        if offset is None:
-            return None
-        entries = self.bytes[offset:offset + 8 * count].view("<u8")
-        if not np.all(entries & np.uint64(_PRESENT)):
-            return None
-        frames = entries & np.uint64(_ADDRESS)
-        expected = frames[0] + np.arange(count, dtype=np.uint64) * np.uint64(4096)
-        if not np.array_equal(frames, expected):
-            return None
-        return int(frames[0]) + (va & 4095)
-
-    def _entry(self, table: int, index: int) -> int | None:
-        offset = self._offset(table + 8 * index, 8)
-        if offset is None:
-            return None
-        return int.from_bytes(self.map[offset:offset + 8], "little")
-
-    def _offset(self, phys: int, length: int) -> int | None:
-        for paddr, offset, filesz in self.segments:
-            if paddr <= phys and phys + length <= paddr + filesz:
-                return offset + phys - paddr
-        return None
-
-
-def _is_elf_core(path: str) -> bool:
-    """A regular file holding a little-endian ELF64 core (ET_CORE)."""
-    try:
-        if not os.path.isfile(path):
-            return False
-        with open(path, "rb") as f:
-            ident = f.read(18)
-    except OSError:
-        return False
-    return len(ident) == 18 and ident[:4] == b"\x7fELF" and ident[4] == 2 and ident[5] == 1 \
-        and struct.unpack_from("<H", ident, 16)[0] == 4
-
-
-def _elf_loads(data: mmap.mmap) -> list[tuple[int, int, int]]:
-    """``(p_paddr, p_offset, p_filesz)`` of each ``PT_LOAD`` of an ELF64 core."""
-    phoff, = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    if phnum == 0xFFFF:  # PN_XNUM: the count is in section header 0's sh_info
-        shoff, = struct.unpack_from("<Q", data, 0x28)
-        phnum, = struct.unpack_from("<I", data, shoff + 0x2C)
-    loads = []
-    for i in range(phnum):
-        p_type, _, offset, _, paddr, filesz = struct.unpack_from("<IIQQQQ", data,
-                                                                 phoff + i * phentsize)
-        if p_type == 1 and filesz:
-            loads.append((paddr, offset, filesz))
-    return loads

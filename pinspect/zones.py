@@ -158,61 +158,82 @@ class ZoneLocator:
 
 
 class PageblockReader:
-    """Reads pageblock migratetypes (``pageblock_flags`` bitmaps), caching per block."""
+    """Reads pageblock migratetypes from the ``pageblock_flags`` bitmaps.
+
+    With SPARSEMEM each section's bitmap is read once, whole; with FLATMEM each zone's.
+    """
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
-        self.cache: dict[int, int | None] = {}
         prog = kernel.prog
-        try:
-            self.mem_section: Object | None = prog["mem_section"]
-            self.section_shift = (int(prog["SECTION_SIZE_BITS"].value_())
-                                  - kernel.page_shift)
-        except KeyError:
-            self.mem_section = None
-            self.section_shift = 0
+        self.sparse = "mem_section" in prog
+        self.section_shift = (int(prog["SECTION_SIZE_BITS"].value_()) - kernel.page_shift
+                              if self.sparse else 0)
         self.word_bits = 8 * prog.type("unsigned long").size
         self.isolate_bit = enumerators(prog, "enum pageblock_bits").get("PB_migrate_isolate")
         self.isolate = enumerators(prog, "enum migratetype").get("MIGRATE_ISOLATE")
+        # Bitmaps by section number (SPARSEMEM) or zone address (FLATMEM), with the pfn their
+        # bit 0 describes; None where there is none or it cannot be read.
+        self.bitmaps: dict[int, tuple[list[int], int] | None] = {}
+        self.locator = None if self.sparse else ZoneLocator(kernel)
 
-    def _bitmap_and_index(self, pfn: int) -> tuple[Object, int] | None:
+    def _bitmap(self, pfn: int) -> tuple[list[int], int] | None:
         kernel = self.kernel
-        if self.mem_section is not None:
-            from drgn.helpers.linux.mmzone import pfn_to_section
-
-            section = pfn_to_section(kernel.prog, pfn)
-            if not section or not section.usage:
-                return None
-            bitmap = section.usage.pageblock_flags
-            in_section = pfn & ((1 << self.section_shift) - 1)
-            return bitmap, (in_section >> kernel.pageblock_order) * kernel.nr_pageblock_bits
-        zone = ZoneLocator(kernel).locate(pfn, 0)
+        blocks_bits = kernel.nr_pageblock_bits
+        if self.sparse:
+            key = pfn >> self.section_shift
+            if key not in self.bitmaps:
+                self.bitmaps[key] = self._read_section_bitmap(pfn, blocks_bits)
+            return self.bitmaps[key]
+        assert self.locator is not None
+        zone = self.locator.locate(pfn, 0)
         if zone is None:
             return None
-        zobj = Object(kernel.prog, "struct zone *", zone.address)
-        start = zone.start_pfn & ~((1 << kernel.pageblock_order) - 1)
-        index = ((pfn - start) >> kernel.pageblock_order) * kernel.nr_pageblock_bits
-        return zobj.pageblock_flags, index
+        if zone.address not in self.bitmaps:
+            self.bitmaps[zone.address] = self._read_zone_bitmap(zone, blocks_bits)
+        return self.bitmaps[zone.address]
+
+    def _read_words(self, address: int, nbits: int) -> list[int]:
+        nwords = (nbits + self.word_bits - 1) // self.word_bits
+        data = self.kernel.prog.read(address, nwords * self.word_bits // 8)
+        size = self.word_bits // 8
+        return [int.from_bytes(data[i:i + size], "little") for i in range(0, len(data), size)]
+
+    def _read_section_bitmap(self, pfn: int, blocks_bits: int) -> tuple[list[int], int] | None:
+        from drgn.helpers.linux.mmzone import pfn_to_section
+
+        try:
+            section = pfn_to_section(self.kernel.prog, pfn)
+            if not section or not section.usage:
+                return None
+            blocks = 1 << (self.section_shift - self.kernel.pageblock_order)
+            address = section.usage.pageblock_flags.address_of_().value_()
+            first = pfn & ~((1 << self.section_shift) - 1)
+            return self._read_words(address, blocks * blocks_bits), first
+        except FaultError:
+            return None
+
+    def _read_zone_bitmap(self, zone: Zone, blocks_bits: int) -> tuple[list[int], int] | None:
+        try:
+            zobj = Object(self.kernel.prog, "struct zone *", zone.address)
+            first = zone.start_pfn & ~((1 << self.kernel.pageblock_order) - 1)
+            blocks = ((zone.end_pfn - first) >> self.kernel.pageblock_order) + 1
+            return self._read_words(zobj.pageblock_flags.value_(), blocks * blocks_bits), first
+        except FaultError:
+            return None
 
     def migratetype(self, pfn: int) -> int | None:
         """The ``enum migratetype`` value of the pageblock holding *pfn*."""
-        block = pfn >> self.kernel.pageblock_order
-        if block in self.cache:
-            return self.cache[block]
-        value: int | None
-        try:
-            found = self._bitmap_and_index(pfn)
-            if found is None:
-                value = None
-            else:
-                bitmap, bit = found
-                word = bitmap[bit // self.word_bits].value_()
-                value = self._decode((word >> (bit % self.word_bits))
-                                     & ((1 << self.kernel.nr_pageblock_bits) - 1))
-        except FaultError:
-            value = None
-        self.cache[block] = value
-        return value
+        found = self._bitmap(pfn)
+        if found is None:
+            return None
+        words, first = found
+        bit = ((pfn - first) >> self.kernel.pageblock_order) * self.kernel.nr_pageblock_bits
+        word = bit // self.word_bits
+        if word >= len(words):
+            return None
+        return self._decode((words[word] >> (bit % self.word_bits))
+                            & ((1 << self.kernel.nr_pageblock_bits) - 1))
 
     def _decode(self, bits: int) -> int:
         """Migratetype from a block's bits; ~6.17 keeps isolation in its own bit."""
