@@ -77,6 +77,17 @@ class PageFlagBits:
         bit = self.names.get(name)
         return 0 if bit is None else 1 << bit
 
+    def decode(self, flags: int) -> str:
+        """Names of the flag bits set in *flags*, without aliases (PG_swapcache, PG_pinned, ...)
+        which ``enum pageflags`` lists after ``__NR_PAGEFLAGS``."""
+        names = []
+        for name, bit in self.names.items():
+            if name == "__NR_PAGEFLAGS":
+                break
+            if flags & (1 << bit):
+                names.append(name)
+        return "|".join(names)
+
 
 @dataclass(frozen=True)
 class PageExtLayout:

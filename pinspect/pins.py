@@ -524,7 +524,7 @@ class PageVerdict:
 
 def inspect_page(prog: Program, pfn: int) -> PageVerdict:
     """Read one page and judge its folio like :func:`find_pinned` does."""
-    from drgn.helpers.linux.mm import decode_page_flags_value, pfn_to_page
+    from drgn.helpers.linux.mm import pfn_to_page
 
     from pinspect.kernel import page_type_name
     from pinspect.scan import read_page_bytes
@@ -578,7 +578,7 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         cma=area.name if area else None,
         raw=raw,
         flags=flags,
-        flag_names=decode_page_flags_value(prog, flags),
+        flag_names=kernel.flags.decode(flags),
         folio=folio,
     )
 

@@ -95,3 +95,11 @@ def test_inside_a_drgn_session() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(TRUTH["summary"]["folios"]),
                                      str(TRUTH["summary"]["pages"])]
+
+
+def test_page_flag_names_have_no_aliases() -> None:
+    pfn = TRUTH["pinned"][0]["pfn"]
+    doc = json.loads(run("-c", CORE, "-s", DEBUG, "page", str(pfn), "--format", "json").stdout)
+    names = doc["flag_names"].split("|")
+    assert "PG_lru" in names or "PG_head" in names
+    assert not {"PG_swapcache", "PG_pinned", "PG_savepinned", "PG_reported"} & set(names)

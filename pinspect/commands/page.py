@@ -26,9 +26,10 @@ def document(v: PageVerdict) -> Document:
     ]
     if v.head_pfn != v.pfn:
         fields.append(("head pfn", hex(v.head_pfn)))
+    labels = {"compound_head": "raw lru.next / compound_head"}
     for name, value in v.raw.items():
-        fields.append((f"raw {name}", hex(value) if name not in ("_mapcount", "_refcount")
-                       else value))
+        fields.append((labels.get(name, f"raw {name}"),
+                       hex(value) if name not in ("_mapcount", "_refcount") else value))
     if v.folio is not None:
         f = v.folio
         fields += [
