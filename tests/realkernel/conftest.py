@@ -1,228 +1,24 @@
-"""Fixtures of the real-kernel tier: each kernel boots once per test session.
-
-Environment:
-  PINSPECT_REALKERNELS   comma-separated kernels to test (default: deb61,deb612,cma61)
-  PINSPECT_CACHE         cache directory (default ~/.cache/pinspect)
-  PINSPECT_KEEP_DUMPS=1  keep the dumps of the last run in $PINSPECT_CACHE/realkernel/run/
-  CI=true                a missing tool or kernel fails the tests instead of skipping them
-"""
+"""pytest wiring of the real-kernel tier; the fixture and the helpers live in rksupport.py."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import KERNELS, GroundTruth, Guest, HarnessError, Kernel, cache_dir, in_ci, log
-from harness import prepare_kernel as _prepare_kernel
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-
-KERNEL_NAMES = [
-    k.strip()
-    for k in os.environ.get("PINSPECT_REALKERNELS", ",".join(KERNELS)).split(",")
-    if k.strip()
-]
-TOOLS = ("qemu-system-x86_64", "gcc", "busybox", "cpio", "apt-get", "dpkg-deb", "xz", "make")
+import rksupport
+from rksupport import booted  # noqa: F401  (the session fixture, registered from here)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if HERE in Path(str(item.fspath)).resolve().parents:
+        if rksupport.HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.realkernel)
 
 
-def unavailable(why: str) -> None:
-    """A resource is missing: fail loudly in CI, skip elsewhere."""
-    if in_ci():
-        pytest.fail(f"CI=true and {why}", pytrace=False)
-    pytest.skip(why)
-
-
-def pinspect_available() -> bool:
-    return importlib.util.find_spec("pinspect") is not None and (
-        importlib.util.find_spec("pinspect.cli") is not None
-    )
-
-
-@dataclass
-class Booted:
-    """A kernel booted with the workload, its ground truth and its dumps."""
-
-    name: str
-    kernel: Kernel
-    guest: Guest
-    gt: GroundTruth
-    dumps: dict[str, Path]  # "elf", "kdump"
-    timings: dict[str, float]
-    cli_cache: dict[tuple[str, ...], Any] = field(default_factory=dict)
-
-    @property
-    def version(self) -> tuple[int, int]:
-        major, minor = self.kernel.release.split(".")[:2]
-        return int(major), int(minor.split("-")[0])
-
-    @property
-    def vmlinux(self) -> Path:
-        return self.kernel.vmlinux
-
-
-_timings: dict[str, dict[str, float]] = {}
-
-
-@pytest.fixture(scope="session", params=KERNEL_NAMES)
-def booted(request: pytest.FixtureRequest) -> Iterator[Booted]:
-    name: str = request.param
-    if name not in KERNELS:
-        pytest.fail(f"unknown kernel {name!r} in PINSPECT_REALKERNELS", pytrace=False)
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        unavailable(f"tools missing: {' '.join(missing)} (bash .ci/run installs them)")
-    t0 = time.monotonic()
-    try:
-        kernel = _prepare_kernel(KERNELS[name])
-    except (HarnessError, subprocess.CalledProcessError, OSError) as e:
-        unavailable(f"kernel {name} unavailable: {e}")
-        raise
-    timings = {"prepare_kernel": time.monotonic() - t0}
-    workdir = cache_dir() / "realkernel" / "run" / name
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    guest = Guest(kernel, workdir)
-    try:
-        gt = guest.start()
-        timings["boot_to_ready"] = guest.boot_seconds
-        (workdir / "ground-truth.json").write_text(json.dumps(gt.to_json(), indent=1) + "\n")
-        # distinctive names: pinspect caches its rebuild of a flattened kdump file under
-        # $PINSPECT_CACHE/cores/<basename>-<hash>.kdump, removed below with the dumps
-        dumps = {"elf": workdir / f"rk-{name}.elf", "kdump": workdir / f"rk-{name}.kdump"}
-        timings["dump_elf"] = guest.dump(dumps["elf"], "elf")
-        timings["dump_kdump"] = guest.dump(dumps["kdump"], "kdump-zlib")
-        _timings.setdefault(name, {}).update(timings)
-        yield Booted(name, kernel, guest, gt, dumps, timings)
-    finally:
-        guest.stop()
-        if os.environ.get("PINSPECT_KEEP_DUMPS") != "1":
-            for f in [*workdir.glob(f"rk-{name}.*"), *(cache_dir() / "cores").glob(f"rk-{name}.*")]:
-                f.unlink()
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _timings:
+    if rksupport._timings:
         terminalreporter.write_sep("-", "real-kernel timings (s)")
-        for name, t in _timings.items():
+        for name, t in rksupport._timings.items():
             for k, v in t.items():
                 terminalreporter.write_line(f"{name}: {k}: {v:.1f}")
-
-
-# --------------------------------------------------------------------------------------------
-# Running pinspect
-
-
-CLI = "import sys; from pinspect.cli import main; sys.exit(main())"
-
-
-def require_pinspect() -> None:
-    if not pinspect_available():
-        pytest.skip("pinspect CLI (pinspect.cli) is not importable yet")
-
-
-def target_args(b: Booted, target: str) -> list[str]:
-    if target in ("elf", "kdump"):
-        return ["-c", str(b.dumps[target]), "-s", str(b.vmlinux)]
-    if target == "qmp":
-        return ["--qemu", str(b.guest.qmp_drgn_path), "-s", str(b.vmlinux)]
-    raise ValueError(target)
-
-
-def run_pinspect_host(args: list[str], timeout: float = 1800) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-c", CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"pinspect {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout: {proc.stdout[-3000:]}\nstderr: {proc.stderr[-3000:]}"
-        )
-    return json.loads(proc.stdout)  # type: ignore[no-any-return]
-
-
-def run_pinspect(b: Booted, target: str, *command: str) -> dict[str, Any]:
-    """pinspect --format json COMMAND against one target; results cached per session."""
-    require_pinspect()
-    key = (target, *command)
-    if key in b.cli_cache:
-        return b.cli_cache[key]  # type: ignore[no-any-return]
-    t0 = time.monotonic()
-    if target == "kcore":
-        result = run_pinspect_in_guest(b, ["-s", str(b.vmlinux), "--format", "json", *command])
-    else:
-        result = run_pinspect_host([*target_args(b, target), "--format", "json", *command])
-    took = time.monotonic() - t0
-    log(f"{b.name}: pinspect {' '.join(command)} on {target}: {took:.1f}s")
-    if command[0] == "pinned":
-        _timings.setdefault(b.name, {})[f"{' '.join(command)} on {target}"] = took
-    b.cli_cache[key] = result
-    return result
-
-
-def run_pinspect_in_guest(b: Booted, args: list[str]) -> dict[str, Any]:
-    """Run pinspect inside the guest against /proc/kcore (the host's / shared over 9p)."""
-    if not b.kernel.spec.virtfs:
-        pytest.skip(f"{b.name} has no 9p root for in-guest runs")
-    out = b.guest.share / "result.json"
-    out.unlink(missing_ok=True)
-    status, text = guest_chroot(b, [sys.executable, "-c", CLI, *args, "-o", str(out)])
-    if status != 0:
-        raise AssertionError(f"in-guest pinspect exited {status}:\n{text[-4000:]}")
-    return json.loads(out.read_text())  # type: ignore[no-any-return]
-
-
-def _sh_quote(s: str) -> str:
-    return "'" + s.replace("'", "'\\''") + "'"
-
-
-def guest_chroot(b: Booted, argv: list[str], timeout: float = 1800) -> tuple[int, str]:
-    """Run argv inside the guest in a chroot of the host's / (read-only 9p), where the host path
-    of the guest's share directory is writable (and the same directory as on the host)."""
-    enter_host_root(b)
-    share = _sh_quote(str(b.guest.share))
-    env = f"PYTHONDONTWRITEBYTECODE=1 PYTHONPATH={_sh_quote(str(REPO))} HOME={share} "
-    env += f"PINSPECT_CACHE={share}/cache"
-    return b.guest.shell(
-        f"chroot /host /usr/bin/env {env} {' '.join(_sh_quote(a) for a in argv)}",
-        timeout=timeout,
-    )
-
-
-def enter_host_root(b: Booted) -> None:
-    """Mount the host's / (read-only 9p) at /host in the guest with proc, sys and dev, and the
-    writable 9p share "out" over the host path of the share directory. Nothing is mounted over
-    the host's /tmp: the checkout (and so the tests) may live there."""
-    if getattr(b.guest, "_host_root", False):
-        return
-    share = _sh_quote("/host" + str(b.guest.share))
-    script = (
-        "mkdir -p /host && mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 "
-        "hostroot /host && mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && "
-        f"mount -t devtmpfs dev /host/dev && mount -t 9p -o trans=virtio,version=9p2000.L "
-        f"out {share} && echo mounted"
-    )
-    status, text = b.guest.shell(script, timeout=120)
-    if status != 0 or "mounted" not in text:
-        raise AssertionError(f"cannot mount the host root in the guest: {text}")
-    b.guest._host_root = True  # type: ignore[attr-defined]

@@ -12,9 +12,9 @@ from typing import Any
 
 import drgn
 import pytest
-from conftest import HERE, Booted, guest_chroot, pinspect_available
 from expect import CMA_KINDS, CONTROL_KINDS, PINNED_KINDS, expected
 from pagefacts import page_facts
+from rksupport import HERE, Booted, guest_chroot, pinspect_available
 
 KPF_COMPOUND_HEAD = 1 << 15
 KPF_THP = 1 << 22

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Booted, run_pinspect
 from expect import CMA_KINDS, Expected, expected
+from rksupport import Booted, run_pinspect
 
 TARGETS = ["elf", "kdump", "qmp", "kcore"]
 HOST_TARGETS = ["elf", "kdump", "qmp"]
