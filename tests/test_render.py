@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from pinspect.render import SCHEMA_VERSION, Document, render
 
 
 def _doc() -> Document:
-    rows = [{"pfn": "0x10", "evidence": ["foll_pin", "extra"], "cma": None},
+    rows: list[dict[str, Any]] = [{"pfn": "0x10", "evidence": ["foll_pin", "extra"], "cma": None},
             {"pfn": "0x20", "evidence": ["pinner"], "cma": "reserved"}]
     return Document(command="pinned", body={"pages": [{"pfn": 16}, {"pfn": 32}]}, rows=rows,
                     columns=("pfn", "evidence", "cma"), notes=["", "2 pinned"])
