@@ -397,7 +397,7 @@ def find_pinned(
         if progress is not None:
             progress(min(done, total), total)
         found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra)
-        for row in _rows(chunk, found, locator, blocks, cma):
+        for row in _rows(chunk, found, locator, blocks, cma, min_extra):
             if (zone_names or nodes) and (row.node, row.zone) not in chosen_keys:
                 continue
             if wanted and not wanted & set(row.evidence):
@@ -410,7 +410,7 @@ def find_pinned(
 
 
 def _rows(chunk: PageChunk, found: Candidates, locator: ZoneLocator,
-          blocks: PageblockReader, cma: CmaLocator,
+          blocks: PageblockReader, cma: CmaLocator, min_extra: int = 1,
           keep_unpinned: bool = False) -> Iterable[PinnedPage]:
     lru_mask = chunk.kernel.flags.mask("PG_lru")
     # Python ints and bools once per column, not a numpy scalar per field.
@@ -423,7 +423,7 @@ def _rows(chunk: PageChunk, found: Candidates, locator: ZoneLocator,
         evidence = []
         if foll_pin:
             evidence.append("foll_pin")
-        if extra > 0:
+        if extra > 0 and extra >= min_extra:
             evidence.append("extra")
         if pinner:
             evidence.append("pinner")

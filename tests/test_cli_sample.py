@@ -103,3 +103,13 @@ def test_page_flag_names_have_no_aliases() -> None:
     names = doc["flag_names"].split("|")
     assert "PG_lru" in names or "PG_head" in names
     assert not {"PG_swapcache", "PG_pinned", "PG_savepinned", "PG_reported"} & set(names)
+
+
+def test_min_extra_filters_the_extra_evidence() -> None:
+    doc = json.loads(run("-c", CORE, "-s", DEBUG, "pinned", "--min-extra", "2",
+                         "--format", "json").stdout)
+    for page in doc["pages"]:
+        assert ("extra" in page["evidence"]) == (page["extra"] >= 2), page
+    want = [p["pfn"] for p in TRUTH["pinned"]
+            if "foll_pin" in p["evidence"] or "pinner" in p["evidence"] or p["extra"] >= 2]
+    assert [p["pfn"] for p in doc["pages"]] == want
