@@ -85,7 +85,7 @@ def run_pinspect(args: argparse.Namespace, result: dict[str, Any]) -> None:
     t = time.perf_counter()
     report = find_pinned(prog)
     result["scan_s"] = time.perf_counter() - t
-    result["pages"] = report.scanned
+    result["pages"] = report.scanned + report.skipped_free  # pages covered by the scan
     result["unreadable"] = report.unreadable
     result["folios"] = len(report.pages)
     result["found"] = [[p.pfn, p.nr_pages, p.evidence] for p in report.pages]
@@ -111,7 +111,7 @@ def run_cli(args: argparse.Namespace, result: dict[str, Any]) -> None:
     with open(out) as f:
         doc = json.load(f)
     os.unlink(out)
-    result["pages"] = doc["scanned"]
+    result["pages"] = doc["scanned"] + doc["skipped_free"]
     result["folios"] = len(doc["pages"])
 
 

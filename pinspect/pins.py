@@ -15,6 +15,7 @@ import numpy as np
 from drgn import Program
 
 from pinspect import constants
+from pinspect.buddy import free_blocks, subtract
 from pinspect.cma import CmaLocator
 from pinspect.errors import FeatureMissing
 from pinspect.kernel import Kernel, probe
@@ -54,8 +55,9 @@ class PinnedReport:
     """The result of :func:`find_pinned`."""
 
     pages: list[PinnedPage]
-    scanned: int
-    unreadable: int
+    scanned: int  # struct pages read
+    unreadable: int  # struct pages that could not be read
+    skipped_free: int = 0  # pages of free buddy blocks, not read
     summary: dict[str, object] = field(default_factory=dict)
 
 
@@ -377,6 +379,10 @@ def find_pinned(
         windows = [(max(lo, pfn_range[0]), min(hi, pfn_range[1])) for lo, hi in windows]
         windows = [w for w in windows if w[0] < w[1]]
     ranges = clip_ranges(valid_ranges(kernel), windows)
+    # Free buddy blocks hold no references: their struct pages need not be read (dumps only).
+    before = sum(end - start for start, end, _ in ranges)
+    ranges = subtract(ranges, free_blocks(kernel))
+    skipped_free = before - sum(end - start for start, end, _ in ranges)
 
     pin_mask = pinner_mask(kernel) if not wanted or "pinner" in wanted else 0
     if "pinner" in wanted and not pin_mask:
@@ -406,7 +412,7 @@ def find_pinned(
     if progress is not None:
         progress(total, total)
     return PinnedReport(pages=pages, scanned=stats.pages, unreadable=stats.unreadable,
-                        summary=summarize(pages))
+                        skipped_free=skipped_free, summary=summarize(pages))
 
 
 def _rows(chunk: PageChunk, found: Candidates, locator: ZoneLocator,

@@ -30,8 +30,9 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
     notes = [
         "",
         f"{summary['folios']} pinned folio(s), {summary['pages']} page(s); scanned "
-        f"{report.scanned} pages" + (f", {report.unreadable} unreadable" if report.unreadable
-                                     else ""),
+        f"{report.scanned} pages"
+        + (f", skipped {report.skipped_free} in free buddy blocks" if report.skipped_free else "")
+        + (f", {report.unreadable} unreadable" if report.unreadable else ""),
         "by evidence (pages): " + ", ".join(f"{k} {v}" for k, v in
                                             summary["by_evidence"].items()),  # type: ignore[attr-defined]
         "by zone (pages): " + (", ".join(f"{k} {v}" for k, v in
@@ -43,7 +44,7 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
     return Document(
         command="pinned",
         body={"pages": objects, "summary": summary, "scanned": report.scanned,
-              "unreadable": report.unreadable},
+              "skipped_free": report.skipped_free, "unreadable": report.unreadable},
         rows=rows,
         columns=COLUMNS,
         notes=notes,
