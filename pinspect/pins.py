@@ -258,7 +258,9 @@ def evaluate_chunk(
 
 # Below this min_extra, _maybe_reported's 32-bit test could wrap: every page is decoded.
 _MIN_PREFILTERED_EXTRA = -(1 << 30)
-_PREFILTER_PAGES = 1 << 12
+# Pages per strided copy in _maybe_reported: their struct pages (512 KiB on x86_64) stay in
+# the L2 cache while the fields of the test are copied out.
+_PREFILTER_PAGES = 1 << 13
 
 
 def _maybe_reported(chunk: PageChunk, masks: _Masks, min_extra: int) -> np.ndarray:
@@ -269,29 +271,46 @@ def _maybe_reported(chunk: PageChunk, masks: _Masks, min_extra: int) -> np.ndarr
     only if ``_refcount - mapcount - cache >= min_extra``, where ``cache`` is 1 when the low
     bits of ``mapping`` are clear (page cache, or a kernel page that is never ``extra``):
     its expected count is at least ``mapcount + cache`` and pins only lower ``extra``.
-    The test reads four fields in place, 32-bit; ``_refcount - _mapcount`` can wrap only for
-    a page type (never reported) or a refcount near 2**31 (which passes as >= the bias).
+    The test is 32-bit; ``_refcount - _mapcount`` can wrap only for a page type (never
+    reported) or a refcount near 2**31 (which passes as >= the bias).
+
+    What this costs is fetching each struct page once and the number of numpy calls: the
+    four fields are copied out block by block into contiguous arrays (``_mapcount`` and
+    ``_refcount`` in one copy when they share an aligned 64-bit word), then tested once over
+    the whole chunk.
     """
     layout = chunk.kernel.layout
     if not masks.head:
         return np.arange(chunk.n)
     head_bit = masks.head.bit_length() - 1
-    refcounts, mapcounts = chunk.refcount, chunk.mapcount
-    mapping_bytes = chunk.column(layout.mapping, "u1")
-    flags_bytes = chunk.column(layout.flags + head_bit // 8, "u1")
-    threshold = min(min_extra, (1 << 31) - 2)
-    found = []
-    # In blocks whose struct pages stay in the L2 cache over the few passes.
-    for start in range(0, chunk.n, _PREFILTER_PAGES):
+    n = chunk.n
+    mapping_src = chunk.column(layout.mapping, "u1")
+    flags_src = chunk.column(layout.flags + head_bit // 8, "u1")
+    mapping_bytes = np.empty(n, dtype=np.uint8)
+    flags_bytes = np.empty(n, dtype=np.uint8)
+    # struct page keeps _mapcount and _refcount as adjacent atomic_t's (x86_64: at 48, 52).
+    paired = layout.refcount == layout.mapcount + 4 and layout.mapcount % 8 == 0 \
+        and layout.size % 8 == 0
+    pair_src = chunk.column(layout.mapcount, "<i8") if paired else None
+    mapcount_src, refcount_src = chunk.mapcount, chunk.refcount
+    pair = np.empty(n, dtype="<i8")
+    counts = pair.view("<i4")  # little-endian: _mapcount, _refcount of each page
+    mapcounts, refcounts = counts[0::2], counts[1::2]
+    for start in range(0, n, _PREFILTER_PAGES):
         rows = slice(start, start + _PREFILTER_PAGES)
-        refcount = refcounts[rows]
-        slack = refcount - mapcounts[rows]  # = _refcount - mapcount + 1
-        slack -= (mapping_bytes[rows] & 3) == 0
-        maybe = slack > threshold
-        maybe |= refcount >= BIAS
-        maybe |= (flags_bytes[rows] & (1 << head_bit % 8)) != 0
-        found.append(np.flatnonzero(maybe) + start)
-    return np.concatenate(found)
+        if pair_src is not None:
+            pair[rows] = pair_src[rows]
+        else:
+            mapcounts[rows] = mapcount_src[rows]
+            refcounts[rows] = refcount_src[rows]
+        mapping_bytes[rows] = mapping_src[rows]
+        flags_bytes[rows] = flags_src[rows]
+    slack = refcounts - mapcounts  # = _refcount - mapcount + 1
+    slack -= (mapping_bytes & 3) == 0
+    maybe = slack > min(min_extra, (1 << 31) - 2)
+    maybe |= refcounts >= BIAS
+    maybe |= (flags_bytes & np.uint8(1 << head_bit % 8)) != 0
+    return np.flatnonzero(maybe)
 
 
 def _large_mapcount(chunk: PageChunk, hidx: np.ndarray, horder: np.ndarray, kind: np.ndarray,
