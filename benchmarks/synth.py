@@ -14,7 +14,10 @@ sections are hot-added the way the kernel's own SPARSEMEM_VMEMMAP code would, by
 
 The new ``struct page`` arrays are built from pages of the original dump, so they carry the
 kernel's real flag and field layout: each 128 MiB section holds order-10 free buddy blocks,
-small anonymous pages, page cache pages, order-9 anonymous THPs and kernel allocations.
+small anonymous pages, page cache pages, order-9 anonymous THPs and kernel allocations. The
+free blocks are free the way the kernel's are: linked (through their head page's
+``buddy_list``) into the Normal zone's ``free_area[10].free_list[MIGRATE_MOVABLE]`` and counted
+in its ``nr_free`` and in the zone's and the global ``NR_FREE_PAGES``.
 A chosen number of them get pins (FOLL_PIN on small pages and on THPs, and an extra page
 reference); ``manifest.json`` beside the dump lists them, with what pinspect reports on the
 original dump, so a benchmark run can check every page it finds.
@@ -44,7 +47,10 @@ PTE_ADDR = 0x000F_FFFF_FFFF_F000
 PSE = 0x80
 NX = 1 << 63
 PAGE_MAPCOUNT_BUDDY = -129  # 6.1: PG_buddy (0x80) cleared in page_type (_mapcount)
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
+
+# The order of the template's free blocks (1024 pages) and of the free list they go on.
+FREE_ORDER = 10
 
 # Composition of every new 128 MiB section, in 1024-page blocks (32 blocks).
 BLOCKS = ("free",) * 8 + ("anon",) * 10 + ("file",) * 6 + ("thp",) * 4 + ("kernel",) * 4
@@ -182,6 +188,10 @@ class Facts:
     var_phys: dict[str, int]
     var_value: dict[str, int]
     templates: dict[str, int]  # kind -> pfn of a template page or block in the source
+    buddy_link_off: int  # struct page's buddy_list (aliases lru): links a free block's head
+    free_list: int  # address of the Normal zone's free_area[10].free_list[MIGRATE_MOVABLE]
+    free_list_phys: int
+    free_list_last: int  # its prev: the last node now (the list head itself when empty)
     original_pinned: list[dict[str, Any]]
 
 
@@ -219,6 +229,17 @@ def _gather(source: Source) -> Facts:
         raise ValueError("the source's Normal zone does not end its memory")
     zone = Object(prog, "struct zone", address=normal.address)
     pgdat = prog["node_data"][0]
+    # The free blocks of the new sections go on this list, at its tail (list_add_tail).
+    movable = prog["MIGRATE_MOVABLE"].value_()
+    area = zone.free_area[FREE_ORDER]
+    free_list = area.free_list[movable]
+    nr_free_pages = prog["NR_FREE_PAGES"].value_()
+    page_type = prog.type("struct page")
+    try:
+        # 6.1+ names the list member buddy_list; it aliases lru.
+        buddy_link_off = page_type.member("buddy_list").offset
+    except LookupError:
+        buddy_link_off = page_type.member("lru").offset
     variables = {
         "__highest_present_section_nr": prog["__highest_present_section_nr"].address_,
         "max_pfn": prog["max_pfn"].address_,
@@ -228,6 +249,9 @@ def _gather(source: Source) -> Facts:
         "zone_spanned_pages": zone.spanned_pages.address_,
         "zone_present_pages": zone.present_pages.address_,
         "zone_managed_pages": zone.managed_pages.address_,
+        "free_area_nr_free": area.nr_free.address_,
+        "zone_nr_free_pages": zone.vm_stat[nr_free_pages].counter.address_,
+        "vm_zone_nr_free_pages": prog["vm_zone_stat"][nr_free_pages].counter.address_,
     }
     var_phys = {k: phys(v) for k, v in variables.items() if v is not None}
     var_value = {k: int.from_bytes(prog.read(v, 8), "little")
@@ -297,6 +321,10 @@ def _gather(source: Source) -> Facts:
         var_phys=var_phys,
         var_value=var_value,
         templates=templates,
+        buddy_link_off=buddy_link_off,
+        free_list=free_list.address_of_().value_(),
+        free_list_phys=phys(free_list.address_of_().value_()),
+        free_list_last=free_list.prev.value_(),
         original_pinned=original_pinned,
     )
 
@@ -417,6 +445,15 @@ def generate(mpages: int, pins: int, source: Source | None = None,
              | facts.reserved_mask)
         reserved_from = backing_base // PAGE
         pin_plan = _plan_pins(pins, usable, pps, head_pfns)
+        # Every free block outside the metadata area goes on the free list, in pfn order.
+        free_rows = np.array([b * 1024 for b, k in enumerate(BLOCKS) if k == "free"])
+        free_heads = np.concatenate([first_section * pps + i * pps + free_rows
+                                     for i in range(new_sections)])
+        free_heads = free_heads[free_heads + (1 << FREE_ORDER) <= reserved_from]
+        nodes = [facts.vmemmap + pfn * 64 + facts.buddy_link_off for pfn in free_heads.tolist()]
+        # list_head {next, prev}: new nodes between the old last node and the list head.
+        chain = [facts.free_list_last] + nodes + [facts.free_list]
+        link_of = {pfn: (chain[j + 2], chain[j]) for j, pfn in enumerate(free_heads.tolist())}
         expected: list[dict[str, Any]] = []
         ch_col = _get(template, facts.compound_head_off, "<u8")
         for i in range(new_sections):
@@ -431,6 +468,12 @@ def generate(mpages: int, pins: int, source: Source | None = None,
             _set(pages, slice(None), facts.compound_head_off, "<u8", new_ch.astype(np.uint64))
             for idx, how in pin_plan.get(i, []):
                 expected.append(_apply_pin(pages, idx, how, start_pfn, facts))
+            for row in free_rows:
+                if start_pfn + int(row) in link_of:
+                    _set(pages, int(row), facts.buddy_link_off, "<u8",
+                         link_of[start_pfn + int(row)][0])
+                    _set(pages, int(row), facts.buddy_link_off + 8, "<u8",
+                         link_of[start_pfn + int(row)][1])
             lo = max(reserved_from - start_pfn, 0)
             if lo < pps:
                 pages[lo:] = reserved_row
@@ -454,8 +497,24 @@ def generate(mpages: int, pins: int, source: Source | None = None,
             "zone_present_pages": v["zone_present_pages"] + added,
             "zone_managed_pages": v["zone_managed_pages"] + added - (end_pfn - reserved_from),
         }
+        linked = len(nodes)
+        patches.update({
+            "free_area_nr_free": v["free_area_nr_free"] + linked,
+            "zone_nr_free_pages": v["zone_nr_free_pages"] + (linked << FREE_ORDER),
+            "vm_zone_nr_free_pages": v["vm_zone_nr_free_pages"] + (linked << FREE_ORDER),
+        })
         for name, value in patches.items():
             core.put_u64(facts.var_phys[name], value)
+        if nodes:
+            # The old last node's next and the list head's prev now lead to the new nodes.
+            if facts.free_list_last == facts.free_list:
+                last_next = facts.free_list_phys
+            else:
+                node = facts.free_list_last - facts.buddy_link_off - facts.vmemmap
+                last_next = _vmemmap_phys(facts, core, node // 64) + node % 64 + \
+                    facts.buddy_link_off
+            core.put_u64(last_next, nodes[0])
+            core.put_u64(facts.free_list_phys + 8, nodes[-1])
     finally:
         core.close()
     expected.sort(key=lambda e: e["pfn"])
@@ -467,6 +526,7 @@ def generate(mpages: int, pins: int, source: Source | None = None,
         "new_sections": new_sections,
         "first_new_pfn": facts.end_pfn,
         "end_pfn": end_pfn,
+        "free_blocks_linked": linked,
         "injected": expected,
         "original_pinned": facts.original_pinned,
         "facts": {k: v for k, v in asdict(facts).items() if k in ("templates",)},
