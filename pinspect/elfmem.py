@@ -20,6 +20,7 @@ from pinspect.kernel import read_vmcoreinfo
 _PRESENT = 1
 _HUGE = 1 << 7
 _ADDRESS = 0x000F_FFFF_FFFF_F000
+_UNMAP_ALL_EVERY = 16  # views between two unmaps of the whole file (see release())
 _MADV_POPULATE_READ = 22  # Linux 5.14+; without it the pages are faulted in on first use
 
 
@@ -42,6 +43,7 @@ class ElfMemory:
         self.shifts = (48, 39, 30, 21)[5 - levels:]
         self.segments = _elf_loads(self.map)
         self.ok = True
+        self.released = 0
 
     @classmethod
     def of(cls, prog: Program) -> ElfMemory | None:
@@ -93,12 +95,20 @@ class ElfMemory:
         return view
 
     def release(self, view: np.ndarray) -> None:
-        """Unmap the pages of a view the caller is done with (they stay in the page cache)."""
+        """Unmap the pages of a view the caller is done with (they stay in the page cache).
+
+        The kernel's fault-around also maps file pages next to a view; every few views the
+        whole file is unmapped, so that those stay bounded too (an unpopulated range costs
+        little to unmap).
+        """
         if view.base is not None and len(view):
             offset = view.__array_interface__["data"][0] - \
                 self.bytes.__array_interface__["data"][0]
             if 0 <= offset < len(self.bytes):
                 self._advise(offset, len(view), mmap.MADV_DONTNEED)
+        self.released += 1
+        if self.released % _UNMAP_ALL_EVERY == 0:
+            self._advise(0, len(self.bytes), mmap.MADV_DONTNEED)
 
     def _advise(self, offset: int, length: int, advice: int) -> None:
         start = offset & ~(mmap.PAGESIZE - 1)
