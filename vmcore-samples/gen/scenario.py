@@ -113,6 +113,25 @@ class Scenario:
         self.folios.extend(fs)
 
 
+def _gpu_held_shmem(pfn: int, note: str, migration_failed: bool = False,
+                    puts: tuple[str, ...] = ()) -> Folio:
+    """A mapped shmem page with one extra reference from a GPU driver's get_page (the case of
+    the LKML page-pinner thread)."""
+    return Folio(
+        pfn,
+        "shmem",
+        mapcount=1,
+        extra=1,
+        alloc="gpu_shmem",
+        pin_stack="gpu_get",
+        migration_failed=migration_failed,
+        puts=puts,
+        pid=812,
+        comm="gpu-submit",
+        note=note,
+    )
+
+
 def default() -> Scenario:
     s = Scenario()
     A = Folio
@@ -136,17 +155,10 @@ def default() -> Scenario:
     )
     for i in range(2):
         s.add(
-            A(
+            _gpu_held_shmem(
                 0x1442 + i,
-                "shmem",
-                mapcount=1,
-                extra=1,
-                alloc="gpu_shmem",
-                pin_stack="gpu_get",
                 migration_failed=True,
                 puts=("gpu_put",) if i == 0 else (),
-                pid=812,
-                comm="gpu-submit",
                 note="GPU driver get_page on a shmem page (LKML page-pinner thread case)",
             )
         )
@@ -254,19 +266,7 @@ def default() -> Scenario:
     s.add(*(A(0x100209 + i, "shmem", mapcount=i % 2, alloc="shmem_fault") for i in range(7)))
     s.add(A(0x100210, "file", mapcount=0, alloc="file_read", note="unmapped page cache page"))
     for i in range(3):
-        s.add(
-            A(
-                0x100211 + i,
-                "shmem",
-                mapcount=1,
-                extra=1,
-                alloc="gpu_shmem",
-                pin_stack="gpu_get",
-                pid=812,
-                comm="gpu-submit",
-                note="GPU driver get_page on a shmem page",
-            )
-        )
+        s.add(_gpu_held_shmem(0x100211 + i, note="GPU driver get_page on a shmem page"))
     # Normal: CMA area "vidbuf"
     s.add(
         A(
@@ -283,17 +283,10 @@ def default() -> Scenario:
     )
     for i in range(3):
         s.add(
-            A(
+            _gpu_held_shmem(
                 0x100491 + i,
-                "shmem",
-                mapcount=1,
-                extra=1,
-                alloc="gpu_shmem",
-                pin_stack="gpu_get",
                 migration_failed=True,
                 puts=("gpu_put", "lru_drain") if i == 0 else ("gpu_put",),
-                pid=812,
-                comm="gpu-submit",
                 note="GPU driver get_page on a shmem page in CMA: cma_alloc fails here",
             )
         )

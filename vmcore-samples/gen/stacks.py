@@ -14,6 +14,18 @@ _FAULT = [
     "asm_exc_page_fault",
 ]
 _ALLOC = ["post_alloc_hook", "get_page_from_freelist", "__alloc_pages"]
+# A GPU driver pinning a shmem-backed buffer object from its submit ioctl.
+_GPU_PIN = [
+    "shmem_read_mapping_page_gfp",
+    "drm_gem_get_pages",
+    "drm_gem_shmem_get_pages_locked",
+    "drm_gem_shmem_pin",
+    "gpu_gem_pin_pages",
+    "gpu_ioctl_submit",
+    "drm_ioctl_kernel",
+    "drm_ioctl",
+    "__x64_sys_ioctl",
+] + _SYSCALL
 
 STACKS: dict[str, list[str]] = {
     "anon_fault": _ALLOC + ["__folio_alloc", "vma_alloc_folio", "do_anonymous_page"] + _FAULT,
@@ -28,17 +40,8 @@ STACKS: dict[str, list[str]] = {
         "shmem_alloc_folio",
         "shmem_alloc_and_acct_folio",
         "shmem_get_folio_gfp",
-        "shmem_read_mapping_page_gfp",
-        "drm_gem_get_pages",
-        "drm_gem_shmem_get_pages_locked",
-        "drm_gem_shmem_pin",
-        "gpu_gem_pin_pages",
-        "gpu_ioctl_submit",
-        "drm_ioctl_kernel",
-        "drm_ioctl",
-        "__x64_sys_ioctl",
     ]
-    + _SYSCALL,
+    + _GPU_PIN,
     "file_read": _ALLOC
     + [
         "filemap_alloc_folio",
@@ -147,18 +150,7 @@ STACKS: dict[str, list[str]] = {
         "__x64_sys_ioctl",
     ]
     + _SYSCALL,
-    "gpu_get": [
-        "shmem_read_mapping_page_gfp",
-        "drm_gem_get_pages",
-        "drm_gem_shmem_get_pages_locked",
-        "drm_gem_shmem_pin",
-        "gpu_gem_pin_pages",
-        "gpu_ioctl_submit",
-        "drm_ioctl_kernel",
-        "drm_ioctl",
-        "__x64_sys_ioctl",
-    ]
-    + _SYSCALL,
+    "gpu_get": _GPU_PIN,
     # release of long-term pins (lt_pinner records carry the unpin stack)
     "pin_io_uring_lt": ["__reset_page_pinner", "unpin_user_pages", "__io_uring_register"]
     + _SYSCALL,
