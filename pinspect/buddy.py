@@ -8,7 +8,8 @@ type, ``private`` equal to the order, refcount 0.
 
 from __future__ import annotations
 
-import numpy as np
+import struct
+
 from drgn import FaultError, Object, ProgramFlags
 
 from pinspect.kernel import Kernel, page_type_name
@@ -33,75 +34,66 @@ def free_blocks(kernel: Kernel, min_order: int = MIN_SKIP_ORDER) -> list[tuple[i
         link = page_type.member("buddy_list").offset
     except LookupError:
         link = page_type.member("lru").offset
-    size = kernel.layout.size
-    heads: list[tuple[int, int]] = []
+    walker = _Walker(kernel, link)
+    blocks: list[tuple[int, int]] = []
     for zone in zones(kernel):
         zobj = Object(prog, "struct zone *", zone.address)
         for order in range(min_order, kernel.max_order):
             try:
-                heads.extend((pfn, order) for pfn in
-                             _walk(zobj.free_area[order], link, size, kernel.vmemmap))
+                blocks.extend((pfn, pfn + (1 << order)) for pfn in
+                              walker.walk(zobj.free_area[order], order))
             except FaultError:
                 continue
-    return _confirmed(kernel, kernel.vmemmap, heads)
-
-
-def _walk(area: Object, link: int, size: int, vmemmap: int) -> list[int]:
-    """Head pfns on every free list of one ``struct free_area``, bounded by ``nr_free``."""
-    prog = area.prog_
-    budget = area.nr_free.value_()
-    pfns = []
-    for free_list in area.free_list:
-        head = free_list.address_of_().value_()
-        node = prog.read_u64(head)
-        while node != head:
-            if budget == 0:
-                return []  # longer than nr_free: corrupted or changing, trust none of it
-            budget -= 1
-            offset = node - link - vmemmap
-            if offset % size:
-                return []
-            pfns.append(offset // size)
-            node = prog.read_u64(node)
-    return pfns
-
-
-def _confirmed(kernel: Kernel, vmemmap: int,
-               heads: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Keep the blocks whose head page says: buddy, this order, no references."""
-    layout = kernel.layout
-    blocks = []
-    for pfn, order in heads:
-        try:
-            raw = np.frombuffer(kernel.prog.read(vmemmap + pfn * layout.size,
-                                                 layout.size), dtype=np.uint8)
-        except FaultError:
-            continue
-        mapcount = int(raw[layout.mapcount:layout.mapcount + 4].view("<i4")[0])
-        refcount = int(raw[layout.refcount:layout.refcount + 4].view("<i4")[0])
-        private = int(raw[layout.private:layout.private + 8].view("<u8")[0])
-        if page_type_name(kernel, mapcount) == "buddy" and private == order and refcount == 0:
-            blocks.append((pfn, pfn + (1 << order)))
     blocks.sort()
     return blocks
 
 
-def subtract(ranges: list[tuple[int, int, int]],
-             holes: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
-    """*ranges* ``(start, end, base)`` without the sorted, disjoint *holes* ``(start, end)``."""
-    out = []
-    i = 0
-    for start, end, base in ranges:
-        while i < len(holes) and holes[i][1] <= start:
-            i += 1
-        j = i
-        pos = start
-        while j < len(holes) and holes[j][0] < end:
-            lo, hi = holes[j]
-            if lo > pos:
-                out.append((pos, lo, base))
-            pos = max(pos, hi)
-            j += 1
-        if pos < end:
-            out.append((pos, end, base))
-    return out
+class _Walker:
+    """Walks free lists, reading each listed ``struct page`` once: its link to the next
+    block and the fields that confirm it is a free block head."""
+
+    def __init__(self, kernel: Kernel, link: int) -> None:
+        layout = kernel.layout
+        assert kernel.vmemmap is not None
+        self.kernel = kernel
+        self.vmemmap = kernel.vmemmap
+        self.size = layout.size
+        self.link = link
+        self.next_field = struct.Struct("<Q")
+        self.offsets = (layout.mapcount, layout.refcount, layout.private)
+        self.buddy_types: dict[int, bool] = {}
+
+    def walk(self, area: Object, order: int) -> list[int]:
+        """Head pfns on every free list of one ``struct free_area``, bounded by ``nr_free``,
+        keeping the heads that say: buddy, this order, no references."""
+        prog = area.prog_
+        budget = area.nr_free.value_()
+        pfns = []
+        mapcount_at, refcount_at, private_at = self.offsets
+        for free_list in area.free_list:
+            head = free_list.address_of_().value_()
+            node = prog.read_u64(head)
+            while node != head:
+                if budget == 0:
+                    return []  # longer than nr_free: corrupted or changing, trust none of it
+                budget -= 1
+                page = node - self.link
+                offset = page - self.vmemmap
+                if offset % self.size:
+                    return []
+                raw = prog.read(page, self.size)
+                mapcount = int.from_bytes(raw[mapcount_at:mapcount_at + 4], "little")
+                if self._is_buddy(mapcount) and order == int.from_bytes(
+                        raw[private_at:private_at + 8], "little") and \
+                        not any(raw[refcount_at:refcount_at + 4]):
+                    pfns.append(offset // self.size)
+                node, = self.next_field.unpack_from(raw, self.link)
+        return pfns
+
+    def _is_buddy(self, mapcount: int) -> bool:
+        try:
+            return self.buddy_types[mapcount]
+        except KeyError:
+            found = self.buddy_types[mapcount] = \
+                page_type_name(self.kernel, mapcount) == "buddy"
+            return found

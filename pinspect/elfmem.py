@@ -9,6 +9,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 from drgn import Architecture, FaultError, Program
@@ -68,19 +69,25 @@ class ElfMemory:
         prog.cache["pinspect_elf_memory"] = memory
         return memory
 
-    def view(self, address: int, size: int) -> np.ndarray | None:
-        """The *size* bytes at kernel virtual *address*, as a read-only uint8 array, or None."""
+    def view(self, address: int, size: int,
+             used: Sequence[tuple[int, int]] | None = None) -> np.ndarray | None:
+        """The *size* bytes at kernel virtual *address*, as a read-only uint8 array, or None.
+
+        *used*: the ``(offset, length)`` parts of the view the caller will read (default: all),
+        mapped in up front; the rest is faulted in only if touched.
+        """
         if not self.ok:
             return None
         extents = self._file_extents(address, size)
         if extents is None:
             return None
-        parts = []
-        for offset, length in extents:
-            self._advise(offset, length, _MADV_POPULATE_READ)
-            parts.append(self.bytes[offset:offset + length])
-        view = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if len(parts) > 1:
+        if len(extents) == 1:
+            offset = extents[0][0]
+            for part_offset, length in used or [(0, size)]:
+                self._advise(offset + part_offset, length, _MADV_POPULATE_READ)
+            view = self.bytes[offset:offset + size]
+        else:  # not contiguous in the file: copied out
+            view = np.concatenate([self.bytes[o:o + n] for o, n in extents])
             for offset, length in extents:
                 self._advise(offset, length, mmap.MADV_DONTNEED)
         n = min(64, size)

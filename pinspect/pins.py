@@ -15,12 +15,12 @@ import numpy as np
 from drgn import Program
 
 from pinspect import constants
-from pinspect.buddy import free_blocks, subtract
+from pinspect.buddy import free_blocks
 from pinspect.cma import CmaLocator
 from pinspect.errors import FeatureMissing
 from pinspect.kernel import Kernel, probe
 from pinspect.pageext import flags_words, pinner_mask
-from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, valid_ranges
+from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, outside, valid_ranges
 from pinspect.zones import PageblockReader, Zone, ZoneLocator, zones
 
 EVIDENCE_KINDS = ("foll_pin", "extra", "pinner")
@@ -163,14 +163,15 @@ def evaluate_chunk(
     folio = layout.folio
     # Only pages that pass a cheap necessary condition are decoded further.
     if report_all or min_extra < _MIN_PREFILTERED_EXTRA:
-        idx = np.arange(chunk.n)
+        idx = chunk.indices()
     else:
         idx = _maybe_reported(chunk, masks, min_extra)
     pinner_words = None
     if pin_mask:
         words, _ = flags_words(kernel, chunk.start_pfn, chunk.n)
         pinner_words = (words & np.uint64(pin_mask)) != 0
-        idx = np.union1d(idx, np.flatnonzero(pinner_words))
+        flagged = np.flatnonzero(pinner_words)
+        idx = np.union1d(idx, flagged[chunk.was_read(flagged)])
     flags = chunk.flags[idx]
     refcount = chunk.refcount[idx].astype(np.int64)
     mapcount_raw = chunk.mapcount[idx].astype(np.int64)
@@ -275,15 +276,16 @@ def _maybe_reported(chunk: PageChunk, masks: _Masks, min_extra: int) -> np.ndarr
     reported) or a refcount near 2**31 (which passes as >= the bias).
 
     What this costs is fetching each struct page once and the number of numpy calls: the
-    four fields are copied out block by block into contiguous arrays (``_mapcount`` and
-    ``_refcount`` in one copy when they share an aligned 64-bit word), then tested once over
-    the whole chunk.
+    four fields of the pages read are copied out block by block into contiguous arrays
+    (``_mapcount`` and ``_refcount`` in one copy when they share an aligned 64-bit word),
+    then tested once over the whole chunk.
     """
     layout = chunk.kernel.layout
     if not masks.head:
-        return np.arange(chunk.n)
+        return chunk.indices()
     head_bit = masks.head.bit_length() - 1
-    n = chunk.n
+    spans = chunk.read_spans()
+    n = sum(hi - lo for lo, hi in spans)  # the fields are packed: span after span
     mapping_src = chunk.column(layout.mapping, "u1")
     flags_src = chunk.column(layout.flags + head_bit // 8, "u1")
     mapping_bytes = np.empty(n, dtype=np.uint8)
@@ -296,21 +298,27 @@ def _maybe_reported(chunk: PageChunk, masks: _Masks, min_extra: int) -> np.ndarr
     pair = np.empty(n, dtype="<i8")
     counts = pair.view("<i4")  # little-endian: _mapcount, _refcount of each page
     mapcounts, refcounts = counts[0::2], counts[1::2]
-    for start in range(0, n, _PREFILTER_PAGES):
-        rows = slice(start, start + _PREFILTER_PAGES)
-        if pair_src is not None:
-            pair[rows] = pair_src[rows]
-        else:
-            mapcounts[rows] = mapcount_src[rows]
-            refcounts[rows] = refcount_src[rows]
-        mapping_bytes[rows] = mapping_src[rows]
-        flags_bytes[rows] = flags_src[rows]
+    packed = 0
+    for lo, hi in spans:
+        for start in range(lo, hi, _PREFILTER_PAGES):
+            stop = min(hi, start + _PREFILTER_PAGES)
+            rows = slice(start, stop)
+            out = slice(packed, packed + stop - start)
+            if pair_src is not None:
+                pair[out] = pair_src[rows]
+            else:
+                mapcounts[out] = mapcount_src[rows]
+                refcounts[out] = refcount_src[rows]
+            mapping_bytes[out] = mapping_src[rows]
+            flags_bytes[out] = flags_src[rows]
+            packed += stop - start
     slack = refcounts - mapcounts  # = _refcount - mapcount + 1
     slack -= (mapping_bytes & 3) == 0
     maybe = slack > min(min_extra, (1 << 31) - 2)
     maybe |= refcounts >= BIAS
     maybe |= (flags_bytes & np.uint8(1 << head_bit % 8)) != 0
-    return np.flatnonzero(maybe)
+    found = np.flatnonzero(maybe)
+    return found if chunk.spans is None else chunk.indices()[found]
 
 
 def _large_mapcount(chunk: PageChunk, hidx: np.ndarray, horder: np.ndarray, kind: np.ndarray,
@@ -399,9 +407,11 @@ def find_pinned(
         windows = [w for w in windows if w[0] < w[1]]
     ranges = clip_ranges(valid_ranges(kernel), windows)
     # Free buddy blocks hold no references: their struct pages need not be read (dumps only).
-    before = sum(end - start for start, end, _ in ranges)
-    ranges = subtract(ranges, free_blocks(kernel))
-    skipped_free = before - sum(end - start for start, end, _ in ranges)
+    free = free_blocks(kernel)
+    free_ends = [end for _, end in free]
+    total = sum(hi - lo for start, end, _ in ranges
+                for lo, hi in outside(start, end, free, free_ends))
+    skipped_free = sum(end - start for start, end, _ in ranges) - total
 
     pin_mask = pinner_mask(kernel) if not wanted or "pinner" in wanted else 0
     if "pinner" in wanted and not pin_mask:
@@ -415,10 +425,9 @@ def find_pinned(
     chosen_keys = {(z.node, z.name) for z in chosen}
     stats = ScanStats()
     pages: list[PinnedPage] = []
-    total = sum(end - start for start, end, _ in ranges)
     done = 0
-    for chunk in iter_chunks(kernel, ranges, stats):
-        done += chunk.n
+    for chunk in iter_chunks(kernel, ranges, stats, skip=free):
+        done += sum(hi - lo for lo, hi in chunk.read_spans())
         if progress is not None:
             progress(min(done, total), total)
         found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra)

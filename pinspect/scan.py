@@ -8,7 +8,8 @@ views of the mmap'ed file (:class:`pinspect.elfmem.ElfMemory`), not copies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import bisect
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,9 +19,9 @@ from drgn.helpers.linux.mm import for_each_valid_page_range
 from pinspect.elfmem import ElfMemory
 from pinspect.kernel import Kernel
 
-# 64 Ki pages per read: 4 MiB of struct page on x86_64, aligned so that no folio of buddy
+# 64 Ki pages per chunk: 4 MiB of struct page on x86_64, aligned so that no folio of buddy
 # order straddles two chunks.
-CHUNK_PAGES = 1 << 16
+CHUNK_PAGES = 1 << 18
 # When a chunk cannot be read whole, retry it in pieces of this many pages (a subsection).
 RETRY_PAGES = 1 << 9
 
@@ -35,15 +36,40 @@ class ScanStats:
 
 @dataclass
 class PageChunk:
-    """``struct page`` bytes for pfns ``[start_pfn, start_pfn + n)``, with column views."""
+    """``struct page`` bytes for pfns ``[start_pfn, start_pfn + n)``, with column views.
+
+    Only the pages of *spans* (chunk-relative ``[lo, hi)``, sorted) were read; the others
+    (free buddy blocks, unreadable memory) hold nothing to judge and are never decoded.
+    """
 
     kernel: Kernel
     start_pfn: int
     raw: np.ndarray  # uint8, n * sizeof(struct page)
+    spans: Sequence[tuple[int, int]] | None = None  # None: every page was read
 
     @property
     def n(self) -> int:
         return len(self.raw) // self.kernel.layout.size
+
+    def read_spans(self) -> Sequence[tuple[int, int]]:
+        """The chunk-relative ``[lo, hi)`` ranges of pages that were read."""
+        return [(0, self.n)] if self.spans is None else self.spans
+
+    def indices(self) -> np.ndarray:
+        """Indices of the pages that were read."""
+        if self.spans is None:
+            return np.arange(self.n)
+        return np.concatenate([np.arange(lo, hi) for lo, hi in self.spans] or
+                              [np.zeros(0, dtype=np.intp)])
+
+    def was_read(self, index: np.ndarray) -> np.ndarray:
+        """Which of the pages at *index* were read."""
+        if self.spans is None:
+            return np.ones(len(index), dtype=bool)
+        lows = np.array([lo for lo, _ in self.spans])
+        highs = np.array([hi for _, hi in self.spans])
+        span = np.searchsorted(lows, index, side="right") - 1
+        return (span >= 0) & (index < highs[np.maximum(span, 0)])
 
     def column(self, offset: int, dtype: str) -> np.ndarray:
         """The field at *offset* of every page, as a (possibly strided) array."""
@@ -125,42 +151,101 @@ def clip_ranges(
 
 
 def _read_pages(kernel: Kernel, base: int, start: int, end: int,
-                stats: ScanStats) -> Iterator[PageChunk]:
+                spans: list[tuple[int, int]], stats: ScanStats) -> Iterator[PageChunk]:
+    """One chunk for pfns ``[start, end)``, of which only *spans* (absolute) are read."""
     size = kernel.layout.size
+    whole = spans == [(start, end)]
     memory = ElfMemory.of(kernel.prog)
     if memory is not None:
-        view = memory.view(base + start * size, (end - start) * size)
+        view = memory.view(base + start * size, (end - start) * size,
+                           [((lo - start) * size, (hi - lo) * size) for lo, hi in spans])
         if view is not None:
-            stats.pages += end - start
-            yield PageChunk(kernel, start, view)
+            stats.pages += sum(hi - lo for lo, hi in spans)
+            yield PageChunk(kernel, start, view,
+                            None if whole else [(lo - start, hi - start) for lo, hi in spans])
             memory.release(view)
             return
-    try:
-        data = kernel.prog.read(base + start * size, (end - start) * size)
-    except FaultError:
-        if end - start <= RETRY_PAGES:
-            stats.unreadable += end - start
+    pieces = spans
+    if whole:
+        try:
+            data = kernel.prog.read(base + start * size, (end - start) * size)
+        except FaultError:
+            pieces = _split(start, end, RETRY_PAGES)
+        else:
+            stats.pages += end - start
+            yield PageChunk(kernel, start, np.frombuffer(data, dtype=np.uint8))
             return
-        step = RETRY_PAGES
-        for s in range(start, end, step):
-            yield from _read_pages(kernel, base, s, min(s + step, end), stats)
+    # Read piece by piece into a zeroed chunk (pages never written cost no memory).
+    raw = np.zeros((end - start) * size, dtype=np.uint8)
+    read: list[tuple[int, int]] = []
+    for lo, hi in pieces:
+        _read_span(kernel, base, start, lo, hi, raw, read, stats)
+    if read:
+        yield PageChunk(kernel, start, raw, read)
+
+
+def _read_span(kernel: Kernel, base: int, start: int, lo: int, hi: int, raw: np.ndarray,
+               read: list[tuple[int, int]], stats: ScanStats) -> None:
+    """Copy the struct pages of pfns ``[lo, hi)`` into *raw* (pfn *start* at 0); where that
+    fails, retry subsection by subsection and count what still cannot be read."""
+    size = kernel.layout.size
+    try:
+        data = kernel.prog.read(base + lo * size, (hi - lo) * size)
+    except FaultError:
+        if hi - lo <= RETRY_PAGES:
+            stats.unreadable += hi - lo
+        else:
+            for piece_lo, piece_hi in _split(lo, hi, RETRY_PAGES):
+                _read_span(kernel, base, start, piece_lo, piece_hi, raw, read, stats)
         return
-    stats.pages += end - start
-    yield PageChunk(kernel, start, np.frombuffer(data, dtype=np.uint8))
+    raw[(lo - start) * size:(hi - start) * size] = np.frombuffer(data, dtype=np.uint8)
+    stats.pages += hi - lo
+    if read and read[-1][1] == lo - start:
+        read[-1] = (read[-1][0], hi - start)
+    else:
+        read.append((lo - start, hi - start))
+
+
+def _split(lo: int, hi: int, step: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` cut at multiples of *step*."""
+    cuts = list(range((lo // step + 1) * step, hi, step))
+    return list(zip([lo, *cuts], [*cuts, hi], strict=True))
+
+
+def outside(lo: int, hi: int, holes: Sequence[tuple[int, int]],
+            hole_ends: Sequence[int]) -> list[tuple[int, int]]:
+    """The parts of ``[lo, hi)`` outside the sorted, disjoint *holes* (*hole_ends*: their
+    ends, for bisection)."""
+    parts = []
+    i = bisect.bisect_right(hole_ends, lo)
+    pos = lo
+    while i < len(holes) and holes[i][0] < hi:
+        if holes[i][0] > pos:
+            parts.append((pos, holes[i][0]))
+        pos = max(pos, holes[i][1])
+        i += 1
+    if pos < hi:
+        parts.append((pos, hi))
+    return parts
 
 
 def iter_chunks(
     kernel: Kernel,
     ranges: Iterable[tuple[int, int, int]],
     stats: ScanStats,
+    skip: Sequence[tuple[int, int]] = (),
     chunk_pages: int = CHUNK_PAGES,
 ) -> Iterator[PageChunk]:
-    """Read the struct pages of *ranges* in aligned chunks of at most *chunk_pages*."""
+    """Read the struct pages of *ranges* in aligned chunks of at most *chunk_pages*, except
+    the pfns of *skip* (sorted, disjoint ``(start, end)`` blocks)."""
+    skip_ends = [end for _, end in skip]
     for start, end, base in ranges:
         pfn = start
         while pfn < end:
             stop = min(end, (pfn // chunk_pages + 1) * chunk_pages)
-            yield from _read_pages(kernel, base, pfn, stop, stats)
+            spans = outside(pfn, stop, skip, skip_ends)
+            if spans:
+                yield from _read_pages(kernel, base, pfn, stop, spans, stats)
             pfn = stop
 
 

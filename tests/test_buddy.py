@@ -10,7 +10,8 @@ import pytest
 
 import pinspect
 import pinspect.pins
-from pinspect.buddy import MIN_SKIP_ORDER, free_blocks, subtract
+from pinspect.buddy import MIN_SKIP_ORDER, free_blocks
+from pinspect.scan import outside
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
 NAMES = sorted(t.name.removesuffix(".truth.json") for t in SAMPLES.glob("*.truth.json"))
@@ -64,9 +65,11 @@ def test_a_looping_free_list_is_not_trusted() -> None:
         [p["pfn"] for p in truth["pinned"]]
 
 
-def test_subtract() -> None:
-    ranges = [(0, 100, 7), (200, 300, 7)]
+def test_outside() -> None:
     holes = [(10, 20), (90, 210), (250, 260), (400, 500)]
-    assert subtract(ranges, holes) == [(0, 10, 7), (20, 90, 7), (210, 250, 7), (260, 300, 7)]
-    assert subtract(ranges, []) == ranges
-    assert subtract(ranges, [(0, 1000)]) == []
+    ends = [end for _, end in holes]
+    assert outside(0, 100, holes, ends) == [(0, 10), (20, 90)]
+    assert outside(200, 300, holes, ends) == [(210, 250), (260, 300)]
+    assert outside(0, 100, [], []) == [(0, 100)]
+    assert outside(95, 205, holes, ends) == []
+    assert outside(260, 400, holes, ends) == [(260, 400)]
