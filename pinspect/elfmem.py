@@ -6,10 +6,12 @@ kernel virtual memory (the struct page array) without copying them through ``pro
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from drgn import Architecture, FaultError, Program
@@ -43,8 +45,11 @@ class ElfMemory:
         self.pgd = pgd
         self.shifts = (48, 39, 30, 21)[5 - levels:]
         self.segments = _elf_loads(self.map)
+        self.address: int = self.bytes.__array_interface__["data"][0]
         self.ok = True
         self.released = 0
+        self.next_extent = (0, 0)  # file (offset, size) of the last prefetched view
+        self.worker: ThreadPoolExecutor | None = None
 
     @classmethod
     def of(cls, prog: Program) -> ElfMemory | None:
@@ -69,12 +74,25 @@ class ElfMemory:
         prog.cache["pinspect_elf_memory"] = memory
         return memory
 
-    def view(self, address: int, size: int,
-             used: Sequence[tuple[int, int]] | None = None) -> np.ndarray | None:
+    def prefetch(self, address: int, size: int,
+                 used: Sequence[tuple[int, int]] | None = None) -> None:
+        """Start mapping in the *used* ``(offset, length)`` parts (default: all) of the view
+        :meth:`view` will be asked for next, in the background, while the caller works on
+        the current one."""
+        if not self.ok:
+            return
+        extents = self._file_extents(address, size)
+        if extents is None or len(extents) != 1:
+            return
+        offset = extents[0][0]
+        self.next_extent = (offset, size)
+        for part_offset, length in used or [(0, size)]:
+            self._advise_later(offset + part_offset, length, _MADV_POPULATE_READ)
+
+    def view(self, address: int, size: int) -> np.ndarray | None:
         """The *size* bytes at kernel virtual *address*, as a read-only uint8 array, or None.
 
-        *used*: the ``(offset, length)`` parts of the view the caller will read (default: all),
-        mapped in up front; the rest is faulted in only if touched.
+        Its pages are mapped in on first use, unless :meth:`prefetch` did it already.
         """
         if not self.ok:
             return None
@@ -83,13 +101,11 @@ class ElfMemory:
             return None
         if len(extents) == 1:
             offset = extents[0][0]
-            for part_offset, length in used or [(0, size)]:
-                self._advise(offset + part_offset, length, _MADV_POPULATE_READ)
             view = self.bytes[offset:offset + size]
         else:  # not contiguous in the file: copied out
             view = np.concatenate([self.bytes[o:o + n] for o, n in extents])
             for offset, length in extents:
-                self._advise(offset, length, mmap.MADV_DONTNEED)
+                self._advise_later(offset, length, mmap.MADV_DONTNEED)
         n = min(64, size)
         try:
             same = (view[:n].tobytes() == self.prog.read(address, n)
@@ -105,24 +121,29 @@ class ElfMemory:
         """Unmap the pages of a view the caller is done with (they stay in the page cache).
 
         The kernel's fault-around also maps file pages next to a view; every few views the
-        whole file is unmapped, so that those stay bounded too (an unpopulated range costs
-        little to unmap).
+        whole file but the prefetched view is unmapped, so that those stay bounded too (an
+        unpopulated range costs little to unmap).
         """
         if view.base is not None and len(view):
-            offset = view.__array_interface__["data"][0] - \
-                self.bytes.__array_interface__["data"][0]
+            offset = view.__array_interface__["data"][0] - self.address
             if 0 <= offset < len(self.bytes):
-                self._advise(offset, len(view), mmap.MADV_DONTNEED)
+                self._advise_later(offset, len(view), mmap.MADV_DONTNEED)
         self.released += 1
         if self.released % _UNMAP_ALL_EVERY == 0:
-            self._advise(0, len(self.bytes), mmap.MADV_DONTNEED)
+            keep_offset, keep_size = self.next_extent
+            self._advise_later(0, keep_offset, mmap.MADV_DONTNEED)
+            end = keep_offset + keep_size
+            self._advise_later(end, len(self.bytes) - end, mmap.MADV_DONTNEED)
 
-    def _advise(self, offset: int, length: int, advice: int) -> None:
+    def _advise_later(self, offset: int, length: int, advice: int) -> None:
+        """madvise() a range of the file's mapping on the background thread, in order."""
         start = offset & ~(mmap.PAGESIZE - 1)
-        try:
-            self.map.madvise(advice, start, offset + length - start)
-        except OSError:
-            pass
+        length += offset - start
+        if length <= 0:
+            return
+        if self.worker is None:
+            self.worker = ThreadPoolExecutor(1, thread_name_prefix="pinspect-madvise")
+        self.worker.submit(_madvise, self.map, self.address + start, start, length, advice)
 
     def _file_extents(self, address: int, size: int) -> list[tuple[int, int]] | None:
         """File (offset, length) pieces holding the virtual range, merged; None if unclear."""
@@ -180,6 +201,33 @@ class ElfMemory:
             if paddr <= phys and phys + length <= paddr + filesz:
                 return offset + phys - paddr
         return None
+
+
+def _libc_madvise() -> Callable[[int, int, int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+# Called through ctypes, madvise() runs without the GIL, so mapping pages in on the background
+# thread overlaps the scan (mmap.madvise() holds the GIL throughout).
+_LIBC_MADVISE = _libc_madvise()
+
+
+def _madvise(mapping: mmap.mmap, address: int, offset: int, length: int, advice: int) -> None:
+    """Advice for *length* bytes at *offset* of *mapping* (at *address*); failures (e.g.
+    MADV_POPULATE_READ before Linux 5.14) only cost speed."""
+    if _LIBC_MADVISE is not None:
+        _LIBC_MADVISE(address, length, advice)
+        return
+    try:
+        mapping.madvise(advice, offset, length)
+    except OSError:
+        pass
 
 
 def _is_elf_core(path: str) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from drgn import Program
+from numpy.lib.stride_tricks import sliding_window_view
 
 from pinspect import constants
 from pinspect.buddy import free_blocks
@@ -275,10 +276,9 @@ def _maybe_reported(chunk: PageChunk, masks: _Masks, min_extra: int) -> np.ndarr
     The test is 32-bit; ``_refcount - _mapcount`` can wrap only for a page type (never
     reported) or a refcount near 2**31 (which passes as >= the bias).
 
-    What this costs is fetching each struct page once and the number of numpy calls: the
-    four fields of the pages read are copied out block by block into contiguous arrays
-    (``_mapcount`` and ``_refcount`` in one copy when they share an aligned 64-bit word),
-    then tested once over the whole chunk.
+    What this costs is fetching each struct page once and the number of numpy passes: the
+    four fields of the pages read are copied out block by block (while the block's struct
+    pages are in the cache) into contiguous arrays, then tested over the whole chunk in place.
     """
     layout = chunk.kernel.layout
     if not masks.head:
@@ -286,39 +286,34 @@ def _maybe_reported(chunk: PageChunk, masks: _Masks, min_extra: int) -> np.ndarr
     head_bit = masks.head.bit_length() - 1
     spans = chunk.read_spans()
     n = sum(hi - lo for lo, hi in spans)  # the fields are packed: span after span
-    mapping_src = chunk.column(layout.mapping, "u1")
-    flags_src = chunk.column(layout.flags + head_bit // 8, "u1")
-    mapping_bytes = np.empty(n, dtype=np.uint8)
-    flags_bytes = np.empty(n, dtype=np.uint8)
-    # struct page keeps _mapcount and _refcount as adjacent atomic_t's (x86_64: at 48, 52).
-    paired = layout.refcount == layout.mapcount + 4 and layout.mapcount % 8 == 0 \
-        and layout.size % 8 == 0
-    pair_src = chunk.column(layout.mapcount, "<i8") if paired else None
-    mapcount_src, refcount_src = chunk.mapcount, chunk.refcount
-    pair = np.empty(n, dtype="<i8")
-    counts = pair.view("<i4")  # little-endian: _mapcount, _refcount of each page
-    mapcounts, refcounts = counts[0::2], counts[1::2]
-    packed = 0
+    sources = (chunk.mapcount, chunk.refcount, chunk.column(layout.mapping, "u1"),
+               chunk.column(layout.flags + head_bit // 8, "u1"))
+    mapcounts, refcounts, mapping_bytes, flags_bytes = packed = (
+        np.empty(n, dtype="<i4"), np.empty(n, dtype="<i4"), np.empty(n, dtype=np.uint8),
+        np.empty(n, dtype=np.uint8))
+    starts = []  # packed position of each span
+    position = 0
     for lo, hi in spans:
+        starts.append(position)
         for start in range(lo, hi, _PREFILTER_PAGES):
             stop = min(hi, start + _PREFILTER_PAGES)
-            rows = slice(start, stop)
-            out = slice(packed, packed + stop - start)
-            if pair_src is not None:
-                pair[out] = pair_src[rows]
-            else:
-                mapcounts[out] = mapcount_src[rows]
-                refcounts[out] = refcount_src[rows]
-            mapping_bytes[out] = mapping_src[rows]
-            flags_bytes[out] = flags_src[rows]
-            packed += stop - start
-    slack = refcounts - mapcounts  # = _refcount - mapcount + 1
-    slack -= (mapping_bytes & 3) == 0
+            out = slice(position, position + stop - start)
+            for source, target in zip(sources, packed, strict=True):
+                target[out] = source[start:stop]
+            position += stop - start
+    slack = np.subtract(refcounts, mapcounts, out=mapcounts)  # = _refcount - mapcount + 1
+    np.bitwise_and(mapping_bytes, 3, out=mapping_bytes)
+    np.subtract(slack, mapping_bytes == 0, out=slack, casting="unsafe")
     maybe = slack > min(min_extra, (1 << 31) - 2)
-    maybe |= refcounts >= BIAS
-    maybe |= (flags_bytes & np.uint8(1 << head_bit % 8)) != 0
+    np.logical_or(maybe, refcounts >= BIAS, out=maybe)
+    np.bitwise_and(flags_bytes, np.uint8(1 << head_bit % 8), out=flags_bytes)
+    np.logical_or(maybe, flags_bytes.view(bool), out=maybe)
     found = np.flatnonzero(maybe)
-    return found if chunk.spans is None else chunk.indices()[found]
+    if chunk.spans is None:
+        return found
+    # Packed positions back to chunk indices: add each span's offset.
+    span = np.searchsorted(np.array(starts), found, side="right") - 1
+    return found + (np.array([lo for lo, _ in spans]) - np.array(starts))[span]
 
 
 def _large_mapcount(chunk: PageChunk, hidx: np.ndarray, horder: np.ndarray, kind: np.ndarray,
@@ -333,14 +328,13 @@ def _large_mapcount(chunk: PageChunk, hidx: np.ndarray, horder: np.ndarray, kind
     # Gigantic folios may reach past the chunk; only hugetlb ones are that large, and
     # hugetlb folios are mapped whole (entire mapcount only).
     nr = np.int64(1) << horder
-    end = np.minimum(hidx + nr, chunk.n)
-    # Mappings per subpage: _mapcount + 1, and none for a page type (below -1); summed over
-    # the pages of each folio only (hugetlb folios: none).
-    lengths = np.where(hugetlb, 1, end - hidx)
-    firsts = np.cumsum(lengths) - lengths
-    pages = np.repeat(hidx - firsts, lengths) + np.arange(int(lengths.sum()))
-    per_page = np.maximum(chunk.mapcount[pages].astype(np.int64) + 1, 0)
-    subpages = np.where(hugetlb, 0, np.add.reduceat(per_page, firsts))
+    # Mappings per subpage, summed over the pages of each folio (hugetlb folios: none).
+    lengths = np.where(hugetlb, 0, np.minimum(hidx + nr, chunk.n) - hidx)
+    subpages = np.zeros(len(hidx), dtype=np.int64)
+    for length in np.unique(lengths[lengths > 0]).tolist():
+        group = np.flatnonzero(lengths == length)
+        subpages[group] = _subpage_mappings(
+            sliding_window_view(chunk.mapcount, length)[hidx[group]])
     total = entire + subpages
     if folio.subpages_include_entire:
         # Up to 6.1: file THP subpages include the compound mappings in their _mapcount;
@@ -353,6 +347,16 @@ def _large_mapcount(chunk: PageChunk, hidx: np.ndarray, horder: np.ndarray, kind
             double = (tail_flags & np.uint64(masks.double_map)) != 0
             total = np.where(~file_like & ~hugetlb & double, total - nr, total)
     return total
+
+
+def _subpage_mappings(mapcounts: np.ndarray) -> np.ndarray:
+    """Per row of subpage ``_mapcount``\\ s: the sum of ``_mapcount + 1``, where a page type
+    (below -1, only in a corrupted folio) counts none."""
+    sums = mapcounts.sum(axis=1, dtype=np.int64) + mapcounts.shape[1]
+    odd = mapcounts.min(axis=1) < -1
+    if odd.any():
+        sums[odd] = np.maximum(mapcounts[odd].astype(np.int64) + 1, 0).sum(axis=1)
+    return sums
 
 
 def _empty() -> Candidates:

@@ -157,8 +157,7 @@ def _read_pages(kernel: Kernel, base: int, start: int, end: int,
     whole = spans == [(start, end)]
     memory = ElfMemory.of(kernel.prog)
     if memory is not None:
-        view = memory.view(base + start * size, (end - start) * size,
-                           [((lo - start) * size, (hi - lo) * size) for lo, hi in spans])
+        view = memory.view(base + start * size, (end - start) * size)
         if view is not None:
             stats.pages += sum(hi - lo for lo, hi in spans)
             yield PageChunk(kernel, start, view,
@@ -239,14 +238,25 @@ def iter_chunks(
     """Read the struct pages of *ranges* in aligned chunks of at most *chunk_pages*, except
     the pfns of *skip* (sorted, disjoint ``(start, end)`` blocks)."""
     skip_ends = [end for _, end in skip]
+    windows = []
     for start, end, base in ranges:
         pfn = start
         while pfn < end:
             stop = min(end, (pfn // chunk_pages + 1) * chunk_pages)
             spans = outside(pfn, stop, skip, skip_ends)
             if spans:
-                yield from _read_pages(kernel, base, pfn, stop, spans, stats)
+                windows.append((base, pfn, stop, spans))
             pfn = stop
+    memory = ElfMemory.of(kernel.prog)
+    size = kernel.layout.size
+    for i, (base, start, stop, spans) in enumerate(windows):
+        if memory is not None:
+            # The next chunk's pages are mapped in the background while this one is judged.
+            for base_ahead, start_ahead, stop_ahead, spans_ahead in windows[i + (i > 0):i + 2]:
+                memory.prefetch(base_ahead + start_ahead * size, (stop_ahead - start_ahead) * size,
+                                [((lo - start_ahead) * size, (hi - lo) * size)
+                                 for lo, hi in spans_ahead])
+        yield from _read_pages(kernel, base, start, stop, spans, stats)
 
 
 def read_page_bytes(kernel: Kernel, pfn: int, count: int = 1) -> bytes:

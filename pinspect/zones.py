@@ -6,7 +6,7 @@ import bisect
 from dataclasses import dataclass
 
 from drgn import FaultError, Object
-from drgn.helpers.linux.mmzone import for_each_online_pgdat
+from drgn.helpers.linux.mmzone import for_each_online_pgdat, nr_to_section
 
 from pinspect.kernel import Kernel, enumerators
 
@@ -176,6 +176,14 @@ class PageblockReader:
         # bit 0 describes; None where there is none or it cannot be read.
         self.bitmaps: dict[int, tuple[list[int], int] | None] = {}
         self.locator = None if self.sparse else ZoneLocator(kernel)
+        if self.sparse:
+            self.sections_per_root = int(prog["SECTIONS_PER_ROOT"].value_())
+            self.section_type = prog.type("struct mem_section")
+            # Where each section's bitmap is: mem_section->usage->pageblock_flags (5.3+).
+            self.usage_offset = self.section_type.member("usage").offset
+            self.flags_offset = prog.type("struct mem_section_usage").member(
+                "pageblock_flags").offset
+            self.roots: dict[int, list[int] | None] = {}
 
     def _bitmap(self, pfn: int) -> tuple[list[int], int] | None:
         kernel = self.kernel
@@ -200,19 +208,39 @@ class PageblockReader:
         return [int.from_bytes(data[i:i + size], "little") for i in range(0, len(data), size)]
 
     def _read_section_bitmap(self, pfn: int, blocks_bits: int) -> tuple[list[int], int] | None:
-        from drgn.helpers.linux.mmzone import pfn_to_section
-
+        nr = pfn >> self.section_shift
+        usage = self._usage_pointers(nr // self.sections_per_root)
+        if usage is None:
+            return None
+        address = usage[nr % self.sections_per_root]
+        if not address:
+            return None
+        blocks = 1 << (self.section_shift - self.kernel.pageblock_order)
+        first = pfn & ~((1 << self.section_shift) - 1)
         try:
-            section = pfn_to_section(self.kernel.prog, pfn)
-            if not section or not section.usage:
-                return None
-            blocks = 1 << (self.section_shift - self.kernel.pageblock_order)
-            address = section.usage.pageblock_flags.address_of_().value_()
-            first = pfn & ~((1 << self.section_shift) - 1)
-            return self._read_words(address, blocks * blocks_bits), first
+            return self._read_words(address + self.flags_offset, blocks * blocks_bits), first
         except FaultError:
             return None
 
+    def _usage_pointers(self, root: int) -> list[int] | None:
+        """``mem_section[root][i].usage`` for every section *i* of one root, read at once."""
+        if root in self.roots:
+            return self.roots[root]
+        prog = self.kernel.prog
+        usage: list[int] | None = None
+        try:
+            # The first section of the root (NULL if the root is not allocated).
+            first = nr_to_section(prog, root * self.sections_per_root)
+            if first:
+                size = self.section_type.size
+                data = prog.read(first.value_(), size * self.sections_per_root)
+                at = self.usage_offset
+                usage = [int.from_bytes(data[i + at:i + at + 8], "little")
+                         for i in range(0, len(data), size)]
+        except FaultError:
+            usage = None
+        self.roots[root] = usage
+        return usage
     def _read_zone_bitmap(self, zone: Zone, blocks_bits: int) -> tuple[list[int], int] | None:
         try:
             zobj = Object(self.kernel.prog, "struct zone *", zone.address)
