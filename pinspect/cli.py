@@ -48,6 +48,10 @@ def main() -> None:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (``pinspect pinned | head``): stop quietly, like other tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -50,6 +50,7 @@ class ElfMemory:
         self.released = 0
         self.next_extent = (0, 0)  # file (offset, size) of the last prefetched view
         self.worker: ThreadPoolExecutor | None = None
+        self.recent_extents: dict[tuple[int, int], list[tuple[int, int]] | None] = {}
 
     @classmethod
     def of(cls, prog: Program) -> ElfMemory | None:
@@ -147,6 +148,18 @@ class ElfMemory:
 
     def _file_extents(self, address: int, size: int) -> list[tuple[int, int]] | None:
         """File (offset, length) pieces holding the virtual range, merged; None if unclear."""
+        # prefetch() and then view() ask for the same range, with another one between.
+        try:
+            return self.recent_extents[(address, size)]
+        except KeyError:
+            pass
+        extents = self._translate_extents(address, size)
+        if len(self.recent_extents) > 2:
+            self.recent_extents.pop(next(iter(self.recent_extents)))
+        self.recent_extents[(address, size)] = extents
+        return extents
+
+    def _translate_extents(self, address: int, size: int) -> list[tuple[int, int]] | None:
         extents: list[tuple[int, int]] = []
         va, end = address, address + size
         while va < end:

@@ -1,7 +1,8 @@
 """Rendering of command results: tables (tabulate), JSON (versioned schema) and CSV.
 
 A command's result is a :class:`Document`: a JSON-able body, the rows that make its main
-table and CSV, and optional lines of text shown after the table.
+table and CSV, and optional lines of text shown after the table. Long lists (a row per page)
+are :class:`Rows`, made one at a time while they are written.
 """
 
 from __future__ import annotations
@@ -9,14 +10,30 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TextIO, TypeVar
 
 from tabulate import tabulate
 
 SCHEMA_VERSION = 1
 FORMATS = ("table", "json", "csv")
+
+T = TypeVar("T")
+
+
+class Rows(Generic[T]):
+    """JSON-able items made from *source* by *make* each time they are iterated (none kept)."""
+
+    def __init__(self, source: Sequence[T], make: Callable[[T], Any]) -> None:
+        self.source = source
+        self.make = make
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.make, self.source)
+
+    def __len__(self) -> int:
+        return len(self.source)
 
 
 @dataclass
@@ -25,7 +42,7 @@ class Document:
 
     command: str
     body: dict[str, Any]
-    rows: list[dict[str, Any]]
+    rows: Iterable[dict[str, Any]]
     columns: Sequence[str]
     notes: list[str] = field(default_factory=list)
     table_title: str = ""
@@ -33,28 +50,53 @@ class Document:
 
 def render(doc: Document, fmt: str) -> str:
     """Render *doc* as ``table``, ``json`` or ``csv``."""
+    out = io.StringIO()
+    write(doc, fmt, out)
+    return out.getvalue()
+
+
+def write(doc: Document, fmt: str, out: TextIO) -> None:
+    """Write *doc* as ``table``, ``json`` or ``csv`` to *out*, row by row where it can."""
     if fmt == "json":
-        return json.dumps({"schema_version": SCHEMA_VERSION, "command": doc.command, **doc.body},
-                          indent=2) + "\n"
+        _write_json(doc, out)
+        return
     if fmt == "csv":
-        out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(doc.columns), extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()
         for row in doc.rows:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
-        return out.getvalue()
+        return
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     parts = []
     if doc.table_title:
         parts.append(doc.table_title)
-    if doc.rows:
-        parts.append(tabulate([[_cell(row.get(c)) for c in doc.columns] for row in doc.rows],
-                              headers=list(doc.columns), tablefmt="simple",
+    # (tabulate sizes its columns from every row, so the table is made whole)
+    cells = [[_cell(row.get(c)) for c in doc.columns] for row in doc.rows]
+    if cells:
+        parts.append(tabulate(cells, headers=list(doc.columns), tablefmt="simple",
                               disable_numparse=True))
     parts.extend(doc.notes)
-    return "\n".join(parts) + "\n"
+    out.write("\n".join(parts) + "\n")
+
+
+def _write_json(doc: Document, out: TextIO) -> None:
+    """One JSON object; the entries of a list or :class:`Rows` value one per line."""
+    items = [("schema_version", SCHEMA_VERSION), ("command", doc.command), *doc.body.items()]
+    out.write("{\n")
+    for i, (key, value) in enumerate(items):
+        out.write(f"  {json.dumps(key)}: ")
+        if isinstance(value, list | Rows):
+            separator = "[\n    "
+            for entry in value:
+                out.write(separator + json.dumps(entry))
+                separator = ",\n    "
+            out.write("[]" if separator.startswith("[") else "\n  ]")
+        else:
+            out.write(json.dumps(value, indent=2).replace("\n", "\n  "))
+        out.write(",\n" if i + 1 < len(items) else "\n")
+    out.write("}\n")
 
 
 def _cell(value: Any) -> str:

@@ -19,8 +19,9 @@ from drgn.helpers.linux.mm import for_each_valid_page_range
 from pinspect.elfmem import ElfMemory
 from pinspect.kernel import Kernel
 
-# 64 Ki pages per chunk: 4 MiB of struct page on x86_64, aligned so that no folio of buddy
-# order straddles two chunks.
+# 256 Ki pages per chunk: 16 MiB of struct page on x86_64, aligned so that no folio of buddy
+# order straddles two chunks. Fewer, larger chunks cost fewer numpy calls; two chunks (the
+# one judged, the next one being mapped) bound the scan's memory.
 CHUNK_PAGES = 1 << 18
 # When a chunk cannot be read whole, retry it in pieces of this many pages (a subsection).
 RETRY_PAGES = 1 << 9

@@ -80,3 +80,18 @@ def test_parse_pfn_range(text: str, expected: tuple[int, int]) -> None:
 def test_parse_pfn_range_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_pfn_range(text)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    samples = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
+    # `pinspect pinned | head -1`: the pipe closes after one line.
+    proc = subprocess.Popen([sys.executable, "-m", "pinspect", "-c",
+                             str(samples / "mainline-6.1.core"), "-s",
+                             str(samples / "mainline-6.1.debug"), "pinned", "--format", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"{\n"
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 1)
+    assert stderr == ""

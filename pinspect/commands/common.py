@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 from drgn import Program
 
-from pinspect.render import FORMATS, Document, render
+from pinspect.render import FORMATS, Document, write
 from pinspect.target import open_program
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,12 +66,13 @@ def open_target(options: Options) -> Program:
 
 def emit(doc: Document, options: Options) -> None:
     """Render *doc* in the chosen format to standard output or ``--output``."""
-    text = render(doc, options.format or "table")
+    fmt = options.format or "table"
     if options.output:
         with open(options.output, "w") as f:
-            f.write(text)
+            write(doc, fmt, f)
     else:
-        click.echo(text, nl=False)
+        write(doc, fmt, sys.stdout)
+        sys.stdout.flush()
 
 
 class Progress:

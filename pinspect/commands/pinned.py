@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 import click
 
 from pinspect.commands.common import Progress, emit, global_options, merged_options, open_target
-from pinspect.pins import EVIDENCE_KINDS, PinnedReport, find_pinned, parse_pfn_range
-from pinspect.render import Document
+from pinspect.pins import EVIDENCE_KINDS, PinnedPage, PinnedReport, find_pinned, parse_pfn_range
+from pinspect.render import Document, Rows
 
 COLUMNS = ("pfn", "nr_pages", "zone", "migratetype", "cma", "order", "refcount", "mapcount",
            "pins", "extra", "evidence", "mapping")
@@ -20,12 +20,22 @@ SORT_KEYS = {
 }
 
 
+FIELDS = [f.name for f in fields(PinnedPage)]
+
+
+def page_object(page: PinnedPage) -> dict[str, Any]:
+    """One page of the JSON document (the fields of :class:`PinnedPage`)."""
+    return {name: getattr(page, name) for name in FIELDS}
+
+
+def _row(page: PinnedPage) -> dict[str, Any]:
+    return dict(page_object(page), pfn=hex(page.pfn))
+
+
 def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) -> Document:
     """The ``pinned`` result as a renderable document."""
     pages = sorted(report.pages, key=SORT_KEYS[sort])
     shown = pages if limit is None else pages[:limit]
-    objects = [asdict(p) for p in shown]
-    rows: list[dict[str, Any]] = [dict(o, pfn=hex(o["pfn"])) for o in objects]
     summary = report.summary
     notes = [
         "",
@@ -43,9 +53,10 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
         notes.insert(1, f"(showing {limit} of {len(pages)} rows; --limit)")
     return Document(
         command="pinned",
-        body={"pages": objects, "summary": summary, "scanned": report.scanned,
-              "skipped_free": report.skipped_free, "unreadable": report.unreadable},
-        rows=rows,
+        body={"pages": Rows(shown, page_object), "summary": summary,
+              "scanned": report.scanned, "skipped_free": report.skipped_free,
+              "unreadable": report.unreadable},
+        rows=Rows(shown, _row),
         columns=COLUMNS,
         notes=notes,
     )
