@@ -176,6 +176,7 @@ class PageblockReader:
         # bit 0 describes; None where there is none or it cannot be read.
         self.bitmaps: dict[int, tuple[list[int], int] | None] = {}
         self.locator = None if self.sparse else ZoneLocator(kernel)
+        self.names: dict[int, str] = {}  # by pageblock number
         if self.sparse:
             self.sections_per_root = int(prog["SECTIONS_PER_ROOT"].value_())
             self.section_type = prog.type("struct mem_section")
@@ -271,7 +272,13 @@ class PageblockReader:
         return bits & 0x7
 
     def name(self, pfn: int) -> str:
+        """The migratetype name of the pageblock holding *pfn* ("unknown" if unreadable)."""
+        block = pfn >> self.kernel.pageblock_order
+        try:
+            return self.names[block]
+        except KeyError:
+            pass
         value = self.migratetype(pfn)
-        if value is None:
-            return "unknown"
-        return self.kernel.migratetypes.get(value, str(value))
+        name = "unknown" if value is None else self.kernel.migratetypes.get(value, str(value))
+        self.names[block] = name
+        return name
