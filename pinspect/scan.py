@@ -250,13 +250,18 @@ def iter_chunks(
             pfn = stop
     memory = ElfMemory.of(kernel.prog)
     size = kernel.layout.size
-    for i, (base, start, stop, spans) in enumerate(windows):
+
+    def map_in(base: int, start: int, stop: int, spans: list[tuple[int, int]]) -> None:
         if memory is not None:
+            memory.prefetch(base + start * size, (stop - start) * size,
+                            [((lo - start) * size, (hi - lo) * size) for lo, hi in spans])
+
+    if windows:
+        map_in(*windows[0])
+    for i, (base, start, stop, spans) in enumerate(windows):
+        if i + 1 < len(windows):
             # The next chunk's pages are mapped in the background while this one is judged.
-            for base_ahead, start_ahead, stop_ahead, spans_ahead in windows[i + (i > 0):i + 2]:
-                memory.prefetch(base_ahead + start_ahead * size, (stop_ahead - start_ahead) * size,
-                                [((lo - start_ahead) * size, (hi - lo) * size)
-                                 for lo, hi in spans_ahead])
+            map_in(*windows[i + 1])
         yield from _read_pages(kernel, base, start, stop, spans, stats)
 
 
