@@ -73,3 +73,12 @@ class CmaLocator:
         if i >= 0 and pfn < self.ranges[i].end_pfn:
             return self.ranges[i]
         return None
+
+    def uniform(self, start: int, end: int) -> bool:
+        """Whether pfns ``[start, end)`` all lie in one CMA range, or all outside any."""
+        area = self.find(start)
+        if area is not None:
+            return end <= area.end_pfn
+        # No range covers start: none may begin before end.
+        i = bisect.bisect_right(self._starts, start)
+        return i == len(self._starts) or self._starts[i] >= end

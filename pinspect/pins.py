@@ -427,9 +427,7 @@ def find_pinned(
                              "page_pinner is an Android common kernel feature "
                              "(CONFIG_PAGE_PINNER, boot with page_pinner=on)")
     masks = _Masks.of(kernel)
-    locator = ZoneLocator(kernel)
-    blocks = PageblockReader(kernel)
-    cma = CmaLocator(kernel)
+    places = _Places(kernel, ZoneLocator(kernel), PageblockReader(kernel), CmaLocator(kernel))
     chosen_keys = {(z.node, z.name) for z in chosen}
     stats = ScanStats()
     pages: list[PinnedPage] = []
@@ -439,7 +437,7 @@ def find_pinned(
         if progress is not None:
             progress(min(done, total), total)
         found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra)
-        for row in _rows(chunk, found, locator, blocks, cma, min_extra):
+        for row in _rows(chunk, found, places, min_extra):
             if (zone_names or nodes) and (row.node, row.zone) not in chosen_keys:
                 continue
             if wanted and not wanted & set(row.evidence):
@@ -451,8 +449,40 @@ def find_pinned(
                         skipped_free=skipped_free, summary=summarize(pages))
 
 
-def _rows(chunk: PageChunk, found: Candidates, locator: ZoneLocator,
-          blocks: PageblockReader, cma: CmaLocator, min_extra: int = 1,
+class _Places:
+    """Node, zone, pageblock migratetype and CMA area of pfns, worked out once per pageblock
+    (and zone bits of ``page->flags``) where the whole pageblock lies in one zone and one
+    CMA range or none."""
+
+    def __init__(self, kernel: Kernel, locator: ZoneLocator, blocks: PageblockReader,
+                 cma: CmaLocator) -> None:
+        self.locator, self.blocks, self.cma = locator, blocks, cma
+        self.order = kernel.pageblock_order
+        layout = locator.layout
+        self.zone_bits = (layout.zones_mask << layout.zones_shift) | \
+            (layout.nodes_mask << layout.nodes_shift)
+        self.known: dict[tuple[int, int], tuple[int, str, str, str | None]] = {}
+
+    def of(self, pfn: int, flags: int) -> tuple[int, str, str, str | None]:
+        """``(node, zone name, migratetype name, CMA area name)`` of *pfn*."""
+        key = (pfn >> self.order, flags & self.zone_bits)
+        try:
+            return self.known[key]
+        except KeyError:
+            pass
+        zone = self.locator.locate(pfn, flags)
+        area = self.cma.find(pfn)
+        place = (zone.node if zone else -1, zone.name if zone else "unknown",
+                 self.blocks.name(pfn), area.name if area else None)
+        first = key[0] << self.order
+        end = first + (1 << self.order)
+        if zone is not None and zone.start_pfn <= first and end <= zone.end_pfn and \
+                self.cma.uniform(first, end):
+            self.known[key] = place
+        return place
+
+
+def _rows(chunk: PageChunk, found: Candidates, places: _Places, min_extra: int = 1,
           keep_unpinned: bool = False) -> Iterable[PinnedPage]:
     lru_mask = chunk.kernel.flags.mask("PG_lru")
     # Python ints and bools once per column, not a numpy scalar per field.
@@ -472,26 +502,10 @@ def _rows(chunk: PageChunk, found: Candidates, locator: ZoneLocator,
         if not evidence and not keep_unpinned:
             continue
         pfn = chunk.start_pfn + index
-        zone = locator.locate(pfn, flags)
-        area = cma.find(pfn)
-        yield PinnedPage(
-            pfn=pfn,
-            nr_pages=1 << order,
-            node=zone.node if zone else -1,
-            zone=zone.name if zone else "unknown",
-            migratetype=blocks.name(pfn),
-            cma=area.name if area else None,
-            order=order,
-            refcount=refcount,
-            mapcount=mapcount,
-            expected_refcount=expected,
-            pins=pins,
-            extra=extra,
-            evidence=evidence,
-            mapping=KIND_NAMES[kind],
-            flags=flags,
-            lru=bool(flags & lru_mask),
-        )
+        node, zone, migratetype, area = places.of(pfn, flags)
+        yield PinnedPage(pfn, 1 << order, node, zone, migratetype, area, order, refcount,
+                         mapcount, expected, pins, extra, evidence, KIND_NAMES[kind], flags,
+                         bool(flags & lru_mask))
 
 
 def summarize(pages: Sequence[PinnedPage]) -> dict[str, object]:
@@ -598,8 +612,8 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         head_chunk = PageChunk(kernel, head_pfn, np.frombuffer(
             read_page_bytes(kernel, head_pfn, max(2, 1 << order)), dtype=np.uint8))
     found = evaluate_chunk(kernel, head_chunk, masks, pinner_mask(kernel), report_all=True)
-    rows = list(_rows(head_chunk, found, ZoneLocator(kernel), PageblockReader(kernel),
-                      CmaLocator(kernel), keep_unpinned=True))
+    places = _Places(kernel, ZoneLocator(kernel), PageblockReader(kernel), CmaLocator(kernel))
+    rows = list(_rows(head_chunk, found, places, keep_unpinned=True))
     folio = rows[0] if rows else None
     flags = raw["flags"]
     state = _page_state(kernel, raw, masks, folio)
