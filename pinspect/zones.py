@@ -176,7 +176,6 @@ class PageblockReader:
         # bit 0 describes; None where there is none or it cannot be read.
         self.bitmaps: dict[int, tuple[list[int], int] | None] = {}
         self.locator = None if self.sparse else ZoneLocator(kernel)
-        self.names: dict[int, str] = {}  # by pageblock number
         if self.sparse:
             self.sections_per_root = int(prog["SECTIONS_PER_ROOT"].value_())
             self.section_type = prog.type("struct mem_section")
@@ -235,13 +234,14 @@ class PageblockReader:
             if first:
                 size = self.section_type.size
                 data = prog.read(first.value_(), size * self.sections_per_root)
-                at = self.usage_offset
-                usage = [int.from_bytes(data[i + at:i + at + 8], "little")
+                at, width = self.usage_offset, self.word_bits // 8
+                usage = [int.from_bytes(data[i + at:i + at + width], "little")
                          for i in range(0, len(data), size)]
         except FaultError:
             usage = None
         self.roots[root] = usage
         return usage
+
     def _read_zone_bitmap(self, zone: Zone, blocks_bits: int) -> tuple[list[int], int] | None:
         try:
             zobj = Object(self.kernel.prog, "struct zone *", zone.address)
@@ -273,12 +273,7 @@ class PageblockReader:
 
     def name(self, pfn: int) -> str:
         """The migratetype name of the pageblock holding *pfn* ("unknown" if unreadable)."""
-        block = pfn >> self.kernel.pageblock_order
-        try:
-            return self.names[block]
-        except KeyError:
-            pass
         value = self.migratetype(pfn)
-        name = "unknown" if value is None else self.kernel.migratetypes.get(value, str(value))
-        self.names[block] = name
-        return name
+        if value is None:
+            return "unknown"
+        return self.kernel.migratetypes.get(value, str(value))
