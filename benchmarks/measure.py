@@ -36,7 +36,7 @@ T0 = time.perf_counter()
 import drgn  # noqa: E402
 import numpy  # noqa: E402, F401  (part of the start-up cost pinspect pays)
 
-import pinspect.pins  # noqa: E402, F401
+import pinspect.report  # noqa: E402, F401
 from pinspect.kernel import probe  # noqa: E402
 from pinspect.scan import clip_ranges, valid_ranges  # noqa: E402
 from pinspect.target import open_program  # noqa: E402
@@ -75,7 +75,7 @@ def scan_ranges(prog: drgn.Program) -> list[tuple[int, int, int]]:
 
 
 def run_pinspect(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    from pinspect.pins import find_pinned
+    from pinspect.report import find_pinned
 
     prog, result["open_s"] = open_target(args)
     result["rss_after_open_kib"] = status_kib("VmRSS")

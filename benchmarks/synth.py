@@ -199,8 +199,9 @@ def _gather(source: Source) -> Facts:
     from drgn import Object
     from drgn.helpers.linux.mm import follow_phys, for_each_valid_page_range
 
+    from pinspect.evidence import FlagMasks, mapping_kinds
     from pinspect.kernel import probe
-    from pinspect.pins import _kinds, _Masks, find_pinned
+    from pinspect.report import find_pinned
     from pinspect.scan import PageChunk
     from pinspect.target import open_program
     from pinspect.zones import zones
@@ -258,7 +259,7 @@ def _gather(source: Source) -> Facts:
                  for k, v in variables.items() if v is not None}
 
     # Template pages, found by what pinspect itself decodes from the Normal zone.
-    masks = _Masks.of(kernel)
+    masks = FlagMasks.of(kernel)
     start = normal.start_pfn
     raw = prog.read(kernel.vmemmap + start * 64, (end_pfn - start) * 64)
     chunk = PageChunk(kernel, start, np.frombuffer(raw, dtype=np.uint8))
@@ -266,7 +267,7 @@ def _gather(source: Source) -> Facts:
     mc = chunk.mapcount
     tail = (chunk.compound_head & np.uint64(1)) != 0
     head = (flags & np.uint64(masks.head)) != 0
-    kind = _kinds(chunk.mapping, flags, masks)
+    kind = mapping_kinds(chunk.mapping, flags, masks)
     lru = (flags & np.uint64(masks.lru)) != 0
     private = chunk.column(layout.private, "<u8")
     small = ~tail & ~head

@@ -7,10 +7,12 @@ Inside a drgn session::
 """
 
 from pinspect.kernel import probe
-from pinspect.pins import PinnedPage, PinnedReport, find_pinned, inspect_page, zone_pins
+from pinspect.pageview import PageVerdict, inspect_page
+from pinspect.report import PinnedPage, PinnedReport, find_pinned, zone_pins
+from pinspect.summary import ZonePins
 from pinspect.target import open_program
 
 __version__ = "0.1.0"
 
-__all__ = ["PinnedPage", "PinnedReport", "find_pinned", "inspect_page", "open_program", "probe",
-           "zone_pins"]
+__all__ = ["PageVerdict", "PinnedPage", "PinnedReport", "ZonePins", "find_pinned", "inspect_page",
+           "open_program", "probe", "zone_pins"]

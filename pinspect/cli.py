@@ -14,7 +14,7 @@ import click
 from drgn import FaultError
 
 from pinspect import __version__
-from pinspect.commands import info, page, pinned, zones
+from pinspect.commands import all_commands
 from pinspect.commands.common import Options, global_options
 from pinspect.errors import PinspectError
 
@@ -35,8 +35,8 @@ def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: st
     ctx.obj = Options(core, vmlinux, qemu, format_, output)
 
 
-for _module in (info, pinned, zones, page):
-    cli.add_command(_module.command)
+for _command in all_commands():
+    cli.add_command(_command.click_command)
 
 
 def main() -> None:

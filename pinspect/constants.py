@@ -30,14 +30,3 @@ PAGE_EXT_INVALID = 0x1
 
 # include/linux/mmzone.h: subsections are 2 MiB on every architecture (SUBSECTION_SHIFT).
 SUBSECTION_SHIFT = 21
-
-# include/linux/pageblock-flags.h: pageblock_order is HPAGE_PMD_ORDER on x86_64 and arm64
-# (without CONFIG_HUGETLB_PAGE_SIZE_VARIABLE, where it is a variable we read instead),
-# capped by the largest buddy order.
-
-def pmd_order(arch: str, page_shift: int) -> int:
-    """HPAGE_PMD_ORDER: PMD_SHIFT - PAGE_SHIFT; on arm64 a PMD maps one page of PTEs."""
-    if arch == "x86_64":
-        return 21 - page_shift
-    # arm64: a page-table page holds PAGE_SIZE / 8 entries.
-    return page_shift - 3

@@ -1,4 +1,4 @@
-"""Reading an x86-64 ELF vmcore's kernel memory as views of the mmap'ed file.
+"""Reading an ELF vmcore's kernel memory as views of the mmap'ed file.
 
 For the bulk scan only: :class:`ElfMemory` hands out read-only numpy views of large ranges of
 kernel virtual memory (the struct page array) without copying them through ``prog.read``.
@@ -14,21 +14,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from drgn import Architecture, FaultError, Program
+from drgn import FaultError, Program
 from drgn.helpers.linux.mm import follow_phys
 
+from pinspect.arch import PageTableFormat, arch_of
 from pinspect.kernel import read_vmcoreinfo
+from pinspect.variables import variable
 
-# The page table entry bits the x86-64 walk below needs.
-_PRESENT = 1
-_HUGE = 1 << 7
-_ADDRESS = 0x000F_FFFF_FFFF_F000
 _UNMAP_ALL_EVERY = 16  # views between two unmaps of the whole file (see release())
 _MADV_POPULATE_READ = 22  # Linux 5.14+; without it the pages are faulted in on first use
 
 
 class ElfMemory:
-    """Kernel virtual memory read straight from an mmap'ed x86-64 ELF core, without copies.
+    """Kernel virtual memory read straight from an mmap'ed ELF core, without copies.
 
     A virtual address is translated by the page tables held in the dump (4 or 5 levels) and
     the physical address found in a ``PT_LOAD`` segment. :meth:`view` answers None whenever
@@ -37,13 +35,17 @@ class ElfMemory:
     ``prog.read``; one difference turns the fast path off for the program.
     """
 
-    def __init__(self, path: str, prog: Program, pgd: int, levels: int) -> None:
+    def __init__(self, path: str, prog: Program, pgd: int, levels: int,
+                 page_table: PageTableFormat) -> None:
         self.prog = prog
+        self.page_table = page_table
         with open(path, "rb") as f:
             self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.bytes = np.frombuffer(self.map, dtype=np.uint8)
         self.pgd = pgd
-        self.shifts = (48, 39, 30, 21)[5 - levels:]
+        self.shifts = page_table.shifts(levels)
+        self.page_shift = page_table.level_shifts[-1]
+        self.table_span = 1 << page_table.level_shifts[-2]  # what one page of PTEs maps
         self.segments = _elf_loads(self.map)
         self.address: int = self.bytes.__array_interface__["data"][0]
         self.ok = True
@@ -61,15 +63,17 @@ class ElfMemory:
             pass
         memory = None
         path = prog.core_dump_path
+        arch = arch_of(prog)
         # (not /proc/kcore: live memory, and a file that size cannot be mapped)
-        if path and not path.startswith("/proc/") and prog.platform is not None and \
-                prog.platform.arch == Architecture.X86_64 and _is_elf_core(path):
+        if path and not path.startswith("/proc/") and arch.page_table is not None and \
+                _is_elf_core(path):
             try:
-                init_mm = prog["init_mm"]
+                init_mm = variable(prog, "init_mm")
+                if init_mm is None:
+                    raise LookupError("init_mm")
                 pgd = follow_phys(init_mm.address_of_(), init_mm.pgd.value_())
-                levels = 5 if read_vmcoreinfo(prog).get("NUMBER(pgtable_l5_enabled)") == "1" \
-                    else 4
-                memory = cls(path, prog, pgd, levels)
+                levels = arch.page_table_levels(read_vmcoreinfo(prog))
+                memory = cls(path, prog, pgd, levels, arch.page_table)
             except (OSError, ValueError, LookupError, FaultError):
                 memory = None
         prog.cache["pinspect_elf_memory"] = memory
@@ -163,7 +167,7 @@ class ElfMemory:
         extents: list[tuple[int, int]] = []
         va, end = address, address + size
         while va < end:
-            block_end = min(end, (va | ((1 << 21) - 1)) + 1)
+            block_end = min(end, (va | (self.table_span - 1)) + 1)
             phys = self._translate(va, block_end - va)
             if phys is None:
                 return None
@@ -180,28 +184,31 @@ class ElfMemory:
     def _translate(self, va: int, length: int) -> int | None:
         """Physical address of *va* if [va, va + length) (inside one 2 MiB block) is mapped
         to contiguous physical memory; else None."""
+        fmt = self.page_table
+        last = fmt.entries_per_table - 1
         table = self.pgd
         for shift in self.shifts:
-            entry = self._entry(table, (va >> shift) & 511)
-            if entry is None or not entry & _PRESENT:
+            entry = self._entry(table, (va >> shift) & last)
+            if entry is None or not entry & fmt.present_bit:
                 return None
-            if shift in (30, 21) and entry & _HUGE:
+            if shift in fmt.block_shifts and entry & fmt.block_bit:
                 mask = (1 << shift) - 1
-                return (entry & _ADDRESS & ~mask) + (va & mask)
-            table = entry & _ADDRESS
-        first = (va >> 12) & 511
-        count = ((va + length - 1) >> 12) - (va >> 12) + 1
+                return (entry & fmt.address_mask & ~mask) + (va & mask)
+            table = entry & fmt.address_mask
+        page_shift = self.page_shift
+        first = (va >> page_shift) & last
+        count = ((va + length - 1) >> page_shift) - (va >> page_shift) + 1
         offset = self._offset(table + 8 * first, 8 * count)
         if offset is None:
             return None
         entries = self.bytes[offset:offset + 8 * count].view("<u8")
-        if not np.all(entries & np.uint64(_PRESENT)):
+        if not np.all(entries & np.uint64(fmt.present_bit)):
             return None
-        frames = entries & np.uint64(_ADDRESS)
-        expected = frames[0] + np.arange(count, dtype=np.uint64) * np.uint64(4096)
+        frames = entries & np.uint64(fmt.address_mask)
+        expected = frames[0] + np.arange(count, dtype=np.uint64) * np.uint64(1 << page_shift)
         if not np.array_equal(frames, expected):
             return None
-        return int(frames[0]) + (va & 4095)
+        return int(frames[0]) + (va & ((1 << page_shift) - 1))
 
     def _entry(self, table: int, index: int) -> int | None:
         offset = self._offset(table + 8 * index, 8)

@@ -6,26 +6,23 @@ the release string. :func:`probe` caches one :class:`Kernel` per ``drgn.Program`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import drgn
-from drgn import FaultError, ObjectNotFoundError, Program
+from drgn import FaultError, Program
 
 from pinspect import constants
+from pinspect.arch import Arch, arch_of
 from pinspect.errors import DebugInfoError
-
-PRESENT = "present"
-OFF = "off"
-ABSENT = "absent"
-
-
-@dataclass(frozen=True)
-class Feature:
-    """Whether a kernel feature is present, compiled in but off, or absent, and why."""
-
-    name: str
-    state: str
-    detail: str
+from pinspect.features import ABSENT, OFF, PRESENT, Feature
+from pinspect.owner import CLIENT as OWNER_CLIENT
+from pinspect.owner import owner_feature
+from pinspect.pageext import PageExtLayout, page_ext_layout
+from pinspect.pinner import CLIENT as PINNER_CLIENT
+from pinspect.pinner import pinner_feature, pinner_variant
+from pinspect.probing import enumerators, offset_of
+from pinspect.stackdepot import depot_feature
+from pinspect.variables import has_variable, variable
 
 
 @dataclass(frozen=True)
@@ -89,27 +86,13 @@ class PageFlagBits:
         return "|".join(names)
 
 
-@dataclass(frozen=True)
-class PageExtLayout:
-    """page_ext: entry size and which clients are compiled in, with their offsets."""
-
-    entry_size: int
-    has_flags_word: bool
-    sparse: bool
-    owner_offset: int | None
-    owner_enabled: bool
-    pinner_offset: int | None
-    pinner_enabled: bool
-    flag_bits: dict[str, int] = field(default_factory=dict)
-
-
 @dataclass
 class Kernel:
     """What one kernel has; build with :func:`probe`."""
 
     prog: Program
     release: str
-    arch: str
+    arch: Arch
     page_size: int
     page_shift: int
     layout: PageLayout
@@ -133,40 +116,6 @@ class Kernel:
         raise KeyError(name)
 
 
-def _offset(type_: drgn.Type, member: str) -> int | None:
-    try:
-        return drgn.offsetof(type_, member)
-    except LookupError:
-        return None
-
-
-def enumerators(prog: Program, type_name: str) -> dict[str, int]:
-    try:
-        enum = prog.type(type_name)
-    except LookupError:
-        return {}
-    return {e.name: e.value for e in enum.enumerators or ()}
-
-
-def _static_key_enabled(prog: Program, name: str) -> bool | None:
-    """Read a ``struct static_key_false/true``; None if the symbol is absent."""
-    try:
-        key = prog[name]
-    except KeyError:
-        return None
-    try:
-        return key.key.enabled.counter.value_() > 0
-    except (AttributeError, FaultError):
-        return None
-
-
-def _variable(prog: Program, name: str) -> drgn.Object | None:
-    try:
-        return prog[name]
-    except KeyError:
-        return None
-
-
 def _folio_layout(prog: Program, page_type: drgn.Type, page_size_bytes: int) -> FolioLayout:
     try:
         folio = prog.type("struct folio")
@@ -174,40 +123,40 @@ def _folio_layout(prog: Program, page_type: drgn.Type, page_size_bytes: int) -> 
         folio = None
     tail = page_size_bytes
     if folio is not None:
-        order = _offset(folio, "_folio_order")
+        order = offset_of(folio, "_folio_order")
         if order is None:
             # 6.3+ keeps the order in the low byte of the first tail page's flags.
-            order = _offset(folio, "_flags_1")
-        nr_pages = _offset(folio, "_folio_nr_pages")
-        large = _offset(folio, "_large_mapcount")
+            order = offset_of(folio, "_flags_1")
+        nr_pages = offset_of(folio, "_folio_nr_pages")
+        large = offset_of(folio, "_large_mapcount")
         # 6.2 renamed the 6.1 alias _total_mapcount (= page[1].compound_mapcount).
-        entire = _offset(folio, "_entire_mapcount")
+        entire = offset_of(folio, "_entire_mapcount")
         if entire is None:
-            entire = _offset(folio, "_total_mapcount")
-        pincount = _offset(folio, "_pincount")
-        dtor = _offset(folio, "_folio_dtor")
+            entire = offset_of(folio, "_total_mapcount")
+        pincount = offset_of(folio, "_pincount")
+        dtor = offset_of(folio, "_folio_dtor")
     else:
         # Before folios (5.15 and older): the first tail page's named fields.
-        order = _offset(page_type, "compound_order")
+        order = offset_of(page_type, "compound_order")
         order = None if order is None else tail + order
-        nr_pages = _offset(page_type, "compound_nr")
+        nr_pages = offset_of(page_type, "compound_nr")
         nr_pages = None if nr_pages is None else tail + nr_pages
         large = None
-        dtor = _offset(page_type, "compound_dtor")
+        dtor = offset_of(page_type, "compound_dtor")
         dtor = None if dtor is None else tail + dtor
-        entire = _offset(page_type, "compound_mapcount")
+        entire = offset_of(page_type, "compound_mapcount")
         entire = None if entire is None else tail + entire
         pincount = None
     pincount_min_order = 1
     if pincount is None:
         # 5.18-6.2: page[1].compound_pincount for every compound page.
-        off = _offset(page_type, "compound_pincount")
+        off = offset_of(page_type, "compound_pincount")
         if off is not None:
             pincount = tail + off
         else:
             # 5.7-5.17: page[2].hpage_pinned_refcount, only for order > 1
             # (commit 47e29d32afba "mm/gup: page->hpage_pinned_refcount: exact pin counts").
-            off = _offset(page_type, "hpage_pinned_refcount")
+            off = offset_of(page_type, "hpage_pinned_refcount")
             if off is not None:
                 pincount = 2 * tail + off
                 pincount_min_order = 2
@@ -240,13 +189,13 @@ def _page_layout(prog: Program) -> PageLayout:
         ) from e
 
     def need(name: str) -> int:
-        off = _offset(page, name)
+        off = offset_of(page, name)
         if off is None:
             raise DebugInfoError(f"struct page has no member {name!r}",
                                  "this kernel layout is not supported yet")
         return off
 
-    compound_head = _offset(page, "compound_head")
+    compound_head = offset_of(page, "compound_head")
     if compound_head is None:
         compound_head = need("lru")
     return PageLayout(
@@ -260,82 +209,6 @@ def _page_layout(prog: Program) -> PageLayout:
         refcount=need("_refcount"),
         folio=_folio_layout(prog, page, page.size or 0),
     )
-
-
-def _page_ext_layout(prog: Program, features: list[Feature]) -> PageExtLayout | None:
-    size_obj = _variable(prog, "page_ext_size")
-    if size_obj is None:
-        features.append(Feature("page_ext", ABSENT, "kernel built without CONFIG_PAGE_EXTENSION"))
-        return None
-    entry_size = size_obj.value_()
-    sparse = _variable(prog, "mem_section") is not None
-    flag_bits = enumerators(prog, "enum page_ext_flags")
-
-    def client(ops_name: str, key_name: str) -> tuple[int | None, bool, bool]:
-        ops = _variable(prog, ops_name)
-        if ops is None:
-            return None, False, False
-        enabled = bool(_static_key_enabled(prog, key_name))
-        try:
-            need_shared = bool(ops.need_shared_flags.value_())
-        except AttributeError:
-            need_shared = True  # before 6.3 every entry starts with the flags word
-        return ops.offset.value_(), enabled, need_shared
-
-    owner_offset, owner_enabled, owner_shared = client("page_owner_ops", "page_owner_inited")
-    pinner_offset, pinner_enabled, _ = client("page_pinner_ops", "page_pinner_inited")
-    # 6.3+ reserves the flags word only when an enabled client asks for it (commit
-    # "mm/page_ext: do not allocate space for page_ext->flags if not needed").
-    try:
-        prog.type("struct page_ext_operations").member("need_shared_flags")
-        has_flags = owner_enabled and owner_shared
-        if pinner_offset is not None and pinner_enabled:
-            has_flags = has_flags or pinner_offset >= 8
-    except (LookupError, AttributeError):
-        has_flags = True
-    in_use = entry_size > 0 and (owner_enabled or pinner_enabled)
-    features.append(Feature(
-        "page_ext", PRESENT if in_use else OFF,
-        f"entry size {entry_size} bytes" if in_use
-        else "compiled in, but no page_ext client was enabled at boot",
-    ))
-    return PageExtLayout(
-        entry_size=entry_size,
-        has_flags_word=has_flags,
-        sparse=sparse,
-        owner_offset=owner_offset,
-        owner_enabled=owner_enabled,
-        pinner_offset=pinner_offset,
-        pinner_enabled=pinner_enabled,
-        flag_bits=flag_bits,
-    )
-
-
-def _pinner_variant(prog: Program) -> str | None:
-    """Which page_pinner this kernel carries (reference §1.9), by its globals."""
-    def has(name: str) -> bool:
-        return _variable(prog, name) is not None
-
-    if has("pp_buffer"):
-        return "d"
-    if has("acf_buffer") or has("lt_buffer"):
-        return "c"
-    if has("acf_pinner"):
-        try:
-            record = prog.type("struct captured_pinner")
-        except LookupError:
-            return "a1"
-        names = {m.name for m in record.members or ()}
-        if "mapcount" in names:
-            return "b"
-        if _offset(record, "elapsed") is not None:
-            return "a2"
-        return "a1"
-    if has("lt_pinner"):
-        return "a0"
-    if "PAGE_EXT_PINNER" in enumerators(prog, "enum page_ext_flags"):
-        return "rfc"
-    return None
 
 
 def _zone_names(prog: Program) -> list[str]:
@@ -405,23 +278,19 @@ def read_vmcoreinfo(prog: Program) -> dict[str, str]:
     return info
 
 
-def _pageblock_order(prog: Program, arch: str, page_shift: int, max_order: int) -> int:
-    var = _variable(prog, "pageblock_order")
-    if var is not None:  # CONFIG_HUGETLB_PAGE_SIZE_VARIABLE
+def _pageblock_order(prog: Program, arch: Arch, page_shift: int, max_order: int) -> int:
+    """pageblock_order: a variable with CONFIG_HUGETLB_PAGE_SIZE_VARIABLE, else
+    HPAGE_PMD_ORDER capped by the largest buddy order (include/linux/pageblock-flags.h)."""
+    var = variable(prog, "pageblock_order")
+    if var is not None:
         return var.value_()
-    return min(constants.pmd_order(arch, page_shift), max_order - 1)
+    return min(arch.pmd_order(page_shift), max_order - 1)
 
 
 def _max_order(prog: Program) -> int:
     """Number of buddy orders (length of zone.free_area)."""
     free_area = prog.type("struct zone").member("free_area").type
     return free_area.length or 11
-
-
-def _arch_name(prog: Program) -> str:
-    arch = prog.platform.arch if prog.platform else None
-    return {drgn.Architecture.X86_64: "x86_64",
-            drgn.Architecture.AARCH64: "aarch64"}.get(arch, str(arch))  # type: ignore[arg-type]
 
 
 def probe(prog: Program) -> Kernel:
@@ -438,23 +307,25 @@ def probe(prog: Program) -> Kernel:
 def _probe(prog: Program) -> Kernel:
     features: list[Feature] = []
     vmcoreinfo = read_vmcoreinfo(prog)
+    uts_release = variable(prog, "UTS_RELEASE")
     try:
-        release = prog["UTS_RELEASE"].string_().decode()
-    except (KeyError, FaultError):
+        release = uts_release.string_().decode() if uts_release is not None else None
+    except FaultError:
+        release = None
+    if release is None:
         release = vmcoreinfo.get("OSRELEASE", "unknown")
     page_size = prog["PAGE_SIZE"].value_()
     page_shift = prog["PAGE_SHIFT"].value_()
-    arch = _arch_name(prog)
+    arch = arch_of(prog)
     layout = _page_layout(prog)
     flag_names = {k: v for k, v in enumerators(prog, "enum pageflags").items()}
 
-    vmemmap: int | None
-    try:
-        vmemmap = prog["vmemmap"].value_()
+    vmemmap_obj = variable(prog, "vmemmap")
+    vmemmap = None if vmemmap_obj is None else vmemmap_obj.value_()
+    if vmemmap is not None:
         features.append(Feature("memory model", PRESENT, "SPARSEMEM_VMEMMAP"))
-    except (KeyError, ObjectNotFoundError):
-        vmemmap = None
-        model = "SPARSEMEM" if _variable(prog, "mem_section") is not None else "FLATMEM"
+    else:
+        model = "SPARSEMEM" if has_variable(prog, "mem_section") else "FLATMEM"
         features.append(Feature("memory model", PRESENT, model))
 
     folio = layout.folio
@@ -470,33 +341,17 @@ def _probe(prog: Program) -> Kernel:
     features.append(Feature("folio layout", PRESENT,
                             f"struct page {layout.size} bytes; mapcount: {mapping}; pins: {pins}"))
 
-    page_ext = _page_ext_layout(prog, features)
-    if page_ext is None or page_ext.owner_offset is None:
-        features.append(Feature("page_owner", ABSENT, "kernel built without CONFIG_PAGE_OWNER"))
-    elif page_ext.owner_enabled:
-        features.append(Feature("page_owner", PRESENT, "enabled at boot (page_owner=on)"))
-    else:
-        features.append(Feature("page_owner", OFF,
-                                "compiled in but not enabled; boot with page_owner=on"))
+    page_ext, page_ext_feature = page_ext_layout(prog, (OWNER_CLIENT, PINNER_CLIENT))
+    features.append(page_ext_feature)
+    features.append(owner_feature(page_ext))
+    variant = pinner_variant(prog)
+    features.append(pinner_feature(prog, page_ext, variant))
 
-    variant = _pinner_variant(prog)
-    if variant is None:
-        features.append(Feature("page_pinner", ABSENT,
-                                "no page_pinner (an Android common kernel feature)"))
-    elif page_ext is not None and (page_ext.pinner_enabled or variant == "rfc"):
-        enabled = _static_key_enabled(prog, "page_pinner_inited")
-        state = PRESENT if enabled or enabled is None else OFF
-        features.append(Feature("page_pinner", state, f"variant {variant.upper()}"
-                                + ("" if state == PRESENT else "; boot with page_pinner=on")))
-    else:
-        features.append(Feature("page_pinner", OFF,
-                                f"variant {variant.upper()} compiled in but not enabled; "
-                                "boot with page_pinner=on"))
-
-    if _variable(prog, "cma_areas") is None:
+    count_obj = variable(prog, "cma_area_count")
+    if not has_variable(prog, "cma_areas") or count_obj is None:
         features.append(Feature("cma", ABSENT, "kernel built without CONFIG_CMA"))
     else:
-        count = prog["cma_area_count"].value_()
+        count = count_obj.value_()
         try:
             prog.type("struct cma_memrange")
             shape = "multi-range struct cma"
@@ -506,14 +361,7 @@ def _probe(prog: Program) -> Kernel:
                                 f"{count} area(s), {shape}" if count
                                 else f"no CMA area reserved ({shape}); boot with cma=SIZE"))
 
-    if _variable(prog, "stack_pools") is not None:
-        depot = "stack_pools"
-    elif _variable(prog, "stack_slabs") is not None:
-        depot = "stack_slabs"
-    else:
-        depot = None
-    features.append(Feature("stack depot", PRESENT if depot else ABSENT,
-                            depot or "kernel built without CONFIG_STACKDEPOT"))
+    features.append(depot_feature(prog))
 
     pageblock_bits = enumerators(prog, "enum pageblock_bits")
     nr_bits = pageblock_bits.get("NR_PAGEBLOCK_BITS")

@@ -1,37 +1,110 @@
-"""page_ext lookup: per-page extension entries (``struct page_ext``) read in bulk."""
+"""page_ext: the per-page extension entries (``struct page_ext``) that record sources use.
+
+:func:`page_ext_layout` finds the entry size, the flags word and where each client (page_owner,
+page_pinner, ...) keeps its record; :func:`flags_words` reads ``page_ext->flags`` in bulk. The
+record sources (:mod:`pinspect.owner`, :mod:`pinspect.pinner`) sit on top of this module.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import numpy as np
-from drgn import FaultError
-from drgn.helpers.linux.mmzone import pfn_to_section
+from drgn import FaultError, Object, Program
+from drgn.helpers.linux.mmzone import for_each_online_pgdat, pfn_to_section
 
 from pinspect import constants
-from pinspect.kernel import Kernel
+from pinspect.features import ABSENT, OFF, PRESENT, Feature
+from pinspect.probing import enumerators, static_key_enabled
+from pinspect.variables import has_variable, variable
 
-# The page_ext flag each page_pinner variant sets on a page it tracks (reference §1.1).
-PINNER_FLAGS = {
-    "rfc": ("PAGE_EXT_PINNER",),
-    "a0": ("PAGE_EXT_GET",),
-    "a1": ("PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"),
-    "a2": ("PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"),
-    "b": ("PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"),
-    "c": ("PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"),
-    "d": ("PAGE_EXT_PINNER_MIGRATION_FAILED",),
-}
+if TYPE_CHECKING:
+    from pinspect.kernel import Kernel
 
 
-def pinner_mask(kernel: Kernel) -> int:
-    """The page_ext flag bits that mark a page as tracked by page_pinner, or 0."""
-    ext = kernel.page_ext
-    if ext is None or kernel.pinner_variant is None or not ext.has_flags_word:
-        return 0
-    mask = 0
-    for name in PINNER_FLAGS.get(kernel.pinner_variant, ()):
-        bit = ext.flag_bits.get(name)
-        if bit is not None:
-            mask |= 1 << bit
-    return mask
+@dataclass(frozen=True)
+class ClientSpec:
+    """A page_ext client as a record source declares it: its ``struct page_ext_operations``
+    and the static key that says it was enabled at boot."""
+
+    name: str
+    ops: str
+    enabled_key: str
+    # Whether an enabled client of this kind makes the kernel reserve the flags word.
+    wants_flags: Callable[[PageExtClient], bool]
+
+
+@dataclass(frozen=True)
+class PageExtClient:
+    """A page_ext client compiled into this kernel: its record's offset in each entry."""
+
+    name: str
+    offset: int
+    enabled: bool
+    need_shared_flags: bool  # ops->need_shared_flags (6.3+; before, every entry had flags)
+
+
+@dataclass(frozen=True)
+class PageExtLayout:
+    """page_ext: entry size, the flags word, and the clients compiled in."""
+
+    entry_size: int
+    has_flags_word: bool
+    sparse: bool
+    clients: dict[str, PageExtClient] = field(default_factory=dict)
+    flag_bits: dict[str, int] = field(default_factory=dict)
+
+    def client(self, name: str) -> PageExtClient | None:
+        return self.clients.get(name)
+
+
+def _client(prog: Program, spec: ClientSpec) -> PageExtClient | None:
+    ops = variable(prog, spec.ops)
+    if ops is None:
+        return None
+    try:
+        need_shared = bool(ops.need_shared_flags.value_())
+    except AttributeError:
+        need_shared = True  # before 6.3 every entry starts with the flags word
+    return PageExtClient(spec.name, ops.offset.value_(),
+                         bool(static_key_enabled(prog, spec.enabled_key)), need_shared)
+
+
+def page_ext_layout(prog: Program, specs: Sequence[ClientSpec]
+                    ) -> tuple[PageExtLayout | None, Feature]:
+    """The page_ext layout with the clients of *specs* that this kernel has, and its state."""
+    size_obj = variable(prog, "page_ext_size")
+    if size_obj is None:
+        return None, Feature("page_ext", ABSENT, "kernel built without CONFIG_PAGE_EXTENSION")
+    entry_size = size_obj.value_()
+    clients = {}
+    has_flags = False
+    for spec in specs:
+        client = _client(prog, spec)
+        if client is not None:
+            clients[spec.name] = client
+            has_flags = has_flags or (client.enabled and spec.wants_flags(client))
+    # 6.3+ reserves the flags word only when an enabled client asks for it (commit
+    # "mm/page_ext: do not allocate space for page_ext->flags if not needed").
+    try:
+        prog.type("struct page_ext_operations").member("need_shared_flags")
+    except LookupError:
+        has_flags = True
+    in_use = entry_size > 0 and any(c.enabled for c in clients.values())
+    feature = Feature(
+        "page_ext", PRESENT if in_use else OFF,
+        f"entry size {entry_size} bytes" if in_use
+        else "compiled in, but no page_ext client was enabled at boot",
+    )
+    return PageExtLayout(
+        entry_size=entry_size,
+        has_flags_word=has_flags,
+        sparse=has_variable(prog, "mem_section"),
+        clients=clients,
+        flag_bits=enumerators(prog, "enum page_ext_flags"),
+    ), feature
 
 
 def _section_table(kernel: Kernel, pfn: int) -> int | None:
@@ -82,10 +155,9 @@ def flags_words(kernel: Kernel, start_pfn: int, n: int) -> tuple[np.ndarray, np.
 
 def _flatmem_entry(kernel: Kernel, pfn: int) -> int | None:
     """FLATMEM: ``pgdat->node_page_ext`` indexed from the MAX_ORDER-aligned node start."""
-    from drgn.helpers.linux.mmzone import for_each_online_pgdat
-
     ext = kernel.page_ext
     assert ext is not None
+    pgdat: Object
     for pgdat in for_each_online_pgdat(kernel.prog):
         start = pgdat.node_start_pfn.value_()
         if start <= pfn < start + pgdat.node_spanned_pages.value_():

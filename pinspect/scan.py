@@ -271,10 +271,22 @@ def iter_chunks(
         yield from _read_pages(kernel, base, start, stop, spans, stats)
 
 
-def read_page_bytes(kernel: Kernel, pfn: int, count: int = 1) -> bytes:
-    """The raw ``struct page`` bytes of *count* pages from *pfn* (for single-page views)."""
-    for start, end, base in valid_ranges(kernel):
-        if start <= pfn < end:
-            return kernel.prog.read(base + pfn * kernel.layout.size,
-                                    min(count, end - pfn) * kernel.layout.size)
+def _valid_range_of(kernel: Kernel, pfn: int) -> tuple[int, int, int]:
+    for found in valid_ranges(kernel):
+        if found[0] <= pfn < found[1]:
+            return found
     raise LookupError(f"pfn {pfn:#x} is not a valid page frame")
+
+
+def struct_page_address(kernel: Kernel, pfn: int) -> int:
+    """The address of the ``struct page`` of *pfn* (a valid pfn)."""
+    _, _, base = _valid_range_of(kernel, pfn)
+    return base + pfn * kernel.layout.size
+
+
+def read_page_bytes(kernel: Kernel, pfn: int, count: int = 1) -> bytes:
+    """The raw ``struct page`` bytes of *count* pages from *pfn*, fewer where the valid range
+    ends (for single-page views)."""
+    _, end, base = _valid_range_of(kernel, pfn)
+    return kernel.prog.read(base + pfn * kernel.layout.size,
+                            min(count, end - pfn) * kernel.layout.size)

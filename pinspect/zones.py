@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from drgn import FaultError, Object
 from drgn.helpers.linux.mmzone import for_each_online_pgdat, nr_to_section
 
-from pinspect.kernel import Kernel, enumerators
+from pinspect.kernel import Kernel
+from pinspect.probing import enumerators
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def test_synthetic_dump_matches_its_manifest(tmp_path: Path) -> None:
         pytest.skip(str(e))
     if not source.core.exists() or not source.vmlinux.exists():
         pytest.skip(f"{source.core} or {source.vmlinux} is missing")
-    from pinspect.pins import find_pinned
+    from pinspect.report import find_pinned
     from pinspect.target import open_program
 
     path = synth.generate(2, 30, source=source, out=tmp_path / "synth.elf")

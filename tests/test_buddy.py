@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import pinspect
-import pinspect.pins
+import pinspect.report
 from pinspect.buddy import MIN_SKIP_ORDER, free_blocks
 from pinspect.scan import outside
 
@@ -37,7 +37,7 @@ def test_skipping_changes_nothing_but_the_pages_read(name: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     prog, _ = open_sample(name)
     skipping = pinspect.find_pinned(prog)
-    monkeypatch.setattr(pinspect.pins, "free_blocks", lambda kernel: [])
+    monkeypatch.setattr(pinspect.report, "free_blocks", lambda kernel: [])
     reading = pinspect.find_pinned(prog)
     assert skipping.pages == reading.pages
     assert skipping.skipped_free > 0 and reading.skipped_free == 0

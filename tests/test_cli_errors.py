@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pinspect.pins import parse_pfn_range
+from pinspect.commands.common import parse_pfn_range
 
 COMMANDS = ("info", "pinned", "zones", "page")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import pinspect
-from pinspect.pageext import pinner_mask
-from pinspect.pins import MAX_FOLIO_ORDER, _Masks, evaluate_chunk
+from pinspect.evidence import MAX_FOLIO_ORDER, FlagMasks, evaluate_chunk
+from pinspect.pinner import pinner_mask
 from pinspect.scan import PageChunk, ScanStats, iter_chunks, valid_ranges
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
@@ -36,7 +36,7 @@ def test_head_flag_on_the_last_page_of_a_chunk(
     raw[last:last + 8] = np.frombuffer(flags.to_bytes(8, "little"), np.uint8)
     raw[last + kernel.layout.refcount:last + kernel.layout.refcount + 4] = \
         np.frombuffer((5).to_bytes(4, "little"), np.uint8)
-    found = evaluate_chunk(kernel, PageChunk(kernel, chunk.start_pfn, raw), _Masks.of(kernel),
+    found = evaluate_chunk(kernel, PageChunk(kernel, chunk.start_pfn, raw), FlagMasks.of(kernel),
                            pinner_mask(kernel), report_all=True)
     assert chunk.n - 1 in set(found.index.tolist())
 
@@ -44,7 +44,7 @@ def test_head_flag_on_the_last_page_of_a_chunk(
 def test_random_corruption_never_raises(
         chunks: tuple[pinspect.kernel.Kernel, list[PageChunk]]) -> None:
     kernel, pages = chunks
-    masks = _Masks.of(kernel)
+    masks = FlagMasks.of(kernel)
     rng = np.random.default_rng(1)
     for round_ in range(200):
         chunk = pages[round_ % len(pages)]

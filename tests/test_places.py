@@ -9,7 +9,7 @@ import pytest
 
 import pinspect
 from pinspect.cma import CmaLocator, CmaRange
-from pinspect.pins import _Places
+from pinspect.places import Places
 from pinspect.scan import ScanStats, iter_chunks, valid_ranges
 from pinspect.zones import PageblockReader, ZoneLocator
 
@@ -23,7 +23,7 @@ def test_cached_places_equal_direct_lookups(name: str) -> None:
                                  vmlinux=[str(SAMPLES / f"{name}.debug")])
     kernel = pinspect.probe(prog)
     locator, blocks, cma = ZoneLocator(kernel), PageblockReader(kernel), CmaLocator(kernel)
-    places = _Places(kernel, locator, blocks, cma)
+    places = Places(kernel)
     checked = 0
     for chunk in iter_chunks(kernel, valid_ranges(kernel), ScanStats()):
         for index, flags in enumerate(chunk.flags.tolist()):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import pinspect
-import pinspect.pins
+import pinspect.evidence
 from pinspect.buddy import free_blocks
+from pinspect.evidence import Candidates, FlagMasks, evaluate_chunk
 from pinspect.kernel import Kernel
-from pinspect.pageext import pinner_mask
-from pinspect.pins import Candidates, _Masks, evaluate_chunk
+from pinspect.pinner import pinner_mask
 from pinspect.scan import PageChunk, ScanStats, iter_chunks, valid_ranges
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
@@ -60,7 +60,7 @@ def _same(a: Candidates, b: Candidates) -> bool:
 def test_the_pre_test_drops_nothing_reportable(chunks: tuple[Kernel, list[PageChunk]],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     kernel, pages = chunks
-    masks = _Masks.of(kernel)
+    masks = FlagMasks.of(kernel)
     pins = pinner_mask(kernel)
     rng = np.random.default_rng(7)
     fuzzed = [_fuzzed(kernel, pages[i % len(pages)], rng) for i in range(40)]
@@ -69,7 +69,7 @@ def test_the_pre_test_drops_nothing_reportable(chunks: tuple[Kernel, list[PageCh
         for min_extra in MIN_EXTRAS:
             cheap = evaluate_chunk(kernel, chunk, masks, pins, min_extra)
             with monkeypatch.context() as m:
-                m.setattr(pinspect.pins, "_maybe_reported", lambda c, *_: c.indices())
+                m.setattr(pinspect.evidence, "_maybe_reported", lambda c, *_: c.indices())
                 full = evaluate_chunk(kernel, chunk, masks, pins, min_extra)
             assert _same(cheap, full), (chunk.start_pfn, min_extra)
             reported += len(full.index)
@@ -78,7 +78,7 @@ def test_the_pre_test_drops_nothing_reportable(chunks: tuple[Kernel, list[PageCh
 
 def test_unread_pages_are_never_judged(chunks: tuple[Kernel, list[PageChunk]]) -> None:
     kernel, pages = chunks
-    masks = _Masks.of(kernel)
+    masks = FlagMasks.of(kernel)
     with_spans = [c for c in pages if c.spans is not None]
     for chunk in with_spans:
         # Garbage where nothing was read: a huge refcount in every page.

@@ -1,1 +1,89 @@
-"""One module per CLI command; each exposes ``command`` (a click command)."""
+"""One module per CLI command. Each registers its click command with :func:`register` and
+declares what it needs from the target (:class:`Needs`); the CLI, ``--help`` and any other
+front end take the same list from :func:`all_commands`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import click
+from drgn import Program, ProgramFlags
+
+from pinspect.errors import FeatureMissing
+from pinspect.features import PRESENT
+from pinspect.kernel import Kernel
+
+ANY_TARGET = "any"
+LIVE = "live"
+DUMP = "dump"
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a command needs from its target, checked once the target is open and before any
+    other work."""
+
+    target: str = ANY_TARGET  # ANY_TARGET, LIVE or DUMP
+    features: tuple[str, ...] = ()  # kernel features (``info``'s names) that must be present
+    type_sources: tuple[str, ...] = ("dwarf",)  # type sources the command can work with
+
+    def check(self, command: str, prog: Program, kernel: Kernel, type_source: str) -> None:
+        """Raise :class:`FeatureMissing` (one line with a hint) if the target falls short."""
+        live = bool(prog.flags & ProgramFlags.IS_LIVE)
+        if self.target == LIVE and not live:
+            raise FeatureMissing(f"'{command}' works on a running kernel only",
+                                 "drop -c, or use --qemu SOCKET for a QEMU guest")
+        if self.target == DUMP and live:
+            raise FeatureMissing(f"'{command}' works on a dump only", "give one with -c VMCORE")
+        if type_source not in self.type_sources:
+            raise FeatureMissing(
+                f"'{command}' needs {' or '.join(self.type_sources)} type information, "
+                f"this target has {type_source}",
+                "pass the kernel's vmlinux with full DWARF with -s PATH")
+        for name in self.features:
+            try:
+                feature = kernel.feature(name)
+            except KeyError:
+                feature = None
+            if feature is None or feature.state != PRESENT:
+                detail = feature.detail if feature is not None else "not found in this kernel"
+                raise FeatureMissing(f"'{command}' needs {name}, which is "
+                                     f"{feature.state if feature else 'absent'} here", detail)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A registered command: its click command and what it needs."""
+
+    name: str
+    click_command: click.Command
+    needs: Needs
+
+
+_REGISTRY: dict[str, Command] = {}
+
+
+def register(needs: Needs) -> Callable[[click.Command], click.Command]:
+    """Register a click command (decorator, outermost) with what it *needs*."""
+    def add(command: click.Command) -> click.Command:
+        assert command.name is not None
+        _REGISTRY[command.name] = Command(command.name, command, needs)
+        return command
+    return add
+
+
+def all_commands() -> list[Command]:
+    """Every command of this package, by name (importing each module registers it)."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "common":
+            importlib.import_module(f"{__name__}.{module.name}")
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def needs_of(name: str) -> Needs:
+    """What the registered command *name* needs."""
+    return _REGISTRY[name].needs

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import click
 from drgn import Program
 
+from pinspect.commands import needs_of
+from pinspect.kernel import probe
 from pinspect.render import FORMATS, Document, write
 from pinspect.target import open_program
 
@@ -60,8 +62,24 @@ def merged_options(ctx: click.Context, **given: Any) -> Options:
     )
 
 
-def open_target(options: Options) -> Program:
-    return open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu)
+def open_target(command: str, options: Options) -> Program:
+    """Open the target of *options* and check that it has what *command* needs."""
+    prog = open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu)
+    needs_of(command).check(command, prog, probe(prog), "dwarf")
+    return prog
+
+
+def parse_pfn_range(text: str) -> tuple[int, int]:
+    """``START-END`` (inclusive, decimal or 0x hex) to a half-open ``(start, end)``."""
+    start, sep, end = text.partition("-")
+    try:
+        lo = int(start, 0)
+        hi = int(end, 0) + 1 if sep else lo + 1
+    except ValueError as e:
+        raise ValueError(f"bad pfn range {text!r}: use START-END, e.g. 0x100000-0x1fffff") from e
+    if hi <= lo:
+        raise ValueError(f"bad pfn range {text!r}: END is below START")
+    return lo, hi
 
 
 def emit(doc: Document, options: Options) -> None:

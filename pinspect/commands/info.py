@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from pinspect.commands import Needs, register
 from pinspect.commands.common import emit, global_options, merged_options, open_target
 from pinspect.kernel import Kernel, probe
 from pinspect.render import Document
@@ -19,7 +20,7 @@ def document(kernel: Kernel) -> Document:
     managed = sum(z.managed for z in all_zones)
     body = {
         "release": kernel.release,
-        "arch": kernel.arch,
+        "arch": kernel.arch.name,
         "page_size": kernel.page_size,
         "memory": {"present_pages": present, "managed_pages": managed,
                    "present_bytes": present * kernel.page_size},
@@ -32,7 +33,7 @@ def document(kernel: Kernel) -> Document:
     size = present * kernel.page_size
     human = f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.1f} MiB"
     title = "\n".join([
-        f"kernel   {kernel.release} ({kernel.arch}), page size {kernel.page_size}",
+        f"kernel   {kernel.release} ({kernel.arch.name}), page size {kernel.page_size}",
         f"memory   {present} pages present ({human}), {managed} managed",
         "zones    " + ", ".join(f"{z.node}:{z.name} {z.start_pfn:#x}+{z.spanned:#x}"
                                 for z in all_zones),
@@ -43,6 +44,7 @@ def document(kernel: Kernel) -> Document:
                     columns=("feature", "state", "detail"), table_title=title)
 
 
+@register(Needs())
 @click.command("info")
 @global_options
 @click.pass_context
@@ -55,4 +57,4 @@ def command(ctx: click.Context, **global_values: Any) -> None:
       pinspect -c vmcore -s vmlinux info --format json
     """
     options = merged_options(ctx, **global_values)
-    emit(document(probe(open_target(options))), options)
+    emit(document(probe(open_target("info", options))), options)

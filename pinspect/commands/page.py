@@ -9,9 +9,10 @@ import click
 from drgn import Object
 from drgn.helpers.linux.mm import page_to_pfn
 
+from pinspect.commands import Needs, register
 from pinspect.commands.common import emit, global_options, merged_options, open_target
 from pinspect.kernel import probe
-from pinspect.pins import PageVerdict, inspect_page
+from pinspect.pageview import PageVerdict, inspect_page
 from pinspect.render import Document
 
 
@@ -52,11 +53,12 @@ def resolve_pfn(prog: Any, text: str, phys: bool) -> int:
     kernel = probe(prog)
     if phys:
         return value >> kernel.page_shift
-    if value >= 1 << 63:  # a kernel virtual address: a struct page *
+    if kernel.arch.is_kernel_address(value):  # a struct page *
         return int(page_to_pfn(Object(prog, "struct page *", value)).value_())
     return value
 
 
+@register(Needs())
 @click.command("page")
 @click.argument("address")
 @click.option("--phys", is_flag=True, help="ADDRESS is a physical address.")
@@ -73,5 +75,5 @@ def command(ctx: click.Context, address: str, phys: bool, **global_values: Any) 
       pinspect -c vmcore -s vmlinux page 0xffffea00040a93c0
     """
     options = merged_options(ctx, **global_values)
-    prog = open_target(options)
+    prog = open_target("page", options)
     emit(document(inspect_page(prog, resolve_pfn(prog, address, phys))), options)

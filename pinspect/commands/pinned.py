@@ -7,9 +7,18 @@ from typing import Any
 
 import click
 
-from pinspect.commands.common import Progress, emit, global_options, merged_options, open_target
-from pinspect.pins import EVIDENCE_KINDS, PinnedPage, PinnedReport, find_pinned, parse_pfn_range
+from pinspect.commands import Needs, register
+from pinspect.commands.common import (
+    Progress,
+    emit,
+    global_options,
+    merged_options,
+    open_target,
+    parse_pfn_range,
+)
+from pinspect.evidence import EVIDENCE_KINDS
 from pinspect.render import Document, Rows
+from pinspect.report import PinnedPage, PinnedReport, find_pinned
 
 COLUMNS = ("pfn", "nr_pages", "zone", "migratetype", "cma", "order", "refcount", "mapcount",
            "pins", "extra", "evidence", "mapping")
@@ -62,6 +71,7 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
     )
 
 
+@register(Needs())
 @click.command("pinned")
 @click.option("--zone", "zone_names", multiple=True, metavar="NAME",
               help="only this zone (repeatable): DMA, DMA32, Normal, Movable, ...")
@@ -90,7 +100,7 @@ def command(ctx: click.Context, zone_names: tuple[str, ...], nodes: tuple[int, .
     """
     options = merged_options(ctx, **global_values)
     pfn_range = parse_pfn_range(pfn_text) if pfn_text else None
-    prog = open_target(options)
+    prog = open_target("pinned", options)
     report = find_pinned(prog, zone_names=zone_names, nodes=nodes, pfn_range=pfn_range,
                          evidence=evidence, min_extra=min_extra, progress=Progress())
     emit(document(report, sort, limit), options)

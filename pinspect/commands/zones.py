@@ -6,9 +6,11 @@ from typing import Any
 
 import click
 
+from pinspect.commands import Needs, register
 from pinspect.commands.common import Progress, emit, global_options, merged_options, open_target
-from pinspect.pins import PinnedReport, ZonePins, zone_pins
 from pinspect.render import Document
+from pinspect.report import PinnedReport, zone_pins
+from pinspect.summary import ZonePins
 
 COLUMNS = ("node", "zone", "start_pfn", "spanned", "present", "managed", "free", "cma_pages",
            "free_cma",
@@ -43,6 +45,7 @@ def document(rows_in: list[ZonePins], report: PinnedReport) -> Document:
                     rows=rows, columns=COLUMNS, notes=notes)
 
 
+@register(Needs())
 @click.command("zones")
 @global_options
 @click.pass_context
@@ -55,6 +58,6 @@ def command(ctx: click.Context, **global_values: Any) -> None:
       pinspect -c vmcore -s vmlinux zones --format json
     """
     options = merged_options(ctx, **global_values)
-    prog = open_target(options)
+    prog = open_target("zones", options)
     rows, report = zone_pins(prog, progress=Progress())
     emit(document(rows, report), options)

@@ -1,0 +1,114 @@
+"""The one-page view: everything pinspect knows about one page and its folio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from drgn import Program
+
+from pinspect.evidence import FlagMasks, evaluate_chunk
+from pinspect.kernel import Kernel, page_type_name, probe
+from pinspect.pinner import pinner_mask
+from pinspect.places import Places
+from pinspect.report import PinnedPage, rows
+from pinspect.scan import PageChunk, read_page_bytes, struct_page_address
+
+
+@dataclass
+class PageVerdict:
+    """Everything pinspect knows about one page (``struct page *``) and its folio."""
+
+    pfn: int
+    phys: int
+    page: int  # address of the struct page
+    head_pfn: int
+    state: str  # mapping kind, or free/slab/reserved/page type name
+    node: int
+    zone: str
+    migratetype: str
+    cma: str | None
+    raw: dict[str, int]
+    flags: int
+    flag_names: str
+    folio: PinnedPage | None  # the head's verdict (empty evidence: not pinned); None if free
+
+
+def _chunk(kernel: Kernel, pfn: int, count: int) -> PageChunk:
+    """The struct pages of *count* pfns from *pfn* (fewer at the end of a valid range)."""
+    data = read_page_bytes(kernel, pfn, count)
+    return PageChunk(kernel, pfn, np.frombuffer(data, dtype=np.uint8))
+
+
+def inspect_page(prog: Program, pfn: int) -> PageVerdict:
+    """Read one page and judge its folio like :func:`pinspect.report.find_pinned` does.
+
+    The page and its first neighbour are read at once; a tail page's folio is read from its
+    head, once its order is known.
+    """
+    kernel = probe(prog)
+    layout = kernel.layout
+    masks = FlagMasks.of(kernel)
+    chunk = _chunk(kernel, pfn, 2)
+    raw = {
+        "flags": int(chunk.flags[0]),
+        "compound_head": int(chunk.compound_head[0]),
+        "mapping": int(chunk.mapping[0]),
+        "index": int(chunk.column(layout.index, "<u8")[0]),
+        "private": int(chunk.column(layout.private, "<u8")[0]),
+        "_mapcount": int(chunk.mapcount[0]),
+        "_refcount": int(chunk.refcount[0]),
+    }
+    address = struct_page_address(kernel, pfn)
+    head_pfn = pfn
+    if raw["compound_head"] & 1:
+        head_pfn = pfn - (address - (raw["compound_head"] - 1)) // layout.size
+        chunk = _chunk(kernel, head_pfn, 2)
+    if chunk.flags[0] & np.uint64(masks.head) and chunk.n > 1:
+        # The folio's order lives in its first tail page.
+        order = int(chunk.raw[layout.folio.order])
+        if (1 << order) > chunk.n:
+            chunk = _chunk(kernel, head_pfn, 1 << order)
+    found = evaluate_chunk(kernel, chunk, masks, pinner_mask(kernel), report_all=True)
+    places = Places(kernel)
+    folio_rows = list(rows(chunk, found, places, keep_unpinned=True))
+    folio = folio_rows[0] if folio_rows and folio_rows[0].pfn == head_pfn else None
+    flags = raw["flags"]
+    state = _page_state(kernel, raw, masks, folio)
+    zone = places.locator.locate(pfn, flags)
+    area = places.cma.find(pfn)
+    return PageVerdict(
+        pfn=pfn,
+        phys=pfn << kernel.page_shift,
+        page=address,
+        head_pfn=head_pfn,
+        state=state,
+        node=zone.node if zone else -1,
+        zone=zone.name if zone else "unknown",
+        migratetype=places.blocks.name(pfn),
+        cma=area.name if area else None,
+        raw=raw,
+        flags=flags,
+        flag_names=kernel.flags.decode(flags),
+        folio=folio,
+    )
+
+
+def _page_state(kernel: Kernel, raw: dict[str, int], masks: FlagMasks,
+                verdict: PinnedPage | None) -> str:
+    """What the page is: a tail, free, a page type, reserved, slab, or its mapping kind."""
+    flags = raw["flags"]
+    if raw["compound_head"] & 1:
+        return "tail of a large folio"
+    page_type = page_type_name(kernel, raw["_mapcount"])
+    if page_type is not None:
+        return "free (buddy)" if page_type == "buddy" else page_type
+    if flags & masks.reserved:
+        return "reserved"
+    if flags & masks.slab:
+        return "slab"
+    if raw["_refcount"] == 0:
+        return "free"
+    if verdict is not None:
+        return verdict.mapping
+    return "in use"

@@ -1,0 +1,89 @@
+"""The kernel globals pinspect reads, declared once: name, C type, and what for.
+
+Every read of a global goes through :func:`variable`, so that a type source without
+variables (BTF has none but per-CPU ones) can supply the same list: the address from the
+symbol table, the type from this declaration. Globals that drgn's Linux kernel support makes
+up itself (``PAGE_SHIFT``, ``VMCOREINFO``, ...) are declared too, with ``synthetic`` set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drgn import Object, ObjectNotFoundError, Program
+
+
+@dataclass(frozen=True)
+class KernelVariable:
+    """One global of the kernel: its name, its C type, and why pinspect reads it."""
+
+    name: str
+    c_type: str
+    purpose: str
+    synthetic: bool = False  # provided by drgn's kernel object finder, not the kernel image
+
+
+_DECLARED = (
+    # drgn's own objects for a Linux kernel program
+    KernelVariable("PAGE_SIZE", "unsigned long", "page size", synthetic=True),
+    KernelVariable("PAGE_SHIFT", "int", "page size as a shift", synthetic=True),
+    KernelVariable("SECTION_SIZE_BITS", "int", "pfns per SPARSEMEM section", synthetic=True),
+    KernelVariable("SECTIONS_PER_ROOT", "unsigned long", "sections per mem_section root",
+                   synthetic=True),
+    KernelVariable("UTS_RELEASE", "const char []", "kernel release", synthetic=True),
+    KernelVariable("VMCOREINFO", "const char []", "the kernel's VMCOREINFO note",
+                   synthetic=True),
+    KernelVariable("vmemmap", "struct page * const", "base of the struct page array "
+                   "(SPARSEMEM_VMEMMAP)", synthetic=True),
+    # memory model, nodes, zones
+    KernelVariable("mem_section", "struct mem_section **",
+                   "SPARSEMEM sections: page_ext tables and pageblock bitmaps"),
+    KernelVariable("node_data", "struct pglist_data *[]", "number of nodes in page->flags"),
+    KernelVariable("init_mm", "struct mm_struct", "kernel page tables (ELF dump mapping)"),
+    KernelVariable("pageblock_order", "unsigned int",
+                   "pageblock size where it is a variable (HUGETLB_PAGE_SIZE_VARIABLE)"),
+    # page_ext and its clients
+    KernelVariable("page_ext_size", "unsigned long", "size of one page_ext entry"),
+    KernelVariable("page_owner_ops", "struct page_ext_operations",
+                   "page_owner's offset in page_ext"),
+    KernelVariable("page_owner_inited", "struct static_key_false",
+                   "page_owner enabled at boot"),
+    KernelVariable("page_pinner_ops", "struct page_ext_operations",
+                   "page_pinner's offset in page_ext (Android)"),
+    KernelVariable("page_pinner_inited", "struct static_key_false",
+                   "page_pinner enabled at boot (Android)"),
+    KernelVariable("pp_buffer", "struct page_pinner_buffer",
+                   "page_pinner ring buffer (variant D)"),
+    KernelVariable("acf_buffer", "struct page_pinner_buffer",
+                   "page_pinner ring buffer of failures (variant C)"),
+    KernelVariable("lt_buffer", "struct page_pinner_buffer",
+                   "page_pinner ring buffer of long-term pins (variant C)"),
+    KernelVariable("acf_pinner", "struct captured_pinner_buffer",
+                   "page_pinner ring buffer of failures (variants A1, A2, B)"),
+    KernelVariable("lt_pinner", "struct captured_pinner_buffer",
+                   "page_pinner ring buffer of long-term pins (variants A0 to B)"),
+    # stack depot
+    KernelVariable("stack_pools", "void *[]", "stack depot pools (6.3+)"),
+    KernelVariable("stack_slabs", "void *[]", "stack depot slabs (up to 6.2)"),
+    # CMA
+    KernelVariable("cma_areas", "struct cma []", "CMA areas"),
+    KernelVariable("cma_area_count", "unsigned int", "number of CMA areas"),
+)
+
+VARIABLES: dict[str, KernelVariable] = {v.name: v for v in _DECLARED}
+
+
+def variable(prog: Program, name: str) -> Object | None:
+    """The kernel global *name* (declared in :data:`VARIABLES`), or None if this kernel
+    has no such global."""
+    if name not in VARIABLES:
+        raise KeyError(f"{name!r} is not declared in pinspect.variables")
+    try:
+        return prog[name]
+    except (KeyError, ObjectNotFoundError):
+        return None
+
+
+def has_variable(prog: Program, name: str) -> bool:
+    """Whether this kernel has the global *name*."""
+    return variable(prog, name) is not None
