@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from drgn import FaultError, Object
 
 from pinspect.kernel import Kernel
+from pinspect.variables import variable
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,10 @@ def cma_ranges(kernel: Kernel) -> list[CmaRange]:
     except KeyError:
         pass
     result: list[CmaRange] = []
-    try:
-        areas = kernel.prog["cma_areas"]
-        count = kernel.prog["cma_area_count"].value_()
-    except KeyError:
-        areas, count = None, 0
-    if areas is not None:
+    areas = variable(kernel.prog, "cma_areas")
+    count_obj = variable(kernel.prog, "cma_area_count")
+    if areas is not None and count_obj is not None:
+        count = count_obj.value_()
         for area in areas[:count]:
             try:
                 name = area.name.string_().decode(errors="replace")

@@ -22,7 +22,7 @@ from pinspect.pinner import CLIENT as PINNER_CLIENT
 from pinspect.pinner import pinner_feature, pinner_variant
 from pinspect.probing import enumerators, offset_of
 from pinspect.stackdepot import depot_feature
-from pinspect.variables import has_variable, variable
+from pinspect.variables import has_variable, required_variable, variable
 
 
 @dataclass(frozen=True)
@@ -314,8 +314,8 @@ def _probe(prog: Program) -> Kernel:
         release = None
     if release is None:
         release = vmcoreinfo.get("OSRELEASE", "unknown")
-    page_size = prog["PAGE_SIZE"].value_()
-    page_shift = prog["PAGE_SHIFT"].value_()
+    page_size = required_variable(prog, "PAGE_SIZE").value_()
+    page_shift = required_variable(prog, "PAGE_SHIFT").value_()
     arch = arch_of(prog)
     layout = _page_layout(prog)
     flag_names = {k: v for k, v in enumerators(prog, "enum pageflags").items()}

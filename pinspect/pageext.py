@@ -18,7 +18,7 @@ from drgn.helpers.linux.mmzone import for_each_online_pgdat, pfn_to_section
 from pinspect import constants
 from pinspect.features import ABSENT, OFF, PRESENT, Feature
 from pinspect.probing import enumerators, static_key_enabled
-from pinspect.variables import has_variable, variable
+from pinspect.variables import has_variable, required_variable, variable
 
 if TYPE_CHECKING:
     from pinspect.kernel import Kernel
@@ -127,8 +127,8 @@ def flags_words(kernel: Kernel, start_pfn: int, n: int) -> tuple[np.ndarray, np.
         return words, readable
     size = ext.entry_size
     prog = kernel.prog
-    section_pages = 1 << (prog["SECTION_SIZE_BITS"].value_() - kernel.page_shift) \
-        if ext.sparse else n
+    section_pages = 1 << (required_variable(prog, "SECTION_SIZE_BITS").value_()
+                          - kernel.page_shift) if ext.sparse else n
     pfn = start_pfn
     end = start_pfn + n
     while pfn < end:

@@ -16,7 +16,8 @@ from typing import Any, Generic, TextIO, TypeVar
 
 from tabulate import tabulate
 
-SCHEMA_VERSION = 1
+from pinspect.schema import SCHEMA_VERSION
+
 FORMATS = ("table", "json", "csv")
 
 T = TypeVar("T")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from drgn import Object, ObjectNotFoundError, Program
 
+from pinspect.errors import DebugInfoError
+
 
 @dataclass(frozen=True)
 class KernelVariable:
@@ -82,6 +84,16 @@ def variable(prog: Program, name: str) -> Object | None:
         return prog[name]
     except (KeyError, ObjectNotFoundError):
         return None
+
+
+def required_variable(prog: Program, name: str) -> Object:
+    """The kernel global *name*, which every kernel pinspect reads has."""
+    found = variable(prog, name)
+    if found is None:
+        decl = VARIABLES[name]
+        raise DebugInfoError(f"cannot find the kernel global {name!r} ({decl.purpose})",
+                             "the debug info looks incomplete; use the vmlinux with full DWARF")
+    return found
 
 
 def has_variable(prog: Program, name: str) -> bool:

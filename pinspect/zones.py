@@ -10,6 +10,7 @@ from drgn.helpers.linux.mmzone import for_each_online_pgdat, nr_to_section
 
 from pinspect.kernel import Kernel
 from pinspect.probing import enumerators
+from pinspect.variables import has_variable, required_variable, variable
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,9 @@ def _flags_layout(kernel: Kernel) -> FlagsLayout:
     nr_zones = len(kernel.zone_names)
     zones_width = 0 if nr_zones < 2 else (nr_zones - 1).bit_length()
     try:
-        nodes_shift = (len(prog["node_data"]) - 1).bit_length()
-    except (KeyError, TypeError):
+        node_data = variable(prog, "node_data")
+        nodes_shift = 0 if node_data is None else (len(node_data) - 1).bit_length()
+    except TypeError:
         nodes_shift = 0
     sections_width = 0
     if kernel.vmemmap is None:
@@ -167,8 +169,9 @@ class PageblockReader:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         prog = kernel.prog
-        self.sparse = "mem_section" in prog
-        self.section_shift = (int(prog["SECTION_SIZE_BITS"].value_()) - kernel.page_shift
+        self.sparse = has_variable(prog, "mem_section")
+        self.section_shift = (int(required_variable(prog, "SECTION_SIZE_BITS").value_())
+                              - kernel.page_shift
                               if self.sparse else 0)
         self.word_bits = 8 * prog.type("unsigned long").size
         self.isolate_bit = enumerators(prog, "enum pageblock_bits").get("PB_migrate_isolate")
@@ -178,7 +181,7 @@ class PageblockReader:
         self.bitmaps: dict[int, tuple[list[int], int] | None] = {}
         self.locator = None if self.sparse else ZoneLocator(kernel)
         if self.sparse:
-            self.sections_per_root = int(prog["SECTIONS_PER_ROOT"].value_())
+            self.sections_per_root = int(required_variable(prog, "SECTIONS_PER_ROOT").value_())
             self.section_type = prog.type("struct mem_section")
             # Where each section's bitmap is: mem_section->usage->pageblock_flags (5.3+).
             self.usage_offset = self.section_type.member("usage").offset

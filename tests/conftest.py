@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "vmcore-samples"
+from sampledata import SAMPLES_DIR
 
 
 class SamplePaths(NamedTuple):

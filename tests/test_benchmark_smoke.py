@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sampledata import sample_paths
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "vmcore-samples" / "mainline-6.1.core"
-SAMPLE_DEBUG = REPO / "vmcore-samples" / "mainline-6.1.debug"
+SAMPLE, SAMPLE_DEBUG = sample_paths("mainline-6.1")
 
 
 def test_benchmark_runs_on_a_sample(tmp_path: Path) -> None:

@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Any
 
 import pytest
+from sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample
 
 import pinspect
 import pinspect.report
 from pinspect.buddy import MIN_SKIP_ORDER, free_blocks
 from pinspect.scan import outside
 
-SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
-NAMES = sorted(t.name.removesuffix(".truth.json") for t in SAMPLES.glob("*.truth.json"))
+NAMES = SAMPLE_NAMES
 
 
-def open_sample(name: str) -> tuple[Any, dict[str, Any]]:
-    prog = pinspect.open_program(core=str(SAMPLES / f"{name}.core"),
-                                 vmlinux=[str(SAMPLES / f"{name}.debug")])
-    return prog, json.loads((SAMPLES / f"{name}.truth.json").read_text())
+def open_sample_and_truth(name: str) -> tuple[Any, dict[str, Any]]:
+    truth = json.loads((SAMPLES_DIR / f"{name}.truth.json").read_text())
+    return open_sample(name), truth
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_free_blocks_are_the_truths(name: str) -> None:
-    prog, truth = open_sample(name)
+    prog, truth = open_sample_and_truth(name)
     want = sorted((pfn, pfn + (1 << order)) for pfn, order, _ in truth["free_blocks"]
                   if order >= MIN_SKIP_ORDER)
     assert want, "the sample has no large free block"
@@ -35,7 +33,7 @@ def test_free_blocks_are_the_truths(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_skipping_changes_nothing_but_the_pages_read(name: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    prog, _ = open_sample(name)
+    prog = open_sample(name)
     skipping = pinspect.find_pinned(prog)
     monkeypatch.setattr(pinspect.report, "free_blocks", lambda kernel: [])
     reading = pinspect.find_pinned(prog)
@@ -45,7 +43,7 @@ def test_skipping_changes_nothing_but_the_pages_read(name: str,
 
 
 def test_a_looping_free_list_is_not_trusted() -> None:
-    prog, truth = open_sample("mainline-6.1")
+    prog, truth = open_sample_and_truth("mainline-6.1")
     kernel = pinspect.probe(prog)
     assert kernel.vmemmap is not None
     pfn, order, _ = next(b for b in truth["free_blocks"] if b[1] >= MIN_SKIP_ORDER)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from sampledata import SAMPLES_DIR
 
 from pinspect.commands.common import parse_pfn_range
 
@@ -83,7 +84,7 @@ def test_parse_pfn_range_rejects(text: str) -> None:
 
 
 def test_a_reader_that_stops_early_gets_no_traceback() -> None:
-    samples = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
+    samples = SAMPLES_DIR
     # `pinspect pinned | head -1`: the pipe closes after one line.
     proc = subprocess.Popen([sys.executable, "-m", "pinspect", "-c",
                              str(samples / "mainline-6.1.core"), "-s",

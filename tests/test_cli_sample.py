@@ -9,7 +9,9 @@ import pathlib
 import subprocess
 import sys
 
-SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
+from sampledata import SAMPLES_DIR
+
+SAMPLES = SAMPLES_DIR
 CORE = str(SAMPLES / "mainline-6.1.core")
 DEBUG = str(SAMPLES / "mainline-6.1.debug")
 TRUTH = json.loads((SAMPLES / "mainline-6.1.truth.json").read_text())

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import pathlib
 
 from drgn import FaultError
+from sampledata import SAMPLES_DIR
 
 import pinspect
 
-SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
+SAMPLES = SAMPLES_DIR
 HOLE_START, HOLE_PAGES = 0x100200, 512  # the struct pages of one subsection
 
 

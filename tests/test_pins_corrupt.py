@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
 import pytest
+from sampledata import SAMPLES_DIR
 
 import pinspect
 from pinspect.evidence import MAX_FOLIO_ORDER, FlagMasks, evaluate_chunk
 from pinspect.pinner import pinner_mask
 from pinspect.scan import PageChunk, ScanStats, iter_chunks, valid_ranges
 
-SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
+SAMPLES = SAMPLES_DIR
 
 
 @pytest.fixture(scope="module", params=["mainline-6.1", "mainline-6.12", "android-d"])

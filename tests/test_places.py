@@ -3,9 +3,8 @@ uncached lookups say for every page of every sample."""
 
 from __future__ import annotations
 
-import pathlib
-
 import pytest
+from sampledata import SAMPLE_NAMES, open_sample
 
 import pinspect
 from pinspect.cma import CmaLocator, CmaRange
@@ -13,15 +12,12 @@ from pinspect.places import Places
 from pinspect.scan import ScanStats, iter_chunks, valid_ranges
 from pinspect.zones import PageblockReader, ZoneLocator
 
-SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
-NAMES = sorted(t.name.removesuffix(".truth.json") for t in SAMPLES.glob("*.truth.json"))
+NAMES = SAMPLE_NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_cached_places_equal_direct_lookups(name: str) -> None:
-    prog = pinspect.open_program(core=str(SAMPLES / f"{name}.core"),
-                                 vmlinux=[str(SAMPLES / f"{name}.debug")])
-    kernel = pinspect.probe(prog)
+    kernel = pinspect.probe(open_sample(name))
     locator, blocks, cma = ZoneLocator(kernel), PageblockReader(kernel), CmaLocator(kernel)
     places = Places(kernel)
     checked = 0

@@ -4,10 +4,10 @@ would report, and chunks with unread spans are judged only where they were read.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import numpy as np
 import pytest
+from sampledata import SAMPLES_DIR
 
 import pinspect
 import pinspect.evidence
@@ -17,7 +17,7 @@ from pinspect.kernel import Kernel
 from pinspect.pinner import pinner_mask
 from pinspect.scan import PageChunk, ScanStats, iter_chunks, valid_ranges
 
-SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
+SAMPLES = SAMPLES_DIR
 MIN_EXTRAS = [-(1 << 31), -(1 << 30), -5, -1, 0, 1, 2, 3, 7, 1 << 20, 10**12]
 
 

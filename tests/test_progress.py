@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import pty
 import subprocess
 import sys
 
-SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
+from sampledata import SAMPLES_DIR
+
+SAMPLES = SAMPLES_DIR
 ARGS = ["-m", "pinspect", "-c", str(SAMPLES / "mainline-6.1.core"),
         "-s", str(SAMPLES / "mainline-6.1.debug"), "pinned", "--format", "json"]
 

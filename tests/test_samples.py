@@ -29,9 +29,9 @@ from drgn.helpers.linux.mmzone import for_each_online_pgdat, pfn_to_section  # n
 from drgn.helpers.linux.percpu import per_cpu_ptr  # noqa: E402
 from drgn.helpers.linux.stackdepot import stack_depot_fetch  # noqa: E402
 from drgn.helpers.linux.vmstat import zone_page_state  # noqa: E402
+from sampledata import SAMPLE_NAMES, SAMPLES_DIR  # noqa: E402
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "vmcore-samples"
-NAMES = sorted(p.name[: -len(".truth.json")] for p in SAMPLES_DIR.glob("*.truth.json"))
+NAMES = SAMPLE_NAMES
 
 
 def sample_paths(name: str) -> tuple[Path, Path, Path]:

@@ -8,10 +8,10 @@ of `info`.
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Any
 
 import pytest
+from sampledata import SAMPLES_DIR
 
 import pinspect
 from pinspect.commands import info as info_command
@@ -19,7 +19,7 @@ from pinspect.commands import pinned as pinned_command
 from pinspect.commands import zones as zones_command
 from pinspect.render import render
 
-SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "vmcore-samples"
+SAMPLES = SAMPLES_DIR
 TRUTHS = sorted(SAMPLES.glob("*.truth.json"))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import click
@@ -11,14 +10,18 @@ from drgn.helpers.linux.mm import page_to_pfn
 
 from pinspect.commands import Needs, register
 from pinspect.commands.common import emit, global_options, merged_options, open_target
+from pinspect.commands.pinned import page_object
 from pinspect.kernel import probe
 from pinspect.pageview import PageVerdict, inspect_page
 from pinspect.render import Document
+from pinspect.schema import DOCUMENTS, pick
 
 
 def document(v: PageVerdict) -> Document:
     """The ``page`` result as a renderable document."""
-    body = asdict(v)
+    body = pick(v, DOCUMENTS["page"])
+    body["raw"] = dict(v.raw)
+    body["folio"] = page_object(v.folio) if v.folio is not None else None
     fields: list[tuple[str, Any]] = [
         ("pfn", hex(v.pfn)), ("phys", hex(v.phys)), ("struct page", hex(v.page)),
         ("state", v.state), ("node", v.node), ("zone", v.zone),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import click
@@ -19,6 +18,7 @@ from pinspect.commands.common import (
 from pinspect.evidence import EVIDENCE_KINDS
 from pinspect.render import Document, Rows
 from pinspect.report import PinnedPage, PinnedReport, find_pinned
+from pinspect.schema import PINNED_PAGE, pick
 
 COLUMNS = ("pfn", "nr_pages", "zone", "migratetype", "cma", "order", "refcount", "mapcount",
            "pins", "extra", "evidence", "mapping")
@@ -29,12 +29,9 @@ SORT_KEYS = {
 }
 
 
-FIELDS = [f.name for f in fields(PinnedPage)]
-
-
 def page_object(page: PinnedPage) -> dict[str, Any]:
-    """One page of the JSON document (the fields of :class:`PinnedPage`)."""
-    return {name: getattr(page, name) for name in FIELDS}
+    """One page of the JSON document (:data:`pinspect.schema.PINNED_PAGE`)."""
+    return pick(page, PINNED_PAGE)
 
 
 def _row(page: PinnedPage) -> dict[str, Any]:

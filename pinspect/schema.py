@@ -1,0 +1,56 @@
+"""The JSON output's schema: for each command, the keys of its document and of the objects in
+its lists, written out rather than derived from dataclasses.
+
+How it grows: a release may add keys anywhere (readers ignore keys they do not know); a key
+never changes its meaning or type. Removing or changing a key is a new :data:`SCHEMA_VERSION`.
+``tests/test_schema.py`` checks every command's output and README.md's key table against this.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Every document starts with these.
+HEADER = ("schema_version", "command")
+
+# One pinned page or folio (``pinned``'s "pages", ``page``'s "folio").
+PINNED_PAGE = ("pfn", "nr_pages", "node", "zone", "migratetype", "cma", "order", "refcount",
+               "mapcount", "expected_refcount", "pins", "extra", "evidence", "mapping", "flags",
+               "lru")
+
+SUMMARY = ("pages", "folios", "by_evidence", "by_zone")
+
+ZONE = ("node", "zone", "start_pfn", "spanned", "present", "managed", "free", "free_cma",
+        "cma_pages", "pinned", "pinned_in_movable", "pinned_in_cma")
+
+ZONE_PINNED = ("foll_pin", "extra", "pinner", "total")
+
+PAGE_RAW = ("flags", "compound_head", "mapping", "index", "private", "_mapcount", "_refcount")
+
+FEATURE = ("name", "state", "detail")
+
+# Keys of each command's document after HEADER, and of the objects its keys hold.
+DOCUMENTS: dict[str, tuple[str, ...]] = {
+    "pinned": ("pages", "summary", "scanned", "skipped_free", "unreadable"),
+    "zones": ("zones", "scanned", "unreadable"),
+    "page": ("pfn", "phys", "page", "head_pfn", "state", "node", "zone", "migratetype", "cma",
+             "raw", "flags", "flag_names", "folio"),
+    "info": ("release", "arch", "page_size", "memory", "zones", "pageblock_order", "features"),
+}
+
+OBJECTS: dict[str, tuple[str, ...]] = {
+    "pinned.pages[]": PINNED_PAGE,
+    "pinned.summary": SUMMARY,
+    "zones.zones[]": ZONE,
+    "zones.zones[].pinned": ZONE_PINNED,
+    "page.raw": PAGE_RAW,
+    "page.folio": PINNED_PAGE,
+    "info.memory": ("present_pages", "managed_pages", "present_bytes"),
+    "info.zones[]": ("node", "zone", "start_pfn", "spanned", "present"),
+    "info.features[]": FEATURE,
+}
+
+
+def pick(obj: object, keys: tuple[str, ...]) -> dict[str, object]:
+    """The attributes *keys* of *obj*, as a JSON object."""
+    return {key: getattr(obj, key) for key in keys}
