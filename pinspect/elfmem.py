@@ -17,7 +17,7 @@ import numpy as np
 from drgn import Architecture, FaultError, Program
 from drgn.helpers.linux.mm import follow_phys
 
-from pinspect.kernel import read_vmcoreinfo
+from pinspect import elf, vmcoreinfo
 
 # The page table entry bits the x86-64 walk below needs.
 _PRESENT = 1
@@ -67,8 +67,8 @@ class ElfMemory:
             try:
                 init_mm = prog["init_mm"]
                 pgd = follow_phys(init_mm.address_of_(), init_mm.pgd.value_())
-                levels = 5 if read_vmcoreinfo(prog).get("NUMBER(pgtable_l5_enabled)") == "1" \
-                    else 4
+                info = vmcoreinfo.from_program(prog)
+                levels = 5 if info.get("NUMBER(pgtable_l5_enabled)") == "1" else 4
                 memory = cls(path, prog, pgd, levels)
             except (OSError, ValueError, LookupError, FaultError):
                 memory = None
@@ -258,15 +258,5 @@ def _is_elf_core(path: str) -> bool:
 
 def _elf_loads(data: mmap.mmap) -> list[tuple[int, int, int]]:
     """``(p_paddr, p_offset, p_filesz)`` of each ``PT_LOAD`` of an ELF64 core."""
-    phoff, = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    if phnum == 0xFFFF:  # PN_XNUM: the count is in section header 0's sh_info
-        shoff, = struct.unpack_from("<Q", data, 0x28)
-        phnum, = struct.unpack_from("<I", data, shoff + 0x2C)
-    loads = []
-    for i in range(phnum):
-        p_type, _, offset, _, paddr, filesz = struct.unpack_from("<IIQQQQ", data,
-                                                                 phoff + i * phentsize)
-        if p_type == 1 and filesz:
-            loads.append((paddr, offset, filesz))
-    return loads
+    return [(ph.paddr, ph.offset, ph.filesz) for ph in elf.program_headers(data)
+            if ph.type == elf.PT_LOAD and ph.filesz]

@@ -13,6 +13,7 @@ from drgn import FaultError, ObjectNotFoundError, Program
 
 from pinspect import constants
 from pinspect.errors import DebugInfoError
+from pinspect.vmcoreinfo import from_program as vmcoreinfo_from_program
 
 PRESENT = "present"
 OFF = "off"
@@ -389,20 +390,7 @@ def page_type_name(kernel: Kernel, raw: int) -> str | None:
 
 def read_vmcoreinfo(prog: Program) -> dict[str, str]:
     """Parse VMCOREINFO (``KEY=value`` lines) from the program, or {} if unavailable."""
-    try:
-        raw = prog["VMCOREINFO"]
-    except KeyError:
-        return {}
-    try:
-        text = raw.string_().decode(errors="replace")
-    except (FaultError, ValueError):
-        return {}
-    info = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            info[key] = value
-    return info
+    return vmcoreinfo_from_program(prog)
 
 
 def _pageblock_order(prog: Program, arch: str, page_shift: int, max_order: int) -> int:
