@@ -60,7 +60,6 @@ class ElfHeader:
 
     byteorder: str  # struct prefix: "<" little-endian, ">" big-endian
     type: int  # e_type: ET_CORE, ...
-    machine: int
     phoff: int
     phentsize: int
     phnum: int  # the real count, also past PN_XNUM
@@ -85,12 +84,12 @@ def read_header(data: Buffer) -> ElfHeader:
     if len(data) < _EHDR_SIZE or bytes(data[:4]) != ELF_MAGIC or data[4] != ELFCLASS64:
         raise ValueError("not an ELF64 file")
     order = "<" if data[5] == ELFDATA2LSB else ">"
-    e_type, machine = _unpack(order + "HH", data, 16)
+    (e_type,) = _unpack(order + "H", data, 16)
     phoff, shoff = _unpack(order + "QQ", data, 0x20)
     phentsize, phnum, shentsize, shnum = _unpack(order + "HHHH", data, 0x36)
     if phnum == PN_XNUM:
         (phnum,) = _unpack(order + "I", data, shoff + 0x2C)
-    return ElfHeader(order, e_type, machine, phoff, phentsize, phnum, shoff, shentsize, shnum)
+    return ElfHeader(order, e_type, phoff, phentsize, phnum, shoff, shentsize, shnum)
 
 
 class ProgramHeader(NamedTuple):
