@@ -17,8 +17,8 @@ import numpy as np
 from drgn import FaultError, Program
 from drgn.helpers.linux.mm import follow_phys
 
+from pinspect import elf, vmcoreinfo
 from pinspect.arch import PageTableFormat, arch_of
-from pinspect.kernel import read_vmcoreinfo
 from pinspect.variables import variable
 
 _UNMAP_ALL_EVERY = 16  # views between two unmaps of the whole file (see release())
@@ -72,7 +72,7 @@ class ElfMemory:
                 if init_mm is None:
                     raise LookupError("init_mm")
                 pgd = follow_phys(init_mm.address_of_(), init_mm.pgd.value_())
-                levels = arch.page_table_levels(read_vmcoreinfo(prog))
+                levels = arch.page_table_levels(vmcoreinfo.from_program(prog))
                 memory = cls(path, prog, pgd, levels, arch.page_table)
             except (OSError, ValueError, LookupError, FaultError):
                 memory = None
@@ -257,23 +257,12 @@ def _is_elf_core(path: str) -> bool:
             return False
         with open(path, "rb") as f:
             ident = f.read(18)
-    except OSError:
+        return ident[4:6] == b"\x02\x01" and elf.file_type(ident) == elf.ET_CORE
+    except (OSError, ValueError):
         return False
-    return len(ident) == 18 and ident[:4] == b"\x7fELF" and ident[4] == 2 and ident[5] == 1 \
-        and struct.unpack_from("<H", ident, 16)[0] == 4
 
 
 def _elf_loads(data: mmap.mmap) -> list[tuple[int, int, int]]:
     """``(p_paddr, p_offset, p_filesz)`` of each ``PT_LOAD`` of an ELF64 core."""
-    phoff, = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    if phnum == 0xFFFF:  # PN_XNUM: the count is in section header 0's sh_info
-        shoff, = struct.unpack_from("<Q", data, 0x28)
-        phnum, = struct.unpack_from("<I", data, shoff + 0x2C)
-    loads = []
-    for i in range(phnum):
-        p_type, _, offset, _, paddr, filesz = struct.unpack_from("<IIQQQQ", data,
-                                                                 phoff + i * phentsize)
-        if p_type == 1 and filesz:
-            loads.append((paddr, offset, filesz))
-    return loads
+    return [(ph.paddr, ph.offset, ph.filesz) for ph in elf.program_headers(data)
+            if ph.type == elf.PT_LOAD and ph.filesz]

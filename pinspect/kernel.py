@@ -23,6 +23,7 @@ from pinspect.pinner import pinner_feature, pinner_variant
 from pinspect.probing import enumerators, offset_of
 from pinspect.stackdepot import depot_feature
 from pinspect.variables import has_variable, required_variable, variable
+from pinspect.vmcoreinfo import from_program as vmcoreinfo_from_program
 
 
 @dataclass(frozen=True)
@@ -260,24 +261,6 @@ def page_type_name(kernel: Kernel, raw: int) -> str | None:
     return "|".join(names) if names else f"type {raw:#x}"
 
 
-def read_vmcoreinfo(prog: Program) -> dict[str, str]:
-    """Parse VMCOREINFO (``KEY=value`` lines) from the program, or {} if unavailable."""
-    try:
-        raw = prog["VMCOREINFO"]
-    except KeyError:
-        return {}
-    try:
-        text = raw.string_().decode(errors="replace")
-    except (FaultError, ValueError):
-        return {}
-    info = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            info[key] = value
-    return info
-
-
 def _pageblock_order(prog: Program, arch: Arch, page_shift: int, max_order: int) -> int:
     """pageblock_order: a variable with CONFIG_HUGETLB_PAGE_SIZE_VARIABLE, else
     HPAGE_PMD_ORDER capped by the largest buddy order (include/linux/pageblock-flags.h)."""
@@ -306,7 +289,7 @@ def probe(prog: Program) -> Kernel:
 
 def _probe(prog: Program) -> Kernel:
     features: list[Feature] = []
-    vmcoreinfo = read_vmcoreinfo(prog)
+    vmcoreinfo = vmcoreinfo_from_program(prog)
     uts_release = variable(prog, "UTS_RELEASE")
     try:
         release = uts_release.string_().decode() if uts_release is not None else None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from drgn import FaultError, Object
 from drgn.helpers.linux.mmzone import for_each_online_pgdat, nr_to_section
 
+from pinspect import vmcoreinfo
 from pinspect.kernel import Kernel
 from pinspect.probing import enumerators
 from pinspect.variables import has_variable, required_variable, variable
@@ -111,10 +112,8 @@ def _flags_layout(kernel: Kernel) -> FlagsLayout:
     sections_width = 0
     if kernel.vmemmap is None:
         try:
-            vmcoreinfo = prog["VMCOREINFO"].string_().decode()
-            numbers = dict(line.split("=", 1) for line in vmcoreinfo.splitlines() if "=" in line)
-            sections_width = (int(numbers["NUMBER(MAX_PHYSMEM_BITS)"])
-                              - int(numbers["NUMBER(SECTION_SIZE_BITS)"]))
+            info = vmcoreinfo.from_program(prog)
+            sections_width = info.number("MAX_PHYSMEM_BITS") - info.number("SECTION_SIZE_BITS")
         except (KeyError, ValueError):
             sections_width = 0
     nr_pageflags = kernel.flags.names.get("__NR_PAGEFLAGS", 32)

@@ -23,17 +23,17 @@ def test_the_cli_has_every_registered_command() -> None:
 def test_needs_are_checked() -> None:
     prog = open_sample("mainline-6.1-owner-off")
     kernel = pinspect.probe(prog)
-    Needs().check("x", prog, kernel, "dwarf")
-    Needs(target=DUMP, features=("cma",)).check("x", prog, kernel, "dwarf")
+    Needs().check("x", prog, kernel, "DWARF")
+    Needs(target=DUMP, features=("cma",)).check("x", prog, kernel, "DWARF")
     with pytest.raises(FeatureMissing, match="'x' works on a running kernel only"):
-        Needs(target=LIVE).check("x", prog, kernel, "dwarf")
+        Needs(target=LIVE).check("x", prog, kernel, "DWARF")
     with pytest.raises(FeatureMissing, match="'x' needs page_owner, which is off here") as e:
-        Needs(features=("page_owner",)).check("x", prog, kernel, "dwarf")
+        Needs(features=("page_owner",)).check("x", prog, kernel, "DWARF")
     assert "page_owner=on" in e.value.hint
     with pytest.raises(FeatureMissing, match="needs page_pinner, which is absent here"):
-        Needs(features=("page_pinner",)).check("x", prog, kernel, "dwarf")
-    with pytest.raises(FeatureMissing, match="needs btf type information"):
-        Needs(type_sources=("btf",)).check("x", prog, kernel, "dwarf")
+        Needs(features=("page_pinner",)).check("x", prog, kernel, "DWARF")
+    with pytest.raises(FeatureMissing, match="needs BTF type information, this target has DWARF"):
+        Needs(type_sources=("BTF",)).check("x", prog, kernel, "DWARF")
 
 
 def test_help_lists_every_command() -> None:

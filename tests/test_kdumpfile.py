@@ -1,4 +1,4 @@
-"""pinspect.kdumpfile against real dumps written by QEMU's dump-guest-memory.
+"""pinspect.dumps against real dumps written by QEMU's dump-guest-memory.
 
 A paused guest is dumped twice, as ELF and as kdump-zlib (makedumpfile's flattened format with
 no usable utsname), so both files hold the same memory: every physical byte that drgn reads
@@ -25,9 +25,11 @@ from pathlib import Path
 import drgn
 import pytest
 
-from pinspect import kdumpfile
+from pinspect.cache import cache_dir
+from pinspect.dumps import CoreFile, flattened, kdump, prepare_core
+from pinspect.elf import iter_notes
 from pinspect.errors import TargetError
-from pinspect.kdumpfile import CoreFile, prepare_core
+from pinspect.vmcoreinfo import VmcoreInfo
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 QEMU = "qemu-system-x86_64"
@@ -215,7 +217,7 @@ def find_kernel(cache: Path) -> Path | None:
 def kernel_dumps(tmp_path_factory: pytest.TempPathFactory) -> Dumps:
     """A 128 MiB guest whose Linux kernel panicked (no root file system): 64-bit long mode."""
     need(shutil.which(QEMU) is not None, f"{QEMU} is not installed")
-    kernel = find_kernel(Path(kdumpfile.default_cache_dir()))
+    kernel = find_kernel(Path(cache_dir()))
     need(kernel is not None, "no x86_64 kernel to boot (set PINSPECT_TEST_KERNEL)")
     assert kernel is not None
     extra = ["-kernel", str(kernel), "-append", "console=ttyS0 panic=0 root=/dev/nonexistent",
@@ -258,11 +260,9 @@ class ElfCore:
                 yield a, min(step, paddr + size - a)
 
 
-def dump_vmcoreinfo(core: CoreFile) -> bytes:
+def dump_vmcoreinfo(core: CoreFile) -> VmcoreInfo:
     """The VMCOREINFO that the kdump file at core.path carries, if any."""
-    hdr = kdumpfile.read_kdump_header(core.path)
-    notes = kdumpfile._iter_notes(hdr.notes, "<")
-    return hdr.vmcoreinfo or b"".join(d for n, _, d in notes if n == b"VMCOREINFO")
+    return kdump.read_kdump_header(core.path).parsed_vmcoreinfo()
 
 
 def open_with_drgn(core: CoreFile) -> drgn.Program:
@@ -279,13 +279,10 @@ def check_kernel_vaddr(prog: drgn.Program, core: CoreFile) -> None:
     own = dump_vmcoreinfo(core)
     if not own:
         return
-    fields = dict(ln.split("=", 1) for ln in own.decode().splitlines() if "=" in ln)
-    uts = int(fields["SYMBOL(init_uts_ns)"], 16) + int(
-        fields.get("OFFSET(uts_namespace.name)", "0")
-    )
+    uts = own.symbol("init_uts_ns") + int(own.get("OFFSET(uts_namespace.name)", "0"))
     assert prog.read(uts, 6) == b"Linux\0"
     release = prog.read(uts + 2 * 65, 65).split(b"\0")[0].decode()
-    assert release == fields["OSRELEASE"]
+    assert release == own["OSRELEASE"]
 
 
 def assert_same_memory(
@@ -385,9 +382,9 @@ def test_plain_kdump_with_empty_machine_gets_a_platform(bios_dumps: Dumps, cache
     assert core == CoreFile(path=rebuilt, kind="kdump", platform=core.platform, rebuilt=False)
     assert core.platform is not None and core.platform.arch == drgn.Architecture.I386
     assert_same_memory(open_with_drgn(core), bios_dumps.elf)
-    hdr = kdumpfile.read_kdump_header(rebuilt)
+    hdr = kdump.read_kdump_header(rebuilt)
     assert hdr.machine == "x86_64" and not hdr.uts_sane and hdr.is_64_bit
-    assert kdumpfile.arch_from_header(hdr)[1] == "NT_PRSTATUS note of 144 bytes"
+    assert kdump.arch_from_header(hdr)[1] == "NT_PRSTATUS note of 144 bytes"
 
 
 def test_elf_is_passed_through(bios_dumps: Dumps, cache: Path) -> None:
@@ -408,13 +405,13 @@ def patched_copy(src: str, dst: Path, edits: list[tuple[int, bytes]]) -> str:
 def test_platform_inference_order(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
     rebuilt = prepare_core(str(bios_dumps.flat), str(cache)).path
     data = Path(rebuilt).read_bytes()
-    uts = kdumpfile.UTS_OFFSET
+    uts = kdump.UTS_OFFSET
     # A utsname that libkdumpfile accepts: it then knows the machine, no platform needed.
     sane = patched_copy(
         rebuilt, tmp_path / "sane.kdump",
         [(uts, b"Linux\0"), (uts + 2 * 65, b"6.1.0\0"), (uts + 3 * 65, b"#1 SMP\0")],
     )  # fmt: skip
-    assert kdumpfile.read_kdump_header(sane).uts_sane
+    assert kdump.read_kdump_header(sane).uts_sane
     assert prepare_core(sane, str(cache)).platform is None
     # Without a PRSTATUS note, the machine name that libkdumpfile ignored is the next hint.
     note = struct.pack("<III", 5, 144, 1) + b"CORE\0\0\0\0"
@@ -422,12 +419,12 @@ def test_platform_inference_order(bios_dumps: Dumps, cache: Path, tmp_path: Path
     no_prstatus = patched_copy(
         rebuilt, tmp_path / "noprstatus.kdump", [(at + 8, struct.pack("<I", 0x7FF))]
     )
-    assert kdumpfile.arch_from_header(kdumpfile.read_kdump_header(no_prstatus))[0] is None
+    assert kdump.arch_from_header(kdump.read_kdump_header(no_prstatus))[0] is None
     core = prepare_core(no_prstatus, str(cache))
     assert core.platform == drgn.Platform(drgn.Architecture.X86_64)
     # ... and with no machine name either, the host (same word size as the 64-bit header).
     bare = patched_copy(
-        no_prstatus, tmp_path / "bare.kdump", [(kdumpfile.UTS_MACHINE_OFFSET, b"\0")]
+        no_prstatus, tmp_path / "bare.kdump", [(kdump.UTS_MACHINE_OFFSET, b"\0")]
     )
     assert prepare_core(bare, str(cache)).platform == drgn.host_platform
 
@@ -450,8 +447,8 @@ def test_qemu_flattened_of_a_64_bit_kernel(kernel_dumps: Dumps, cache: Path) -> 
     assert compared >= kernel_dumps.ram - (1 << 20)
     check_kernel_vaddr(prog, core)
     if dump_vmcoreinfo(core):  # a kernel with qemu_fw_cfg built in shares its VMCOREINFO
-        hdr = kdumpfile.read_kdump_header(core.path)
-        assert kdumpfile.arch_from_header(hdr)[1].startswith("VMCOREINFO")
+        hdr = kdump.read_kdump_header(core.path)
+        assert kdump.arch_from_header(hdr)[1].startswith("VMCOREINFO")
 
 
 def classic_elf_copy(src: Path, dst: Path) -> None:
@@ -483,7 +480,7 @@ def elf_notes(elf: Path) -> list[tuple[bytes, int, bytes]]:
         p_type, _, p_offset, _, _, p_filesz = struct.unpack("<IIQQQQ", f.read(40))
         assert p_type == 4
         f.seek(p_offset)
-        return list(kdumpfile._iter_notes(f.read(p_filesz), "<"))
+        return list(iter_notes(f.read(p_filesz), "<"))
 
 
 def qemu_cr3(elf: Path) -> int:
@@ -580,14 +577,14 @@ def test_makedumpfile_F_output(kernel_dumps: Dumps, makedumpfile_flat: Path, cac
     # makedumpfile writes page descriptors and page data as interleaved, out-of-order records
     offsets = []
     with open(makedumpfile_flat, "rb") as f:
-        f.seek(kdumpfile.FLAT_HEADER_SIZE)
-        for off, size in kdumpfile.iter_flat_records(f, str(makedumpfile_flat)):
+        f.seek(flattened.FLAT_HEADER_SIZE)
+        for off, size in flattened.iter_flat_records(f, str(makedumpfile_flat)):
             offsets.append(off)
             f.seek(size, os.SEEK_CUR)
     assert any(b < a for a, b in zip(offsets, offsets[1:], strict=False))
     core = prepare_core(str(makedumpfile_flat), str(cache))
     assert core.kind == "kdump-flattened" and core.rebuilt
-    hdr = kdumpfile.read_kdump_header(core.path)
+    hdr = kdump.read_kdump_header(core.path)
     assert hdr.uts_sane and hdr.machine == "x86_64"  # makedumpfile copies init_uts_ns
     assert core.platform is None  # libkdumpfile knows the machine itself
     prog = open_with_drgn(core)
@@ -672,7 +669,7 @@ import json, resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, resource.RLIM_INFINITY))
 from pinspect.errors import TargetError
-from pinspect.kdumpfile import prepare_core
+from pinspect.dumps import prepare_core
 try:
     prepare_core(sys.argv[1], sys.argv[2])
 except TargetError as e:
@@ -713,7 +710,7 @@ def test_overlapping_records_and_holes(cache: Path, tmp_path: Path) -> None:
     src = tmp_path / "synthetic.flat"
     src.write_bytes(stream)
     out = tmp_path / "mine.kdump"
-    stats = kdumpfile.rebuild_flattened(str(src), str(out))
+    stats = flattened.rebuild_flattened(str(src), str(out))
     assert (stats.records, stats.size) == (len(records), (64 << 20) + 4096)
     theirs = tmp_path / "theirs.kdump"
     with open(src, "rb") as stdin:
@@ -743,8 +740,8 @@ def test_pipe_is_refused(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None
 def test_stale_temp_files_are_removed(bios_dumps: Dumps, cache: Path, tmp_path: Path) -> None:
     cores = cache / "cores"
     cores.mkdir(parents=True)
-    old = cores / (kdumpfile.TEMP_PREFIX + "old.tmp")
-    new = cores / (kdumpfile.TEMP_PREFIX + "new.tmp")
+    old = cores / (flattened.TEMP_PREFIX + "old.tmp")
+    new = cores / (flattened.TEMP_PREFIX + "new.tmp")
     old.write_bytes(b"x")
     new.write_bytes(b"x")
     os.utime(old, (time.time() - 3 * 86400,) * 2)
@@ -759,7 +756,7 @@ def test_not_enough_disk(bios_dumps: Dumps, cache: Path, monkeypatch) -> None:
         u = real(path)
         return type(u)(u.total, u.total - 4096, 4096)
 
-    monkeypatch.setattr(kdumpfile.shutil, "disk_usage", tiny)
+    monkeypatch.setattr(flattened.shutil, "disk_usage", tiny)
     with pytest.raises(TargetError, match="not enough disk space") as err:
         prepare_core(str(bios_dumps.flat), str(cache))
     assert "PINSPECT_CACHE" in err.value.hint

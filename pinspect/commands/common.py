@@ -13,7 +13,7 @@ from drgn import Program
 from pinspect.commands import needs_of
 from pinspect.kernel import probe
 from pinspect.render import FORMATS, Document, write
-from pinspect.target import open_program
+from pinspect.target import open_program, type_source_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,7 +65,7 @@ def merged_options(ctx: click.Context, **given: Any) -> Options:
 def open_target(command: str, options: Options) -> Program:
     """Open the target of *options* and check that it has what *command* needs."""
     prog = open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu)
-    needs_of(command).check(command, prog, probe(prog), "dwarf")
+    needs_of(command).check(command, prog, probe(prog), type_source_name(prog))
     return prog
 
 
