@@ -93,7 +93,7 @@ class PagePinner:
             t.put(m.sym("failure_tracking"), "struct static_key_true", "key.enabled", 1)
         if p == "d":
             # a vmalloc'd ring of pp_buf_size records
-            nr = RING_SIZE * t.sizeof(CR) // m.ps
+            nr = (RING_SIZE * t.sizeof(CR) + m.ps - 1) // m.ps
             self.pp_ring = m.arch.vmalloc_base + PP_BUFFER_OFFSET
             for i in range(nr):
                 pfn = PP_BUFFER_PFN + i
