@@ -20,7 +20,7 @@ class PageState:
     """What the builder wrote into one struct page (head pages carry the folio)."""
 
     pfn: int
-    kind: str  # free reserved anon ksm shmem file slab pgtable kernel cma tail buddy_tail
+    kind: str  # Folio kinds, cma_allocated, reserved, free, tail, buddy_tail
     flags: int = 0
     refcount: int = 0
     mapcount_raw: int = -1  # _mapcount / page_type word as signed int
@@ -29,8 +29,6 @@ class PageState:
     private: int = 0
     folio: Folio | None = None
     head: int | None = None  # for tails
-    order: int = 0  # buddy order for free heads
-    free_mt: str | None = None
 
 
 class Machine:

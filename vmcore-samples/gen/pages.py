@@ -105,15 +105,13 @@ def add_reserved_pages(m: Machine) -> None:
 
 def add_free_pages(m: Machine, blocks: list[tuple[int, int, str]]) -> None:
     """PageBuddy heads (order in private) and their tails."""
-    for pfn, order, mt in blocks:
+    for pfn, order, _ in blocks:
         m.pages[pfn] = PageState(
             pfn,
             "free",
             flags=base_flags(m, pfn),
-            order=order,
             mapcount_raw=page_type_value(m, "buddy"),
             private=order,
-            free_mt=mt,
         )
         for q in range(pfn + 1, pfn + (1 << order)):
             m.pages[q] = PageState(q, "buddy_tail", flags=base_flags(m, q))
