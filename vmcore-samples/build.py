@@ -20,7 +20,7 @@ sys.path.insert(0, HERE)
 
 from gen import scenario  # noqa: E402
 from gen.cbuild import build_debug  # noqa: E402
-from gen.kernel import Builder  # noqa: E402
+from gen.kernel import build  # noqa: E402
 from gen.truth import build_truth  # noqa: E402
 from gen.variants import VARIANTS, Variant  # noqa: E402
 
@@ -36,7 +36,7 @@ def build_variant(v: Variant, out: str, cache: dict[tuple[str, ...], str]) -> No
     else:
         build_debug(list(key), debug)
         cache[key] = debug
-    built = Builder(base, debug, scenario.default()).build()
+    built = build(base, debug, scenario.default())
     truth = build_truth(built)
     truth["sample"] = v.name
     truth["description"] = v.description

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -122,14 +123,12 @@ class Memory:
         self.vmap[vaddr // self.psize] = pfn
 
     # -- page tables -----------------------------------------------------
-    def build_page_tables(self, pgd_phys: int, alloc_table: object) -> list[int]:
+    def build_page_tables(self, pgd_phys: int, alloc_table: Callable[[], int]) -> None:
         """Fill the kernel page tables rooted at pgd_phys.  alloc_table() returns
         the pfn of a fresh zeroed table page.  Linear mappings use 2 MiB pages
-        (they are 2 MiB aligned), vmap pages 4 KiB pages.  Returns the pfns of
-        the table pages allocated."""
+        (they are 2 MiB aligned), vmap pages 4 KiB pages."""
         if self.arch.name != "x86_64" or self.arch.pgtable_levels != 4:
             raise NotImplementedError(f"page tables for {self.arch.name}")
-        tables: list[int] = []
 
         def entry(table_phys: int, idx: int) -> int:
             return int.from_bytes(self.read_phys(table_phys + 8 * idx, 8), "little")
@@ -147,8 +146,7 @@ class Memory:
                 idx = (vaddr >> (12 + 9 * (level - 1))) & 511
                 e = entry(table, idx)
                 if not e & PTE_PRESENT:
-                    pfn = alloc_table()  # type: ignore[operator]
-                    tables.append(pfn)
+                    pfn = alloc_table()
                     e = (pfn << 12) | KERNEL_TABLE
                     set_entry(table, idx, e)
                 table = e & 0x000FFFFFFFFFF000
@@ -165,7 +163,6 @@ class Memory:
             vaddr = vp * self.psize
             pte = walk(vaddr, 1)
             set_entry(pte, (vaddr >> 12) & 511, (self.vmap[vp] << 12) | KERNEL_PAGE)
-        return tables
 
     # -- dump writers ----------------------------------------------------
     def _runs(self) -> list[tuple[int, int, bool]]:

@@ -58,6 +58,27 @@ CMA_AREAS = (
 )
 
 
+def zone_of(pfn: int) -> str:
+    """Name of the zone (a key of ZONES) that spans pfn."""
+    for name, (s, e) in ZONES.items():
+        if s <= pfn < e:
+            return name
+    raise ValueError(hex(pfn))
+
+
+def pageblock_mt(pfn: int) -> str:
+    """Migratetype name of the pageblock holding pfn."""
+    return PAGEBLOCKS.get(pfn >> PAGEBLOCK_ORDER << PAGEBLOCK_ORDER, "Movable")
+
+
+def cma_area_of(pfn: int) -> CmaArea | None:
+    """The CMA area that holds pfn, if any."""
+    for c in CMA_AREAS:
+        if c.base_pfn <= pfn < c.base_pfn + c.count:
+            return c
+    return None
+
+
 @dataclass
 class Folio:
     """One allocated folio (or non-compound allocation head)."""

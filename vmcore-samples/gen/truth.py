@@ -5,44 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from . import scenario as S
-from .kernel import GUP_PIN_COUNTING_BIAS, Built, PageState
+from .kernel import Built
+from .machine import PageState
+from .pageowner import PageOwner
+from .pagepinner import PagePinner
+from .pages import GUP_PIN_COUNTING_BIAS
 
 SCHEMA_VERSION = 1
 MOVABLE_KINDS = ("anon", "ksm", "shmem", "file")
 
 
-def cma_name(pfn: int) -> str | None:
-    for c in S.CMA_AREAS:
-        if c.base_pfn <= pfn < c.base_pfn + c.count:
-            return c.name
-    return None
-
-
-def zone_name(pfn: int) -> str:
-    for name, (s, e) in S.ZONES.items():
-        if s <= pfn < e:
-            return name
-    raise ValueError(pfn)
-
-
-def pageblock_mt(pfn: int) -> str:
-    return S.PAGEBLOCKS.get(pfn >> S.PAGEBLOCK_ORDER << S.PAGEBLOCK_ORDER, "Movable")
-
-
 def pinner_flag_names(b: Built) -> list[str]:
-    p = b.variant.pinner
-    return {
-        None: [],
-        "rfc": ["PAGE_EXT_PINNER"],
-        "a0": ["PAGE_EXT_GET"],
-        "a2": ["PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"],
-        "b": ["PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"],
-        "c": ["PAGE_EXT_GET", "PAGE_EXT_PINNER_MIGRATION_FAILED"],
-        "d": ["PAGE_EXT_PINNER_MIGRATION_FAILED"],
-    }[p]
+    pinner = b.client(PagePinner)
+    return pinner.flag_names if pinner is not None else []
 
 
-def ext_flag_names(b: Built, value: int) -> list[str]:
+def ext_flag_names(b: Built, pfn: int) -> list[str]:
+    """Names of the page_ext flags set for a pfn."""
+    value = b.page_ext.flags.get(pfn, 0)
     out = []
     for e in b.types.type("enum page_ext_flags").enumerators:
         if value & (1 << e.value):
@@ -65,7 +45,7 @@ def page_object(b: Built, st: PageState) -> dict[str, Any]:
         pins = f.pins
         pin_refs = pins
     extra = st.refcount - expected - pin_refs
-    pinner = any(n in pinner_flag_names(b) for n in ext_flag_names(b, st.page_ext_flags))
+    pinner = any(n in pinner_flag_names(b) for n in ext_flag_names(b, st.pfn))
     evidence = []
     if foll_pin:
         evidence.append("foll_pin")
@@ -78,9 +58,9 @@ def page_object(b: Built, st: PageState) -> dict[str, Any]:
         "pfn": f.pfn,
         "nr_pages": nr,
         "node": 0,
-        "zone": zone_name(f.pfn),
-        "migratetype": pageblock_mt(f.pfn),
-        "cma": cma_name(f.pfn),
+        "zone": S.zone_of(f.pfn),
+        "migratetype": S.pageblock_mt(f.pfn),
+        "cma": area.name if (area := S.cma_area_of(f.pfn)) else None,
         "order": f.order,
         "refcount": st.refcount,
         "mapcount": f.mapcount,
@@ -133,7 +113,7 @@ def build_truth(b: Built) -> dict[str, Any]:
     free_blocks = [[pfn, order, mt] for pfn, order, mt in b.free_blocks]
     # zones
     zones = []
-    for zi in b_zone_info(b):
+    for zi in b.zone_info:
         s, e = zi["start_pfn"], zi["start_pfn"] + zi["spanned"]
         rows = [p for p in pinned if s <= p["pfn"] < e]
 
@@ -165,7 +145,7 @@ def build_truth(b: Built) -> dict[str, Any]:
         )
     # CMA areas
     cmas = []
-    for c, info in zip(S.CMA_AREAS, b_cma_info(b), strict=True):
+    for c, bitmap in zip(S.CMA_AREAS, b.cma, strict=True):
         inside = [p for p in pinned if c.base_pfn <= p["pfn"] < c.base_pfn + c.count]
         cmas.append(
             {
@@ -173,21 +153,22 @@ def build_truth(b: Built) -> dict[str, Any]:
                 "base_pfn": c.base_pfn,
                 "count": c.count,
                 "order_per_bit": c.order_per_bit,
-                "bitmap_bits": info["bitmap_bits"],
-                "allocated_bits": info["allocated_bits"],
-                "allocated_pages": info["allocated_bits"] << c.order_per_bit,
+                "bitmap_bits": bitmap.bits,
+                "allocated_bits": bitmap.allocated_bits,
+                "allocated_pages": bitmap.allocated_bits << c.order_per_bit,
                 "pinned_pages": sum(p["nr_pages"] for p in inside),
                 "pinned_pfns": [p["pfn"] for p in inside],
             }
         )
     # page_owner records of the truth pages
     owner: dict[str, Any]
-    if v.page_owner == "enabled":
-        wanted = {p["pfn"] for p in pinned + controls} | {fr.pfn for fr in _freed(b)}
+    page_owner = b.client(PageOwner)
+    if page_owner is not None:
+        wanted = {p["pfn"] for p in pinned + controls} | {fr.pfn for fr in b.scenario.freed}
+        text = page_owner.debugfs_text()
         recs = []
         for pfn in sorted(wanted):
-            st = b.pages[pfn]
-            r = st.owner
+            r = page_owner.records.get(pfn)
             if r is None:
                 continue
             recs.append(
@@ -205,35 +186,31 @@ def build_truth(b: Built) -> dict[str, Any]:
                     "stack": b.stacks[r["handle"]],
                     "free_handle": r["free_handle"],
                     "free_stack": b.stacks.get(r["free_handle"], []),
-                    "page_ext_flags": ext_flag_names(b, st.page_ext_flags),
-                    "text": b.owner_text.get(pfn) if r["allocated"] else None,
+                    "page_ext_flags": ext_flag_names(b, pfn),
+                    "text": text.get(pfn) if r["allocated"] else None,
                 }
             )
-        n_alloc = sum(
-            1
-            for st in b.pages.values()
-            if "PAGE_EXT_OWNER_ALLOCATED" in ext_flag_names(b, st.page_ext_flags)
-        )
+        n_alloc = sum(1 for pfn in b.pages if "PAGE_EXT_OWNER_ALLOCATED" in ext_flag_names(b, pfn))
         owner = {
             "state": "enabled",
             "allocated_pages": n_alloc,
-            "debugfs_records": len(b.owner_text),
+            "debugfs_records": len(text),
             # 6.9+: stack_record.count of the stacks on page_owner's stack_list
-            "stack_counts": {f"{h:#010x}": n for h, n in sorted(b.stack_counts.items())},
+            "stack_counts": {f"{h:#010x}": n for h, n in sorted(page_owner.stack_counts.items())},
             "records": recs,
         }
     else:
         owner = {"state": "off", "allocated_pages": 0, "debugfs_records": 0, "records": []}
     # page_pinner
     pinner: dict[str, Any] = {"variant": v.pinner}
-    if v.pinner:
+    page_pinner = b.client(PagePinner)
+    if page_pinner is not None:
         pages = []
         for pfn in sorted(b.pages):
-            st = b.pages[pfn]
-            names = [n for n in ext_flag_names(b, st.page_ext_flags) if n in pinner_flag_names(b)]
-            if not names and st.pinner is None:
+            names = [n for n in ext_flag_names(b, pfn) if n in page_pinner.flag_names]
+            d = page_pinner.pages.get(pfn)
+            if not names and d is None:
                 continue
-            d = st.pinner
             pages.append(
                 {
                     "pfn": pfn,
@@ -249,15 +226,15 @@ def build_truth(b: Built) -> dict[str, Any]:
                 }
             )
         pinner["pages"] = pages
-        pinner["rings"] = b.rings
+        pinner["rings"] = page_pinner.rings
         if v.pinner == "a0":
-            pinner["pinner_file_text"] = b.pinner_file_text
+            pinner["pinner_file_text"] = page_pinner.pinner_file_text
     features = {
         "page_owner": v.page_owner,
         "page_pinner": v.pinner or "absent",
         "cma": "present",
         "page_ext": "present",
-        "page_ext_allocated": v.page_owner == "enabled" or v.pinner is not None,
+        "page_ext_allocated": bool(b.page_ext.clients),
         "stack_depot": {
             "6.1": "stack_slabs+slabindex/offset/valid/extra",
             "6.12": "stack_pools+pool_index_plus_1/offset/extra",
@@ -294,15 +271,3 @@ def build_truth(b: Built) -> dict[str, Any]:
         "page_pinner": pinner,
         "stacks": {f"{h:#010x}": fr for h, fr in sorted(b.stacks.items())},
     }
-
-
-def _freed(b: Built) -> list[Any]:
-    return list(b.scenario_freed)
-
-
-def b_zone_info(b: Built) -> list[dict[str, Any]]:
-    return b.zone_info
-
-
-def b_cma_info(b: Built) -> list[dict[str, Any]]:
-    return b.cma_info

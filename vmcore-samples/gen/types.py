@@ -74,9 +74,6 @@ class Types:
         except LookupError:
             return False
 
-    def symbol(self, name: str) -> int:
-        return self.prog.object(name).address_
-
     def field(self, tname: str, path: str) -> tuple[int, Type, int]:
         """(bit offset, type, bit field size) of a member path like
         'free_area[3].free_list[1].next' inside struct tname."""

@@ -1,14 +1,41 @@
-"""The text /sys/kernel/debug/page_owner prints for a record (6.1 and 6.12)."""
+"""gfp_t: the bits used here (6.1 and 6.12 agree on each of them), the mask
+each synthetic allocation stack used, and the kernel's %pGg format."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+G_HIGHMEM, G_DMA32, G_MOVABLE, G_RECLAIMABLE = 0x02, 0x04, 0x08, 0x10
+G_IO, G_FS, G_ZERO = 0x40, 0x80, 0x100
+G_DIRECT_RECLAIM, G_KSWAPD_RECLAIM = 0x400, 0x800
+G_NOWARN, G_NORETRY, G_COMP, G_NOMEMALLOC = 0x2000, 0x10000, 0x40000, 0x80000
+G_HARDWALL, G_ACCOUNT = 0x100000, 0x400000
+G_RECLAIM = G_DIRECT_RECLAIM | G_KSWAPD_RECLAIM
+GFP_KERNEL = G_RECLAIM | G_IO | G_FS
+GFP_HIGHUSER_MOVABLE = GFP_KERNEL | G_HARDWALL | G_HIGHMEM | G_MOVABLE
+GFP_TRANSHUGE = (
+    (GFP_HIGHUSER_MOVABLE | G_COMP | G_NOMEMALLOC | G_NOWARN) & ~G_RECLAIM
+) | G_DIRECT_RECLAIM
+# allocation stack key (stacks.STACKS) -> gfp mask; others are anon faults
+GFP_BY_STACK = {
+    "anon_fault": GFP_HIGHUSER_MOVABLE | G_ZERO,
+    "thp_fault": GFP_TRANSHUGE,
+    "shmem_fault": GFP_HIGHUSER_MOVABLE,
+    "gpu_shmem": GFP_HIGHUSER_MOVABLE,
+    "file_read": GFP_HIGHUSER_MOVABLE,
+    "slab": GFP_KERNEL | G_COMP | G_ACCOUNT,
+    "slab_reclaim": GFP_KERNEL | G_COMP | G_RECLAIMABLE,
+    "pgtable": GFP_KERNEL | G_ZERO | G_ACCOUNT,
+    "driver": GFP_KERNEL | G_DMA32,
+    "depot": GFP_KERNEL | G_NOWARN,
+    "cma_alloc": GFP_KERNEL,
+    "zsmalloc": (GFP_KERNEL | G_MOVABLE | G_HIGHMEM | G_NOWARN | G_NORETRY) & ~G_RECLAIM
+    | G_KSWAPD_RECLAIM,
+}
 
-from . import scenario as S
-from .pinner import format_pgp, mt_name
 
-if TYPE_CHECKING:
-    from .kernel import Builder
+def gfp_of_stack(key: str) -> int:
+    """The gfp mask an allocation with this stack used."""
+    return GFP_BY_STACK.get(key, GFP_BY_STACK["anon_fault"])
+
 
 # the order of include/trace/events/mmflags.h's gfp name table (6.1); %pGg
 # prints the first entries whose bits are all set, then the leftover bits
@@ -57,6 +84,7 @@ _GFP_NAMES_612 = [
 
 
 def format_gfp(version: str, gfp: int) -> str:
+    """The kernel's %pGg for a gfp mask, without the value itself."""
     names = _GFP_NAMES_61 if version == "6.1" else _GFP_NAMES_612
     parts = []
     rest = gfp
@@ -69,24 +97,3 @@ def format_gfp(version: str, gfp: int) -> str:
     if rest:
         parts.append(f"{rest:#x}")
     return "|".join(parts)
-
-
-def page_owner_text(b: Builder, rec: dict[str, Any], frames: list[str]) -> list[str]:
-    """Lines of one debugfs page_owner record (an allocated head page)."""
-    version = b.k.version
-    pfn = rec["pfn"]
-    gfp = rec["gfp_mask"]
-    head = (
-        f"Page allocated via order {rec['order']}, mask {gfp:#x}({format_gfp(version, gfp)}), "
-        f"pid {rec['pid']}, tgid {rec['tgid']} ({rec['comm']}), ts {rec['ts_nsec']} ns"
-    )
-    if version == "6.1":
-        head += f", free_ts {rec['free_ts_nsec']} ns"
-    gfp_mt = (gfp & 0x18) >> 3
-    pb_mt = b.mt_value(b.pageblock_mt(pfn))
-    pfn_text = str(pfn) if version == "6.1" else f"{pfn:#x}"
-    second = (
-        f"PFN {pfn_text} type {mt_name(b, gfp_mt)} Block {pfn >> S.PAGEBLOCK_ORDER} "
-        f"type {mt_name(b, pb_mt)} Flags {format_pgp(b, b.pages[pfn].flags)}"
-    )
-    return [head, second] + [" " + f for f in frames] + [""]

@@ -1,0 +1,59 @@
+"""Per-CPU areas: two online CPUs (__per_cpu_offset, the cpumasks), each
+holding every zone's struct per_cpu_pages (empty pcp lists) and struct
+per_cpu_zonestat and the node's struct per_cpu_nodestat (zero diffs)."""
+
+from __future__ import annotations
+
+from .machine import Machine
+from .zones import zone_addr
+
+NR_CPUS_ONLINE = 2
+PCPU_BASE = 0x2E000  # per-CPU offset of the first dynamic per-CPU object
+
+
+def _cacheline(size: int) -> int:
+    return (size + 63) // 64 * 64
+
+
+def setup_percpu(m: Machine, pgdat: int) -> None:
+    """Allocate (memblock) and fill the per-CPU chunks, point the zones and
+    the node at their per-CPU offsets and mark the CPUs online."""
+    t = m.t
+    pcp_size = _cacheline(t.sizeof("struct per_cpu_pages"))
+    zs_size = _cacheline(t.sizeof("struct per_cpu_zonestat"))
+    ns_size = _cacheline(t.sizeof("struct per_cpu_nodestat"))
+    nz = m.enum("__MAX_NR_ZONES")
+    total = nz * (pcp_size + zs_size) + ns_size
+    nlists = t.type("struct per_cpu_pages").member("lists").type.length
+    offs = []
+    for _cpu in range(NR_CPUS_ONLINE):
+        chunk = m.direct(m.memblock_alloc(total))
+        offs.append((chunk - PCPU_BASE) & (2**64 - 1))
+        for zi in range(nz):
+            pcp = chunk + zi * pcp_size
+            t.put(pcp, "struct per_cpu_pages", "high", 0x400)
+            t.put(pcp, "struct per_cpu_pages", "batch", 63)
+            for i in range(nlists):
+                head = pcp + t.offsetof("struct per_cpu_pages", f"lists[{i}]")
+                m.write_ulong(head, head)
+                m.write_ulong(head + 8, head)
+            zs = chunk + nz * pcp_size + zi * zs_size
+            t.put(zs, "struct per_cpu_zonestat", "stat_threshold", 8)
+        ns = chunk + nz * (pcp_size + zs_size)
+        t.put(ns, "struct per_cpu_nodestat", "stat_threshold", 8)
+    for cpu, off in enumerate(offs):
+        m.write_ulong(m.sym("__per_cpu_offset") + 8 * cpu, off)
+    for zi in range(nz):
+        z = zone_addr(m, pgdat, zi)
+        t.put(z, "struct zone", "per_cpu_pageset", PCPU_BASE + zi * pcp_size)
+        t.put(z, "struct zone", "per_cpu_zonestats", PCPU_BASE + nz * pcp_size + zi * zs_size)
+    t.put(pgdat, "struct pglist_data", "per_cpu_nodestats", PCPU_BASE + nz * (pcp_size + zs_size))
+    mask = (1 << NR_CPUS_ONLINE) - 1
+    for name in (
+        "__cpu_possible_mask",
+        "__cpu_online_mask",
+        "__cpu_present_mask",
+        "__cpu_active_mask",
+    ):
+        m.write_ulong(m.sym(name), mask)
+    m.write_uint(m.sym("nr_cpu_ids"), NR_CPUS_ONLINE)

@@ -1,0 +1,113 @@
+"""lib/stackdepot.c: struct stack_record in order-2 pools, handles in the
+layout of the kernel version (6.1 union handle_parts slabindex/offset/valid,
+6.8+ pool_index_plus_1/offset), and the depot's globals."""
+
+from __future__ import annotations
+
+import zlib
+
+from .machine import Machine
+from .pages import add_folio
+from .scenario import Folio
+from .stacks import STACKS, frame_offset
+
+POOL_PFNS = (0x1300, 0x1304)  # two order-2 kernel allocations
+POOL_ORDER = 2
+REFCOUNT_SATURATED = 0xC0000000  # INT_MIN / 2 as stored in refcount_t
+
+
+class StackDepot:
+    """The depot's pools and every stack saved in them."""
+
+    def __init__(self, m: Machine) -> None:
+        self.m = m
+        for pfn in POOL_PFNS:
+            add_folio(
+                m,
+                Folio(
+                    pfn,
+                    "kernel",
+                    order=POOL_ORDER,
+                    compound=False,
+                    alloc="depot",
+                    note="stack depot pool",
+                ),
+            )
+        self.pools = [m.direct(p) for p in POOL_PFNS]
+        self.pool_idx = 0
+        self.pool_off = 0
+        self.handles: dict[tuple[int, ...], int] = {}
+        self.frames: dict[int, list[str]] = {}  # handle -> symbolized frames
+        self.keys: dict[str, int] = {}  # stack key (stacks.STACKS) -> handle
+        self.records: dict[int, int] = {}  # handle -> struct stack_record
+        for key in ("dummy", "failure", "early"):
+            self.save(key)
+
+    def save(self, key: str) -> int:
+        """stack_depot_save() of a synthetic stack; returns its handle."""
+        if key in self.keys:
+            return self.keys[key]
+        pcs = []
+        frames = []
+        for depth, n in enumerate(STACKS[key]):
+            sym = self.m.syms[n]
+            off = frame_offset(n, sym.size, depth)
+            pcs.append(sym.value + off)
+            frames.append(f"{n}+{off:#x}/{sym.size:#x}")
+        h = self._store(tuple(pcs))
+        self.keys[key] = h
+        self.frames[h] = frames
+        return h
+
+    def _store(self, pcs: tuple[int, ...]) -> int:
+        if pcs in self.handles:
+            return self.handles[pcs]
+        m = self.m
+        t = m.t
+        hdr = t.offsetof("struct stack_record", "entries")
+        # records saved without STACK_DEPOT_FLAG_GET (page_owner, page_pinner)
+        # take only the entries they use, also on 6.8+
+        size = (hdr + 8 * len(pcs) + 15) // 16 * 16
+        if self.pool_off + size > m.ps << POOL_ORDER:
+            self.pool_idx += 1
+            self.pool_off = 0
+        rec = self.pools[self.pool_idx] + self.pool_off
+        off_units = self.pool_off >> 4
+        if m.k.stackdepot == "slabs-6.1":
+            handle = self.pool_idx | (off_units << 16) | (1 << 26)
+        else:
+            handle = (self.pool_idx + 1) | (off_units << 17)
+        self.pool_off += size
+        t.put(rec, "struct stack_record", "hash", zlib.crc32(repr(pcs).encode()))
+        t.put(rec, "struct stack_record", "size", len(pcs))
+        t.put(rec, "struct stack_record", "handle.handle", handle)
+        if m.k.stackdepot != "slabs-6.1":
+            # 6.8+: records saved without STACK_DEPOT_FLAG_GET start saturated
+            t.put(rec, "struct stack_record", "count", REFCOUNT_SATURATED)
+        for i, pc in enumerate(pcs):
+            m.write_ulong(rec + hdr + 8 * i, pc)
+        self.handles[pcs] = handle
+        self.records[handle] = rec
+        return handle
+
+    def set_count(self, handle: int, count: int) -> None:
+        """6.8+ stack_record.count (refcount_t) of a saved stack."""
+        self.m.t.put(self.records[handle], "struct stack_record", "count", count)
+
+    def write_globals(self) -> None:
+        """The pools and the current pool index and offset (6.1: stack_slabs,
+        depot_index, next_slab_inited, depot_offset; 6.8+: stack_pools,
+        pools_num, pool_offset)."""
+        m = self.m
+        used = self.pool_idx + 1
+        if m.k.stackdepot == "slabs-6.1":
+            for i, pool in enumerate(self.pools):
+                m.write_ulong(m.sym("stack_slabs") + 8 * i, pool)
+            m.write_uint(m.sym("depot_index"), self.pool_idx)
+            m.write_uint(m.sym("next_slab_inited"), 1 if len(self.pools) > used else 0)
+            m.write_ulong(m.sym("depot_offset"), self.pool_off)
+        else:
+            for i, pool in enumerate(self.pools[:used]):
+                m.write_ulong(m.sym("stack_pools") + 8 * i, pool)
+            m.write_uint(m.sym("pools_num"), used)
+            m.write_ulong(m.sym("pool_offset"), self.pool_off)
