@@ -7,6 +7,7 @@ from dataclasses import dataclass
 PRESENT = "present"
 OFF = "off"  # compiled in, not enabled at boot
 ABSENT = "absent"
+UNSUPPORTED = "unsupported"  # present, but laid out in a way pinspect cannot interpret
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from drgn import FaultError, Program
 from pinspect import constants
 from pinspect.arch import Arch, arch_of
 from pinspect.errors import DebugInfoError
-from pinspect.features import ABSENT, OFF, PRESENT, Feature
+from pinspect.features import ABSENT, OFF, PRESENT, UNSUPPORTED, Feature
 from pinspect.owner import CLIENT as OWNER_CLIENT
 from pinspect.owner import owner_feature
 from pinspect.pageext import PageExtLayout, page_ext_layout
@@ -24,6 +24,15 @@ from pinspect.probing import enumerators, offset_of
 from pinspect.stackdepot import depot_feature
 from pinspect.variables import has_variable, required_variable, variable
 from pinspect.vmcoreinfo import from_program as vmcoreinfo_from_program
+
+
+class UnsupportedLayout(DebugInfoError):
+    """A structure pinspect reads is laid out in a way it does not know (a newer kernel)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"this kernel's layout is not supported: {what}",
+                         "pinspect info shows what could be read; please report the kernel "
+                         "release and where its debug info can be found")
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,11 @@ class PageLayout:
 
     size: int
     flags: int
-    compound_head: int
+    compound_head: int  # the word whose bit 0 marks a tail page (compound_head/compound_info)
+    # 7.1+ with HVO and a power-of-2 struct page: a tail's word is a mask that turns the tail's
+    # address into its head's, rather than the head's address (commit 8c846c879e22 "mm: rework
+    # compound_head() for power-of-2 sizeof(struct page)").
+    tail_info_is_mask: bool
     mapping: int
     index: int
     private: int
@@ -96,7 +109,6 @@ class Kernel:
     arch: Arch
     page_size: int
     page_shift: int
-    layout: PageLayout
     flags: PageFlagBits
     vmemmap: int | None
     pageblock_order: int
@@ -109,6 +121,17 @@ class Kernel:
     page_ext: PageExtLayout | None
     pinner_variant: str | None
     features: list[Feature]
+    page_layout: PageLayout | None  # None: struct page could not be interpreted
+    unsupported: UnsupportedLayout | None = None  # why not
+
+    @property
+    def layout(self) -> PageLayout:
+        """Where ``struct page`` keeps what pinspect reads; raises
+        :class:`UnsupportedLayout` if this kernel's could not be interpreted."""
+        if self.page_layout is None:
+            assert self.unsupported is not None
+            raise self.unsupported
+        return self.page_layout
 
     def feature(self, name: str) -> Feature:
         for f in self.features:
@@ -162,10 +185,8 @@ def _folio_layout(prog: Program, page_type: drgn.Type, page_size_bytes: int) -> 
                 pincount = 2 * tail + off
                 pincount_min_order = 2
     if order is None:
-        raise DebugInfoError(
-            "cannot find where this kernel stores the compound page order",
-            "the debug info looks incomplete; use the vmlinux with full DWARF",
-        )
+        raise UnsupportedLayout("cannot find where this kernel stores a folio's order "
+                                "(struct folio._folio_order or _flags_1, page.compound_order)")
     has_double_map = "PG_double_map" in enumerators(prog, "enum pageflags")
     return FolioLayout(
         dtor=dtor,
@@ -189,27 +210,59 @@ def _page_layout(prog: Program) -> PageLayout:
             "load the kernel's vmlinux with full DWARF (-s PATH)",
         ) from e
 
-    def need(name: str) -> int:
-        off = offset_of(page, name)
-        if off is None:
-            raise DebugInfoError(f"struct page has no member {name!r}",
-                                 "this kernel layout is not supported yet")
-        return off
+    def need(*names: str) -> int:
+        """The offset of the first of *names* that struct page has."""
+        for name in names:
+            off = offset_of(page, name)
+            if off is not None:
+                return off
+        raise UnsupportedLayout(f"struct page has no member {' or '.join(map(repr, names))}")
 
-    compound_head = offset_of(page, "compound_head")
-    if compound_head is None:
-        compound_head = need("lru")
+    size = page.size or 0
+    # 7.1 renamed compound_head to compound_info (commit d50569612c29); before compound_head
+    # existed, tails were marked in the word of lru.next.
+    compound_head = need("compound_head", "compound_info", "lru")
+    # The zone's vmemmap_tails exists with CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP, the condition
+    # (with a power-of-2 struct page) of compound_info_has_mask() in include/linux/page-flags.h.
+    try:
+        hvo = prog.type("struct zone").has_member("vmemmap_tails")
+    except LookupError:
+        hvo = False
     return PageLayout(
-        size=page.size or 0,
+        size=size,
         flags=need("flags"),
         compound_head=compound_head,
+        tail_info_is_mask=offset_of(page, "compound_info") is not None and hvo
+        and size & (size - 1) == 0,
         mapping=need("mapping"),
-        index=need("index"),
+        # 6.16 renamed index to __folio_index (commit acc53a0b4c15).
+        index=need("index", "__folio_index"),
         private=need("private"),
         mapcount=need("_mapcount"),
         refcount=need("_refcount"),
         folio=_folio_layout(prog, page, page.size or 0),
     )
+
+
+def _layout_feature(layout: PageLayout | None, unsupported: UnsupportedLayout | None
+                    ) -> Feature:
+    """How this kernel lays out pages and folios, or which structure pinspect could not
+    interpret."""
+    if layout is None:
+        assert unsupported is not None
+        return Feature("folio layout", UNSUPPORTED, unsupported.message)
+    folio = layout.folio
+    if folio.large_mapcount is not None:
+        mapping = "folio._large_mapcount"
+    elif folio.subpages_include_entire:
+        mapping = "entire + subpage mapcounts, PG_double_map"
+    else:
+        mapping = "entire + subpage mapcounts"
+    pins = ("folio._pincount" if folio.pincount is not None and folio.pincount_min_order == 1
+            else "hpage_pinned_refcount (order > 1)" if folio.pincount is not None
+            else "refcount bias only")
+    return Feature("folio layout", PRESENT,
+                   f"struct page {layout.size} bytes; mapcount: {mapping}; pins: {pins}")
 
 
 def _zone_names(prog: Program) -> list[str]:
@@ -300,7 +353,12 @@ def _probe(prog: Program) -> Kernel:
     page_size = required_variable(prog, "PAGE_SIZE").value_()
     page_shift = required_variable(prog, "PAGE_SHIFT").value_()
     arch = arch_of(prog)
-    layout = _page_layout(prog)
+    layout: PageLayout | None
+    unsupported: UnsupportedLayout | None = None
+    try:
+        layout = _page_layout(prog)
+    except UnsupportedLayout as e:
+        layout, unsupported = None, e
     flag_names = {k: v for k, v in enumerators(prog, "enum pageflags").items()}
 
     vmemmap_obj = variable(prog, "vmemmap")
@@ -311,18 +369,7 @@ def _probe(prog: Program) -> Kernel:
         model = "SPARSEMEM" if has_variable(prog, "mem_section") else "FLATMEM"
         features.append(Feature("memory model", PRESENT, model))
 
-    folio = layout.folio
-    if folio.large_mapcount is not None:
-        mapping = "folio._large_mapcount"
-    elif folio.subpages_include_entire:
-        mapping = "entire + subpage mapcounts, PG_double_map"
-    else:
-        mapping = "entire + subpage mapcounts"
-    pins = ("folio._pincount" if folio.pincount is not None and folio.pincount_min_order == 1
-            else "hpage_pinned_refcount (order > 1)" if folio.pincount is not None
-            else "refcount bias only")
-    features.append(Feature("folio layout", PRESENT,
-                            f"struct page {layout.size} bytes; mapcount: {mapping}; pins: {pins}"))
+    features.append(_layout_feature(layout, unsupported))
 
     page_ext, page_ext_feature = page_ext_layout(prog, (OWNER_CLIENT, PINNER_CLIENT))
     features.append(page_ext_feature)
@@ -364,7 +411,6 @@ def _probe(prog: Program) -> Kernel:
         arch=arch,
         page_size=page_size,
         page_shift=page_shift,
-        layout=layout,
         flags=PageFlagBits(flag_names),
         vmemmap=vmemmap,
         pageblock_order=pageblock_order,
@@ -377,4 +423,6 @@ def _probe(prog: Program) -> Kernel:
         page_ext=page_ext,
         pinner_variant=variant,
         features=features,
+        page_layout=layout,
+        unsupported=unsupported,
     )

@@ -61,8 +61,10 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
     }
     address = struct_page_address(kernel, pfn)
     head_pfn = pfn
-    if raw["compound_head"] & 1:
-        head_pfn = pfn - (address - (raw["compound_head"] - 1)) // layout.size
+    info = raw["compound_head"]
+    if info & 1:
+        head = address & info if layout.tail_info_is_mask else info - 1
+        head_pfn = pfn - (address - head) // layout.size
         chunk = _chunk(kernel, head_pfn, 2)
     if chunk.flags[0] & np.uint64(masks.head) and chunk.n > 1:
         # The folio's order lives in its first tail page.
