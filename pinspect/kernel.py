@@ -128,10 +128,15 @@ class Kernel:
     def layout(self) -> PageLayout:
         """Where ``struct page`` keeps what pinspect reads; raises
         :class:`UnsupportedLayout` if this kernel's could not be interpreted."""
+        self.check_layout()
+        assert self.page_layout is not None
+        return self.page_layout
+
+    def check_layout(self) -> None:
+        """Raise :class:`UnsupportedLayout` unless this kernel's struct page is understood."""
         if self.page_layout is None:
             assert self.unsupported is not None
             raise self.unsupported
-        return self.page_layout
 
     def feature(self, name: str) -> Feature:
         for f in self.features:

@@ -71,6 +71,7 @@ def find_pinned(
     ``pinner``); empty keeps all. *progress* is called with (pages done, pages in total).
     """
     kernel = probe(prog)
+    kernel.check_layout()
     wanted = set(evidence)
     unknown = wanted - set(EVIDENCE_KINDS)
     if unknown:

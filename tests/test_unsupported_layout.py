@@ -46,3 +46,14 @@ def test_commands_that_need_the_layout_stop_with_one_error() -> None:
     with pytest.raises(UnsupportedLayout, match="struct page has no member 'mapping'") as e:
         pinspect.find_pinned(prog)
     assert "pinspect info" in e.value.hint
+
+
+def test_the_commands_declare_the_layout_and_fail_before_any_work() -> None:
+    from pinspect.commands import FeatureMissing, needs_of
+
+    prog = _future(open_sample("mainline-6.1"))
+    kernel = pinspect.probe(prog)
+    needs_of("info").check("info", prog, kernel, "DWARF")
+    for command in ("pinned", "zones", "page"):
+        with pytest.raises(FeatureMissing, match="needs folio layout, which is unsupported"):
+            needs_of(command).check(command, prog, kernel, "DWARF")

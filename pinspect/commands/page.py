@@ -61,7 +61,7 @@ def resolve_pfn(prog: Any, text: str, phys: bool) -> int:
     return value
 
 
-@register(Needs())
+@register(Needs(features=("folio layout",)))
 @click.command("page")
 @click.argument("address")
 @click.option("--phys", is_flag=True, help="ADDRESS is a physical address.")

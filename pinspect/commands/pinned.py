@@ -68,7 +68,7 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
     )
 
 
-@register(Needs())
+@register(Needs(features=("folio layout",)))
 @click.command("pinned")
 @click.option("--zone", "zone_names", multiple=True, metavar="NAME",
               help="only this zone (repeatable): DMA, DMA32, Normal, Movable, ...")

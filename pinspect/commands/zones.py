@@ -45,7 +45,7 @@ def document(rows_in: list[ZonePins], report: PinnedReport) -> Document:
                     rows=rows, columns=COLUMNS, notes=notes)
 
 
-@register(Needs())
+@register(Needs(features=("folio layout",)))
 @click.command("zones")
 @global_options
 @click.pass_context
