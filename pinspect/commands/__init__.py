@@ -86,4 +86,6 @@ def all_commands() -> list[Command]:
 
 def needs_of(name: str) -> Needs:
     """What the registered command *name* needs."""
+    if name not in _REGISTRY:
+        all_commands()
     return _REGISTRY[name].needs
