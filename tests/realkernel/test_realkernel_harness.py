@@ -12,9 +12,10 @@ from typing import Any
 
 import drgn
 import pytest
-from expect import CMA_KINDS, CONTROL_KINDS, PINNED_KINDS, expected
-from pagefacts import page_facts
-from rksupport import HERE, Booted, guest_chroot, pinspect_available
+
+from tests.realkernel.expect import CMA_KINDS, CONTROL_KINDS, PINNED_KINDS, expected
+from tests.realkernel.pagefacts import page_facts
+from tests.realkernel.rksupport import HERE, Booted, guest_chroot, pinspect_available
 
 KPF_COMPOUND_HEAD = 1 << 15
 KPF_THP = 1 << 22
