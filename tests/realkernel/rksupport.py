@@ -84,6 +84,11 @@ class Booted:
     def vmlinux(self) -> Path:
         return self.kernel.vmlinux
 
+    def kernel_config(self) -> str:
+        """The kernel's .config where the cache has it (fetch-debian-kernel.sh, build-kernel.sh)."""
+        path = self.kernel.bzimage.parent / "config"
+        return path.read_text() if path.exists() else ""
+
 
 _timings: dict[str, dict[str, float]] = {}
 
