@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.realkernel.harness import cache_dir  # noqa: F401  (one definition, also for synth)
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cache_dir() -> Path:
-    """``$PINSPECT_CACHE`` (default ``~/.cache/pinspect``), as the real-kernel harness uses."""
-    return Path(os.environ.get("PINSPECT_CACHE", Path.home() / ".cache" / "pinspect"))
 
 
 def bench_dir() -> Path:
@@ -20,16 +16,6 @@ def bench_dir() -> Path:
     d = cache_dir() / "bench"
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def harness():  # type: ignore[no-untyped-def]
-    """The real-kernel harness module (tests/realkernel/harness.py), imported read-only."""
-    path = str(REPO / "tests" / "realkernel")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    import harness as h  # noqa: PLC0415
-
-    return h
 
 
 def log(msg: str) -> None:

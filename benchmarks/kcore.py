@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import realdump
-from benchmarks.common import REPO, bench_dir, harness
+from benchmarks.common import REPO, bench_dir
+from tests.realkernel import harness
 
 KERNEL = "cma61"
 MOUNT = (
@@ -28,8 +29,7 @@ MOUNT = (
 
 
 def vmlinux() -> str:
-    h = harness()
-    return str(realdump.prepared_kernel(h.KERNELS[KERNEL]).vmlinux)
+    return str(realdump.prepared_kernel(harness.KERNELS[KERNEL]).vmlinux)
 
 
 @contextmanager

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import bench_dir, disk_usage, harness, log, make_sparse
+from benchmarks.common import bench_dir, disk_usage, log, make_sparse
+from tests.realkernel import harness
 
 
 def dump_dir(kernel: str, gib: int) -> Path:
@@ -31,25 +32,24 @@ def paths(kernel: str, gib: int) -> dict[str, Any] | None:
     return json.loads(p.read_text())  # type: ignore[no-any-return]
 
 
-def prepared_kernel(spec: Any) -> Any:
+def prepared_kernel(spec: harness.KernelSpec) -> harness.Kernel:
     """The harness's kernel for *spec*; a custom kernel already built in the cache is used as
     it is (prepare_kernel would first wait for any other build-kernel.sh on the machine)."""
-    h = harness()
     if spec.kind == "custom":
-        kdir = h.cache_dir() / "kernels" / "linux-6.1-cma"
+        kdir = harness.cache_dir() / "kernels" / f"linux-{spec.version}-cma"
         if (kdir / "bzImage").exists() and (kdir / "vmlinux").exists():
-            return h.Kernel(spec, kdir / "bzImage", kdir / "vmlinux", "6.1-cma", ())
-    return h.prepare_kernel(spec)
+            release = f"{spec.version}-cma"
+            return harness.Kernel(spec, kdir / "bzImage", kdir / "vmlinux", release, ())
+    return harness.prepare_kernel(spec)
 
 
 def boot(kernel: str, gib: int | None, workdir: Path) -> Any:
     """A started :class:`harness.Guest` (use as a context manager: it stops the guest);
     *gib* overrides the memory size of the harness's configuration."""
-    h = harness()
-    spec = h.KERNELS[kernel]
+    spec = harness.KERNELS[kernel]
     if gib is not None:
         spec = dataclasses.replace(spec, name=f"{kernel}-{gib}g", mem_mib=gib * 1024)
-    guest = h.Guest(prepared_kernel(spec), workdir)
+    guest = harness.Guest(prepared_kernel(spec), workdir)
     try:
         guest.start(timeout=1200)
     except BaseException:

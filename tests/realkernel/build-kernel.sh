@@ -1,38 +1,91 @@
 #!/usr/bin/env bash
-# Build the custom 6.1 test kernel (CMA, page_owner, full DWARF, 9p root for in-guest runs)
-# from Debian's linux-source-6.1 package. Output is cached outside the repo:
-#   $PINSPECT_CACHE/kernels/linux-6.1-cma/{bzImage,vmlinux,config}
+# Build a custom test kernel (CMA, page_owner, full DWARF, 9p root for in-guest runs) from
+# Debian's linux-source-<version> package:
+#   build-kernel.sh [6.1]   cma61: linux-source-6.1 from the machine's apt (bookworm), config
+#                           shared/kernels/linux-6.1-cma-page_owner.config + kernel-extra.config
+#   build-kernel.sh 7.2     cma72: linux-source-7.2 from sid's private lists (debian-apt.sh),
+#                           config x86_64_defconfig + kvm_guest.config + kernel-7.2-cma.config
+#                           + kernel-extra.config (with CMA_DEBUGFS and BTF)
+# Output is cached outside the repo:
+#   $PINSPECT_CACHE/kernels/linux-<version>-cma/{bzImage,vmlinux,config,stamp}
 # A second run with the same inputs does nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PINSPECT_CACHE:-$HOME/.cache/pinspect}
-base_config=${PINSPECT_BASE_CONFIG:-$here/../../../shared/kernels/linux-6.1-cma-page_owner.config}
-[ -f "$base_config" ] || base_config=$here/linux-6.1-cma-page_owner.config
+version=${1:-6.1}
 fragment=$here/kernel-extra.config
-out=$cache/kernels/linux-6.1-cma
-stamp=$(cat "$base_config" "$fragment" | sha256sum | cut -c1-16)
+out=$cache/kernels/linux-$version-cma
+src=$cache/build/linux-source-$version
+pkg=linux-source-$version
+case $version in
+    6.1)
+        base_config=${PINSPECT_BASE_CONFIG:-$here/../../../shared/kernels/linux-6.1-cma-page_owner.config}
+        [ -f "$base_config" ] || base_config=$here/linux-6.1-cma-page_owner.config
+        fragments=("$fragment")
+        apt_get() { apt-get "$@"; }
+        # (the stamp of cma61 is what it always was, so a cached build stays valid)
+        stamp=$(cat "$base_config" "$fragment" | sha256sum | cut -c1-16)
+        log=$cache/build/kernel-build.log
+        ;;
+    7.2)
+        base_config=  # x86_64_defconfig + kvm_guest.config of the source itself
+        fragments=("$here/kernel-7.2-cma.config" "$fragment")
+        apt_get() { bash "$here/debian-apt.sh" sid ensure >&2 && bash "$here/debian-apt.sh" sid apt-get "$@"; }
+        log=$cache/build/kernel-build-$version.log
+        ;;
+    *) echo "build-kernel.sh: no custom kernel for version $version (6.1 or 7.2)" >&2; exit 2 ;;
+esac
 
+newest_deb() { find "$cache/debs" -maxdepth 1 -name "${pkg}_*.deb" | sort -V | tail -n1; }
+mkdir -p "$cache/debs" "$cache/build"
+if [ -z "$(newest_deb)" ]; then
+    (cd "$cache/debs" && apt_get download "$pkg")
+fi
+deb=$(newest_deb)
+if [ -z "${stamp:-}" ]; then
+    # the source package's version and pahole's (which writes the BTF) are inputs too
+    stamp=$( { cat "${fragments[@]}"; basename "$deb"; pahole --version 2>/dev/null || true; } \
+        | sha256sum | cut -c1-16)
+fi
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] && [ -f "$out/bzImage" ] && [ -f "$out/vmlinux" ]; then
     echo "cached: $out"
     exit 0
 fi
 
-mkdir -p "$cache/debs" "$cache/build"
-if ! ls "$cache"/debs/linux-source-6.1_*.deb >/dev/null 2>&1; then
-    (cd "$cache/debs" && apt-get download linux-source-6.1)
+# (re-)extract when the tree is missing or from another package version
+if [ ! -f "$src/Makefile" ] || [ "$(cat "$src/.pinspect-deb" 2>/dev/null)" != "$(basename "$deb")" ]; then
+    if [ -f "$src/Makefile" ] && [ ! -f "$src/.pinspect-deb" ] && [ "$version" = 6.1 ]; then
+        : # a 6.1 tree extracted by an earlier version of this script: keep it
+    else
+        rm -rf "$src" "$cache/build/extract-$version" && mkdir -p "$cache/build/extract-$version"
+        dpkg -x "$deb" "$cache/build/extract-$version"
+        tar -C "$cache/build" -xaf "$cache/build/extract-$version/usr/src/$pkg.tar.xz"
+        rm -rf "$cache/build/extract-$version"
+    fi
+    basename "$deb" > "$src/.pinspect-deb"
 fi
-src=$cache/build/linux-source-6.1
-if [ ! -f "$src/Makefile" ]; then
-    rm -rf "$cache/build/extract" && mkdir -p "$cache/build/extract"
-    dpkg -x "$(ls "$cache"/debs/linux-source-6.1_*.deb | tail -n1)" "$cache/build/extract"
-    tar -C "$cache/build" -xaf "$cache"/build/extract/usr/src/linux-source-6.1.tar.xz
-    rm -rf "$cache/build/extract"
+if [ -n "$base_config" ]; then
+    cp "$base_config" "$src/.config"
+else
+    make -C "$src" x86_64_defconfig >/dev/null
+    cat "$src/kernel/configs/kvm_guest.config" >> "$src/.config"
 fi
-cp "$base_config" "$src/.config"
-cat "$fragment" >> "$src/.config"
+cat "${fragments[@]}" >> "$src/.config"
 make -C "$src" olddefconfig >/dev/null
-make -C "$src" -j"$(nproc)" bzImage >"$cache/build/kernel-build.log" 2>&1 || {
-    tail -n 40 "$cache/build/kernel-build.log"; exit 1; }
+if [ -z "$base_config" ]; then
+    # every option the fragments ask for must have survived olddefconfig (unmet dependencies,
+    # e.g. a pahole too old for DEBUG_INFO_BTF, drop options silently)
+    missing=$(grep -h '^CONFIG_[A-Z0-9_]*=y$' "${fragments[@]}" | sort -u \
+        | while read -r line; do grep -qx "$line" "$src/.config" || echo "$line"; done)
+    if [ -n "$missing" ]; then
+        echo "build-kernel.sh: options not set after olddefconfig:" $missing >&2
+        exit 1
+    fi
+fi
+t0=$(date +%s)
+make -C "$src" -j"$(nproc)" bzImage >"$log" 2>&1 || {
+    tail -n 40 "$log"; exit 1; }
+echo "build-kernel.sh: linux-$version-cma built in $(( $(date +%s) - t0 ))s" >&2
 mkdir -p "$out"
 cp "$src/arch/x86/boot/bzImage" "$src/vmlinux" "$out/"
 cp "$src/.config" "$out/config"

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rksupport
-from rksupport import booted  # noqa: F401  (the session fixture, registered from here)
+
+from tests.realkernel import rksupport
+from tests.realkernel.rksupport import booted  # noqa: F401  (the session fixture, registered here)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -40,8 +40,13 @@ def zone_of_pfn(pfn: int) -> str:
 
 
 def thp_pins_per_registration(version: tuple[int, int], nr_pages: int) -> int:
-    """io_uring pins each subpage of a THP on 6.1 (folio _pincount and _refcount grow by
-    nr_pages); since 6.10 it coalesces a folio-backed buffer and keeps one pin."""
+    """io_uring pins each subpage of a THP on 5.10 and 6.1: the head's _refcount and the pin
+    count grow by nr_pages (FOLL_PIN adds 1, not GUP_PIN_COUNTING_BIAS, to a large folio).
+    On 5.10 the pin count is page[2].hpage_pinned_refcount (5.7-5.17, commit 47e29d32afba
+    "mm/gup: page->hpage_pinned_refcount: exact pin counts for huge pages"), on 6.1
+    folio->_pincount. Since 6.10 io_uring coalesces a folio-backed buffer and keeps one pin
+    (6.12, 7.2: _pincount 1, _refcount 2). Measured on deb510 (5.10.223), deb61, deb612,
+    deb72 (7.2.13) and the custom kernels: refcount/_pincount/mapcount as computed here."""
     return 1 if version >= (6, 10) else nr_pages
 
 

@@ -5,7 +5,7 @@ Stdlib only. Everything downloaded or built is cached in ``$PINSPECT_CACHE`` (de
 
 Command line (for development)::
 
-    python3 tests/realkernel/harness.py dev [deb61 deb612 cma61]
+    python3 tests/realkernel/harness.py dev [deb510 deb61 deb612 deb72 cma61 cma72]
 
 boots each kernel, waits for the workload, writes an ELF and a kdump-zlib dump plus the ground
 truth to ``$PINSPECT_CACHE/dev/<kernel>/`` and lists the paths in ``$PINSPECT_CACHE/dev/READY.txt``;
@@ -66,6 +66,8 @@ class KernelSpec:
     name: str
     kind: str  # "debian" (fetched by metapackage) or "custom" (built by build-kernel.sh)
     metapackage: str = ""
+    suite: str = ""  # Debian suite through private lists (debian-apt.sh); "" = the machine's apt
+    version: str = ""  # custom kernels: the linux-source-<version> that build-kernel.sh builds
     cpu: str = "max"  # "max" gives LA57 (5-level paging); "max,la57=off" 4-level
     append: str = ""
     workload_args: tuple[str, ...] = ()
@@ -76,19 +78,34 @@ class KernelSpec:
     virtfs: bool = False  # share the host's / read-only over virtio-9p (custom kernel only)
 
 
-KERNELS: dict[str, KernelSpec] = {
-    "deb61": KernelSpec("deb61", "debian", "linux-image-cloud-amd64", cpu="max,la57=off"),
-    "deb612": KernelSpec("deb612", "debian", "linux-image-6.12-cloud-amd64", cpu="max"),
-    "cma61": KernelSpec(
-        "cma61",
+def _custom(name: str, version: str) -> KernelSpec:
+    """A kernel built by build-kernel.sh VERSION: CMA, page_owner, 9p root, 5-level paging."""
+    return KernelSpec(
+        name,
         "custom",
+        version=version,
         cpu="max",
         append="page_owner=on cma=256M",
         workload_args=("--cma", "--page-owner"),
         page_owner=True,
         cma=True,
         virtfs=True,
+    )
+
+
+# Debian's 5.10 is built without CONFIG_X86_5LEVEL (4-level only); deb72 runs 7.2 (which always
+# has 5-level support) on 4-level page tables, cma72 on 5-level ones.
+KERNELS: dict[str, KernelSpec] = {
+    "deb510": KernelSpec(
+        "deb510", "debian", "linux-image-cloud-amd64", suite="bullseye", cpu="max,la57=off"
     ),
+    "deb61": KernelSpec("deb61", "debian", "linux-image-cloud-amd64", cpu="max,la57=off"),
+    "deb612": KernelSpec("deb612", "debian", "linux-image-6.12-cloud-amd64", cpu="max"),
+    "deb72": KernelSpec(
+        "deb72", "debian", "linux-image-cloud-amd64", suite="sid", cpu="max,la57=off"
+    ),
+    "cma61": _custom("cma61", "6.1"),
+    "cma72": _custom("cma72", "7.2"),
 }
 
 
@@ -120,8 +137,9 @@ def _run_script(args: list[str]) -> str:
 def prepare_kernel(spec: KernelSpec) -> Kernel:
     """Fetch (Debian) or build (custom) the kernel; both are cached."""
     if spec.kind == "debian":
-        out = _run_script(["bash", str(HERE / "fetch-debian-kernel.sh"), spec.metapackage])
-        kdir = Path(out.strip().splitlines()[-1])
+        suite = ["--suite", spec.suite] if spec.suite else []
+        args = ["bash", str(HERE / "fetch-debian-kernel.sh"), *suite, spec.metapackage]
+        kdir = Path(_run_script(args).strip().splitlines()[-1])
         release = bzimage_release(kdir / "vmlinuz")
         fw_dir = kdir / "modules" / "kernel" / "drivers" / "firmware"
         mods = tuple(sorted(fw_dir.glob("qemu_fw_cfg.ko*")))[:1]
@@ -129,8 +147,8 @@ def prepare_kernel(spec: KernelSpec) -> Kernel:
             raise HarnessError(f"qemu_fw_cfg module not found in {fw_dir}")
         return Kernel(spec, kdir / "vmlinuz", kdir / "vmlinux", release, mods)
     _wait_for_foreign_build()
-    _run_script(["bash", str(HERE / "build-kernel.sh")])
-    kdir = cache_dir() / "kernels" / "linux-6.1-cma"
+    _run_script(["bash", str(HERE / "build-kernel.sh"), spec.version])
+    kdir = cache_dir() / "kernels" / f"linux-{spec.version}-cma"
     return Kernel(spec, kdir / "bzImage", kdir / "vmlinux", bzimage_release(kdir / "bzImage"), ())
 
 

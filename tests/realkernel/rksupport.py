@@ -4,7 +4,8 @@ conftest.py registers the fixture and the hooks; test modules import the helpers
 module of its own name, since tests/conftest.py is also called conftest).
 
 Environment:
-  PINSPECT_REALKERNELS   comma-separated kernels to test (default: deb61,deb612,cma61)
+  PINSPECT_REALKERNELS   comma-separated kernels to test (default: all of harness.KERNELS:
+                         deb510,deb61,deb612,deb72,cma61,cma72)
   PINSPECT_CACHE         cache directory (default ~/.cache/pinspect)
   PINSPECT_KEEP_DUMPS=1  keep the dumps of the last run in $PINSPECT_CACHE/realkernel/run/
   CI=true                a missing tool or kernel fails the tests instead of skipping them
@@ -25,8 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import KERNELS, GroundTruth, Guest, HarnessError, Kernel, cache_dir, in_ci, log
-from harness import prepare_kernel as _prepare_kernel
+
+from tests.realkernel.harness import (
+    KERNELS,
+    GroundTruth,
+    Guest,
+    HarnessError,
+    Kernel,
+    cache_dir,
+    in_ci,
+    log,
+)
+from tests.realkernel.harness import prepare_kernel as _prepare_kernel
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -72,6 +83,11 @@ class Booted:
     @property
     def vmlinux(self) -> Path:
         return self.kernel.vmlinux
+
+    def kernel_config(self) -> str:
+        """The kernel's .config where the cache has it (fetch-debian-kernel.sh, build-kernel.sh)."""
+        path = self.kernel.bzimage.parent / "config"
+        return path.read_text() if path.exists() else ""
 
 
 _timings: dict[str, dict[str, float]] = {}

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from expect import CMA_KINDS, Expected, expected
-from rksupport import Booted, run_pinspect
+
+from tests.realkernel.expect import CMA_KINDS, Expected, expected
+from tests.realkernel.rksupport import Booted, run_pinspect
 
 TARGETS = ["elf", "kdump", "qmp", "kcore"]
 HOST_TARGETS = ["elf", "kdump", "qmp"]

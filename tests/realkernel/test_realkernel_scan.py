@@ -4,12 +4,12 @@ drgn reads at the same addresses, and a mapping that disagrees with drgn is drop
 from __future__ import annotations
 
 import pytest
-from rksupport import Booted
 
 import pinspect
 from pinspect.buddy import free_blocks
 from pinspect.elfmem import ElfMemory
 from pinspect.scan import ScanStats, iter_chunks, valid_ranges
+from tests.realkernel.rksupport import Booted
 
 
 @pytest.mark.parametrize("chunk_pages", [1 << 12, 1 << 18])
