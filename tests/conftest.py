@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from sampledata import SAMPLES_DIR
+
+from tests.sampledata import SAMPLES_DIR
 
 
 class SamplePaths(NamedTuple):

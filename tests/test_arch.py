@@ -4,10 +4,9 @@ kernel page tables."""
 
 from __future__ import annotations
 
-from sampledata import open_sample
-
 import pinspect
 from pinspect.arch import AARCH64, X86_64
+from tests.sampledata import open_sample
 
 
 def test_x86_64_facts() -> None:

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from sampledata import sample_paths
+
+from tests.sampledata import sample_paths
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE, SAMPLE_DEBUG = sample_paths("mainline-6.1")

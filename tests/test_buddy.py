@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 import pytest
-from sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample
 
 import pinspect
 import pinspect.report
 from pinspect.buddy import MIN_SKIP_ORDER, free_blocks
 from pinspect.scan import outside
+from tests.sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample
 
 NAMES = SAMPLE_NAMES
 

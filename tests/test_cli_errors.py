@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from sampledata import SAMPLES_DIR
 
 from pinspect.commands.common import parse_pfn_range
+from tests.sampledata import SAMPLES_DIR
 
 COMMANDS = ("info", "pinned", "zones", "page")
 

@@ -9,7 +9,7 @@ import pathlib
 import subprocess
 import sys
 
-from sampledata import SAMPLES_DIR
+from tests.sampledata import SAMPLES_DIR
 
 SAMPLES = SAMPLES_DIR
 CORE = str(SAMPLES / "mainline-6.1.core")

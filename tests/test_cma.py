@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample
 
 import pinspect
 from pinspect.cma import CmaLocator, cma_ranges
+from tests.sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample
 
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)

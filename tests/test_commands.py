@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 import pytest
-from sampledata import open_sample, sample_paths
 
 import pinspect
 from pinspect.cli import cli
 from pinspect.commands import DUMP, LIVE, Needs, all_commands
 from pinspect.errors import FeatureMissing
+from tests.sampledata import open_sample, sample_paths
 
 
 def test_the_cli_has_every_registered_command() -> None:

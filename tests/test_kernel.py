@@ -8,11 +8,11 @@ from typing import Any
 
 import drgn
 import pytest
-from sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample
 
 import pinspect
 from pinspect.features import ABSENT, OFF, PRESENT
 from pinspect.kernel import Kernel, page_type_name
+from tests.sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample
 
 
 def _sample(name: str) -> tuple[Kernel, dict[str, Any]]:

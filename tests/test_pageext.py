@@ -8,12 +8,12 @@ import pathlib
 
 import numpy as np
 import pytest
-from sampledata import SAMPLES_DIR, open_sample
 
 import pinspect
 from pinspect.pageext import flags_words
 from pinspect.pinner import pinner_mask
 from pinspect.variables import VARIABLES
+from tests.sampledata import SAMPLES_DIR, open_sample
 
 PINNER_SAMPLES = ["android-rfc", "android-a0", "android-a2", "android-b", "android-c",
                   "android-d"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from drgn import FaultError
-from sampledata import SAMPLES_DIR
 
 import pinspect
+from tests.sampledata import SAMPLES_DIR
 
 SAMPLES = SAMPLES_DIR
 HOLE_START, HOLE_PAGES = 0x100200, 512  # the struct pages of one subsection

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sampledata import SAMPLES_DIR
 
 import pinspect
 from pinspect.evidence import MAX_FOLIO_ORDER, FlagMasks, evaluate_chunk
 from pinspect.pinner import pinner_mask
 from pinspect.scan import PageChunk, ScanStats, iter_chunks, valid_ranges
+from tests.sampledata import SAMPLES_DIR
 
 SAMPLES = SAMPLES_DIR
 

@@ -4,13 +4,13 @@ uncached lookups say for every page of every sample."""
 from __future__ import annotations
 
 import pytest
-from sampledata import SAMPLE_NAMES, open_sample
 
 import pinspect
 from pinspect.cma import CmaLocator, CmaRange
 from pinspect.places import Places
 from pinspect.scan import ScanStats, iter_chunks, valid_ranges
 from pinspect.zones import PageblockReader, ZoneLocator
+from tests.sampledata import SAMPLE_NAMES, open_sample
 
 NAMES = SAMPLE_NAMES
 

@@ -7,7 +7,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from sampledata import SAMPLES_DIR
 
 import pinspect
 import pinspect.evidence
@@ -16,6 +15,7 @@ from pinspect.evidence import Candidates, FlagMasks, evaluate_chunk
 from pinspect.kernel import Kernel
 from pinspect.pinner import pinner_mask
 from pinspect.scan import PageChunk, ScanStats, iter_chunks, valid_ranges
+from tests.sampledata import SAMPLES_DIR
 
 SAMPLES = SAMPLES_DIR
 MIN_EXTRAS = [-(1 << 31), -(1 << 30), -5, -1, 0, 1, 2, 3, 7, 1 << 20, 10**12]

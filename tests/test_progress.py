@@ -7,7 +7,7 @@ import pty
 import subprocess
 import sys
 
-from sampledata import SAMPLES_DIR
+from tests.sampledata import SAMPLES_DIR
 
 SAMPLES = SAMPLES_DIR
 ARGS = ["-m", "pinspect", "-c", str(SAMPLES / "mainline-6.1.core"),

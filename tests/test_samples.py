@@ -29,7 +29,8 @@ from drgn.helpers.linux.mmzone import for_each_online_pgdat, pfn_to_section  # n
 from drgn.helpers.linux.percpu import per_cpu_ptr  # noqa: E402
 from drgn.helpers.linux.stackdepot import stack_depot_fetch  # noqa: E402
 from drgn.helpers.linux.vmstat import zone_page_state  # noqa: E402
-from sampledata import SAMPLE_NAMES, SAMPLES_DIR  # noqa: E402
+
+from tests.sampledata import SAMPLE_NAMES, SAMPLES_DIR  # noqa: E402
 
 NAMES = SAMPLE_NAMES
 

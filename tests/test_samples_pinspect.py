@@ -11,13 +11,13 @@ import json
 from typing import Any
 
 import pytest
-from sampledata import SAMPLES_DIR
 
 import pinspect
 from pinspect.commands import info as info_command
 from pinspect.commands import pinned as pinned_command
 from pinspect.commands import zones as zones_command
 from pinspect.render import render
+from tests.sampledata import SAMPLES_DIR
 
 SAMPLES = SAMPLES_DIR
 TRUTHS = sorted(SAMPLES.glob("*.truth.json"))

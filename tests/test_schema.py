@@ -11,9 +11,9 @@ import sys
 from typing import Any
 
 import pytest
-from sampledata import sample_paths
 
 from pinspect.schema import DOCUMENTS, HEADER, OBJECTS, PINNED_PAGE, SCHEMA_VERSION
+from tests.sampledata import sample_paths
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import drgn
 import pytest
-from sampledata import open_sample
 
 import pinspect
 from pinspect.commands.info import document
 from pinspect.features import UNSUPPORTED
 from pinspect.kernel import UnsupportedLayout
 from pinspect.render import render
+from tests.sampledata import open_sample
 
 
 def _future(prog: drgn.Program) -> drgn.Program:

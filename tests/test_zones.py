@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample
 
 import pinspect
 from pinspect.zones import PageblockReader, ZoneLocator, zones
+from tests.sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample
 
 COUNTERS = ("node", "zone", "start_pfn", "spanned", "present", "managed", "free", "free_cma",
             "cma_pages")
