@@ -2,7 +2,7 @@
  * into the dump by the generator; initialisers here only give defaults. */
 #include "variant.h"
 
-#ifdef LINUX_6_12
+#if defined(LINUX_5_10) || defined(LINUX_6_12) || defined(LINUX_7_2)
 #define MAX_NUMNODES 1024
 #define NR_CPUS 8192
 #else
@@ -81,12 +81,15 @@ enum {
 	SECTION_HAS_MEM_MAP_BIT,
 	SECTION_IS_ONLINE_BIT,
 	SECTION_IS_EARLY_BIT,
-#ifdef LINUX_6_12
+#if defined(LINUX_6_12) || defined(LINUX_7_2)
 	SECTION_TAINT_ZONE_DEVICE_BIT,
 #endif
 	SECTION_MAP_LAST_BIT,
 };
 int __dwarf_section_bits = SECTION_MAP_LAST_BIT;
-#ifdef LINUX_6_12
+#if defined(LINUX_6_12) || defined(LINUX_7_2)
 enum pagetype __dwarf_pagetype;
+#endif
+#ifdef LINUX_5_10
+enum compound_dtor_id __dwarf_compound_dtor_id;
 #endif

@@ -9,7 +9,7 @@ static depot_stack_handle_t dummy_handle __attribute__((used));
 static depot_stack_handle_t failure_handle __attribute__((used));
 static depot_stack_handle_t early_handle __attribute__((used));
 
-#ifdef LINUX_6_12
+#if defined(LINUX_6_12) || defined(LINUX_7_2)
 /* stacks counted for page_owner_stacks/show_stacks (6.9+) */
 struct stack {
 	struct stack_record *stack_record;
@@ -24,7 +24,7 @@ struct page_ext_operations page_owner_ops = {
 	.size = sizeof(struct page_owner),
 	.need = need_page_owner,
 	.init = init_page_owner,
-#ifdef LINUX_6_12
+#if defined(LINUX_6_12) || defined(LINUX_7_2)
 	.need_shared_flags = 1,
 #endif
 };

@@ -1,14 +1,20 @@
 /* Selects the layout headers of one sample variant.  Built with one of
- * -DLINUX_6_1 / -DLINUX_6_12 and optionally -DACK_MIGRATETYPES and
+ * -DLINUX_5_10 / -DLINUX_6_1 / -DLINUX_6_12 / -DLINUX_7_2 and optionally -DACK_MIGRATETYPES and
  * -DPINNER_RFC / _A0 / _A2 / _B / _C / _D (see build.py). */
 #pragma once
 #include <stddef.h>
 
-#if defined(LINUX_6_1)
+#if defined(LINUX_5_10)
+#include "../layouts/linux-5.10.h"
+#include "../layouts/mm-5.10-private.h"
+#elif defined(LINUX_6_1)
 #include "../layouts/linux-6.1.h"
 #elif defined(LINUX_6_12)
 #include "../layouts/linux-6.12.h"
 #include "../layouts/mm-6.12-private.h"
+#elif defined(LINUX_7_2)
+#include "../layouts/linux-7.2.h"
+#include "../layouts/mm-7.2-private.h"
 #else
 #error "no kernel version"
 #endif
@@ -34,6 +40,9 @@ enum migratetype {
 	MIGRATE_PCPTYPES = 3,
 	MIGRATE_HIGHATOMIC = 3,
 	MIGRATE_CMA = 4,
+#ifdef LINUX_7_2
+	__MIGRATE_TYPE_END = 4,
+#endif
 	MIGRATE_ISOLATE = 5,
 	MIGRATE_TYPES = 6,
 };

@@ -34,9 +34,17 @@ def setup_cma(m: Machine) -> list[CmaBitmap]:
             for pfn in range(s, e):
                 bits |= 1 << ((pfn - c.base_pfn) >> c.order_per_bit)
         m.mem.write(bm, bits.to_bytes(nbytes, "little"))
-        t.put(a, "struct cma", "base_pfn", c.base_pfn)
+        if t.has_member("struct cma", "ranges"):
+            # 6.14+: one struct cma_memrange per physical range
+            t.put(a, "struct cma", "nranges", 1)
+            t.put(a, "struct cma", "ranges[0].base_pfn", c.base_pfn)
+            t.put(a, "struct cma", "ranges[0].count", c.count)
+            t.put(a, "struct cma", "ranges[0].bitmap", bm)
+            t.put(a, "struct cma", "nid", -1)  # NUMA_NO_NODE
+        else:
+            t.put(a, "struct cma", "base_pfn", c.base_pfn)
+            t.put(a, "struct cma", "bitmap", bm)
         t.put(a, "struct cma", "count", c.count)
-        t.put(a, "struct cma", "bitmap", bm)
         t.put(a, "struct cma", "order_per_bit", c.order_per_bit)
         t.put(a, "struct cma", "name", c.name.encode().ljust(64, b"\0"))
         if t.has_member("struct cma", "available_count"):

@@ -1,4 +1,4 @@
-"""gfp_t: the bits used here (6.1 and 6.12 agree on each of them), the mask
+"""gfp_t: the bits used here (5.10 to 7.2 agree on each of them), the mask
 each synthetic allocation stack used, and the kernel's %pGg format."""
 
 from __future__ import annotations
@@ -83,9 +83,29 @@ _GFP_NAMES_612 = [
 ]
 
 
+# 7.2: GFP_NOWAIT implies __GFP_NOWARN; after the composite masks come GFP_DMA,
+# GFP_DMA32, __GFP_RECLAIM and then every __GFP_ bit in bit order
+_GFP_NAMES_72 = [
+    (n, 0x2800 if n == "GFP_NOWAIT" else m)
+    for n, m in _GFP_NAMES_612
+    if n.startswith("GFP_") and n not in ("GFP_DMA", "GFP_DMA32")
+] + [("GFP_DMA", 0x1), ("GFP_DMA32", 0x4), ("__GFP_RECLAIM", 0xC00)] + [
+    ("__GFP_" + n, 1 << i)
+    for i, n in enumerate(
+        "DMA HIGHMEM DMA32 MOVABLE RECLAIMABLE HIGH IO FS ZERO - DIRECT_RECLAIM "
+        "KSWAPD_RECLAIM WRITE NOWARN RETRY_MAYFAIL NOFAIL NORETRY MEMALLOC COMP "
+        "NOMEMALLOC HARDWALL THISNODE ACCOUNT ZEROTAGS".split()
+    )
+    if n != "-"
+]
+
+
 def format_gfp(version: str, gfp: int) -> str:
-    """The kernel's %pGg for a gfp mask, without the value itself."""
-    names = _GFP_NAMES_61 if version == "6.1" else _GFP_NAMES_612
+    """The kernel's %pGg for a gfp mask, without the value itself (5.10 has
+    the 6.1 table)."""
+    names = {"5.10": _GFP_NAMES_61, "6.1": _GFP_NAMES_61, "7.2": _GFP_NAMES_72}.get(
+        version, _GFP_NAMES_612
+    )
     parts = []
     rest = gfp
     for n, m in names:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from . import scenario as S
 from .machine import Machine
 
-NR_PAGEBLOCK_BITS = 4
 # section_mem_map flags: PRESENT | HAS_MEM_MAP | ONLINE | EARLY
 SECTION_FLAGS = 0x1 | 0x2 | 0x4 | 0x8
 
@@ -22,6 +21,15 @@ class Sections:
     nr_section_roots: int  # LENGTH(mem_section)
     section_addr: dict[int, int]  # section nr -> struct mem_section
     usage_addr: dict[int, int]  # section nr -> struct mem_section_usage
+
+
+def nr_pageblock_bits(m: Machine) -> int:
+    """Bits per pageblock in pageblock_flags: NR_PAGEBLOCK_BITS (4 up to
+    6.16), then __NR_PAGEBLOCK_BITS rounded up to a power of two (8 with
+    PB_migrate_isolate, include/linux/pageblock-flags.h)."""
+    if m.t.has_enum("NR_PAGEBLOCK_BITS"):
+        return m.enum("NR_PAGEBLOCK_BITS")
+    return 1 << (m.enum("__NR_PAGEBLOCK_BITS") - 1).bit_length()
 
 
 def pfn_to_page(m: Machine, pfn: int) -> int:
@@ -45,7 +53,7 @@ def setup_sections(m: Machine) -> Sections:
     root_pages: dict[int, int] = {}
     usage_size = t.sizeof("struct mem_section_usage")
     sect_pb = pps >> S.PAGEBLOCK_ORDER
-    pb_longs = (sect_pb * NR_PAGEBLOCK_BITS + 63) // 64
+    pb_longs = (sect_pb * nr_pageblock_bits(m) + 63) // 64
     sp = t.sizeof("struct page")
     for s, e in S.RAM:
         for start in range(s, e, pps):

@@ -110,11 +110,13 @@ def base_flags(m: Machine, pfn: int) -> int:
 
 
 def format_pgp(m: Machine, flags: int) -> str:
-    """The kernel's %pGp for a page->flags word (6.1/6.12 style)."""
+    """The kernel's %pGp for a page->flags word (6.x/7.x style: the value,
+    then the flag names and the node/zone/lastcpupid fields; 5.10 prints the
+    names only, "Flags %#lx(%pGp)" doubling the value)."""
     nr = m.enum("__NR_PAGEFLAGS")
     rest = flags & ((1 << nr) - 1)
     parts: list[str] = []
-    for n in PAGEFLAG_NAMES if m.k.version == "6.1" else PAGEFLAG_NAMES_612:
+    for n in PAGEFLAG_NAMES if m.k.version in ("5.10", "6.1") else PAGEFLAG_NAMES_612:
         if not rest:
             break
         if not m.t.has_enum("PG_" + n):
@@ -133,7 +135,7 @@ def format_pgp(m: Machine, flags: int) -> str:
         ("zone", fl["zones_pgshift"], fl["zones_width"], False),
         ("lastcpupid", fl["last_cpupid_pgshift"], fl["last_cpupid_width"], True),
     ):
-        if width:
+        if width and m.k.version != "5.10":
             v = (flags >> shift) & ((1 << width) - 1)
             fields.append(f"{name}={v:#x}" if hexa else f"{name}={v}")
     body = "|".join(([names] if names else []) + fields)

@@ -1,7 +1,9 @@
 """mm/page_owner.c as a page_ext client: a struct page_owner on every page
 of each allocation (and of the pages freed since), the static handles, the
 6.9+ stack_list of counted stacks, and the text /sys/kernel/debug/page_owner
-prints for a record (6.1 and 6.12)."""
+prints for a record (5.10, 6.1, 6.12 and 7.2; 5.10's struct page_owner has no
+pid, tgid, comm or timestamps: the records keep them for the other versions'
+text, the truth leaves them out)."""
 
 from __future__ import annotations
 
@@ -105,6 +107,8 @@ class PageOwner:
         t.put(a, T, "gfp_mask", rec["gfp_mask"])
         t.put(a, T, "handle", rec["handle"])
         t.put(a, T, "free_handle", rec["free_handle"])
+        if not t.has_member(T, "ts_nsec"):
+            return  # 5.10
         t.put(a, T, "ts_nsec", rec["ts_nsec"])
         t.put(a, T, "free_ts_nsec", rec["free_ts_nsec"])
         t.put(a, T, "comm", rec["comm"].encode().ljust(16, b"\0"))
@@ -159,15 +163,17 @@ class PageOwner:
         version = m.k.version
         pfn = rec["pfn"]
         gfp = rec["gfp_mask"]
-        head = (
-            f"Page allocated via order {rec['order']}, mask {gfp:#x}({format_gfp(version, gfp)}), "
-            f"pid {rec['pid']}, tgid {rec['tgid']} ({rec['comm']}), ts {rec['ts_nsec']} ns"
-        )
+        head = f"Page allocated via order {rec['order']}, mask {gfp:#x}({format_gfp(version, gfp)})"
+        if version != "5.10":
+            head += (
+                f", pid {rec['pid']}, tgid {rec['tgid']} ({rec['comm']}), "
+                f"ts {rec['ts_nsec']} ns"
+            )
         if version == "6.1":
             head += f", free_ts {rec['free_ts_nsec']} ns"
         gfp_mt = (gfp & 0x18) >> 3
         pb_mt = mt_value(m, S.pageblock_mt(pfn))
-        pfn_text = str(pfn) if version == "6.1" else f"{pfn:#x}"
+        pfn_text = str(pfn) if version in ("5.10", "6.1") else f"{pfn:#x}"
         second = (
             f"PFN {pfn_text} type {mt_name(m, gfp_mt)} Block {pfn >> S.PAGEBLOCK_ORDER} "
             f"type {mt_name(m, pb_mt)} Flags {format_pgp(m, m.pages[pfn].flags)}"

@@ -17,11 +17,21 @@ PAGE_MAPPING_MOVABLE = 0x2
 PAGE_MAPPING_KSM = 0x3
 
 
+# include/linux/page-flags.h: the bits cleared under PAGE_TYPE_BASE (5.10 still
+# has PG_kmemcg at 0x200, so PG_table and PG_guard sit one bit higher than in
+# 5.11-6.11)
+PAGE_TYPE_BITS = {
+    "inverted-5.10": {"buddy": 0x80, "offline": 0x100, "kmemcg": 0x200, "table": 0x400,
+                      "guard": 0x800},
+    "inverted": {"buddy": 0x80, "offline": 0x100, "table": 0x200, "guard": 0x400},
+}
+
+
 def page_type_value(m: Machine, kind: str) -> int:
     """The page_type word (as a signed int) of a typed page: inverted bits up
     to 6.11, PGTY_<kind> in the top byte from 6.12."""
-    if m.k.page_type_scheme == "inverted":
-        bit = {"buddy": 0x80, "offline": 0x100, "table": 0x200, "guard": 0x400}[kind]
+    if m.k.page_type_scheme in PAGE_TYPE_BITS:
+        bit = PAGE_TYPE_BITS[m.k.page_type_scheme][kind]
         return (0xFFFFFFFF & ~bit) - (1 << 32)
     v = m.enum("PGTY_" + kind) << 24
     return v - (1 << 32) if v & 0x80000000 else v
@@ -54,8 +64,8 @@ def add_folio(m: Machine, f: Folio) -> None:
         names = ["uptodate", "lru"]
         if f.kind in ("anon", "ksm", "shmem"):
             names.append("swapbacked")
-        if f.kind == "anon" and f.mapcount == 1:
-            names.append("anon_exclusive")
+        if f.kind == "anon" and f.mapcount == 1 and m.t.has_enum("PG_anon_exclusive"):
+            names.append("anon_exclusive")  # 5.19+
         if f.kind == "shmem":
             names.append("dirty")
         if f.order and f.compound:
@@ -79,6 +89,13 @@ def add_folio(m: Machine, f: Folio) -> None:
         head.mapcount_raw = page_type_value(m, "table")
     elif f.kind == "kernel":
         head.refcount = 1
+    elif f.kind == "movable_ops" and m.t.has_enum("PG_movable_ops"):
+        # 6.18+ zsmalloc page: PG_movable_ops and the PGTY_zsmalloc type say
+        # whose movable_ops apply (mm/zpdesc.h); PG_private marks the first
+        # page of a zspage; no mapping
+        head.refcount = 1
+        head.flags |= pg(m, "private", "movable_ops")
+        head.mapcount_raw = page_type_value(m, "zsmalloc")
     elif f.kind == "movable_ops":
         # zsmalloc page: movable_ops mapping (low bits PAGE_MAPPING_MOVABLE)
         head.refcount = 1
@@ -123,8 +140,12 @@ def write_struct_pages(m: Machine) -> None:
     sp = t.sizeof("struct page")
     off = {
         n: t.offsetof("struct page", n)
-        for n in ("flags", "mapping", "index", "private", "_mapcount", "_refcount")
+        for n in ("flags", "mapping", "private", "_mapcount", "_refcount")
     }
+    # 6.16 renamed page->index to __folio_index
+    off["index"] = t.offsetof(
+        "struct page", "index" if t.has_member("struct page", "index") else "__folio_index"
+    )
     for pfn, st in m.pages.items():
         buf = bytearray(sp)
 
@@ -143,18 +164,54 @@ def write_struct_pages(m: Machine) -> None:
             _write_compound(m, f)
 
 
+def compound_info(m: Machine, head: int, order: int) -> int:
+    """What a tail page's compound_head (compound_info, 7.1+) holds: the head
+    address | 1, or with HVO and a power-of-2 struct page (7.1+,
+    compound_info_has_mask() in include/linux/page-flags.h) the mask
+    GENMASK(63, order + log2(sizeof(struct page))) | 1."""
+    t = m.t
+    sp = t.sizeof("struct page")
+    if (
+        t.has_member("struct page", "compound_info")
+        and t.has_member("struct zone", "vmemmap_tails")
+        and sp & (sp - 1) == 0
+    ):
+        shift = order + sp.bit_length() - 1
+        return ((1 << 64) - (1 << shift)) | 1
+    return head | 1
+
+
 def _write_compound(m: Machine, f: Folio) -> None:
-    """Tail pages' compound_head and the large-folio fields (6.1: in the
-    first and second tail pages; 6.12: through struct folio)."""
+    """Tail pages' compound_head and the large-folio fields (5.10, 6.1: in
+    the first and second tail pages; 6.12, 7.2: through struct folio)."""
     t = m.t
     head = pfn_to_page(m, f.pfn)
     nr = f.nr_pages
+    info_member = "compound_info" if t.has_member("struct page", "compound_info") else (
+        "compound_head"
+    )
+    info = compound_info(m, head, f.order)
     for i in range(1, nr):
         a = pfn_to_page(m, f.pfn + i)
-        t.put(a, "struct page", "compound_head", head | 1)
-        if i >= 2:
+        t.put(a, "struct page", info_member, info)
+        # 5.10 poisons page[1]'s mapping too: compound_nr then overwrites its
+        # low half (a real 5.10 THP's page[1] shows 0xdead000000000200)
+        if i >= 2 or (i == 1 and m.k.version == "5.10"):
             t.put(a, "struct page", "mapping", TAIL_MAPPING)
-    if m.k.version == "6.1":
+    if m.k.version == "5.10":
+        # page[1]: dtor, order, compound_mapcount, compound_nr; page[2]:
+        # hpage_pinned_refcount (orders > 1) and the deferred split list
+        p1 = pfn_to_page(m, f.pfn + 1)
+        p2 = pfn_to_page(m, f.pfn + 2)
+        t.put(p1, "struct page", "compound_dtor", m.enum("TRANSHUGE_PAGE_DTOR"))
+        t.put(p1, "struct page", "compound_order", f.order)
+        t.put(p1, "struct page", "compound_mapcount", f.mapcount - 1)
+        t.put(p1, "struct page", "compound_nr", nr)
+        t.put(p2, "struct page", "hpage_pinned_refcount", f.pins)
+        dl = p2 + t.offsetof("struct page", "deferred_list")
+        t.put(p2, "struct page", "deferred_list.next", dl)
+        t.put(p2, "struct page", "deferred_list.prev", dl)
+    elif m.k.version == "6.1":
         p1 = pfn_to_page(m, f.pfn + 1)
         p2 = pfn_to_page(m, f.pfn + 2)
         t.put(p1, "struct page", "compound_dtor", m.enum("TRANSHUGE_PAGE_DTOR"))
@@ -177,6 +234,14 @@ def _write_compound(m: Machine, f: Folio) -> None:
         t.put(head, fo, "_pincount", f.pins)
         if t.has_member(fo, "_folio_nr_pages"):
             t.put(head, fo, "_folio_nr_pages", nr)
+        if t.has_member(fo, "_nr_pages"):
+            t.put(head, fo, "_nr_pages", nr)
+        if t.has_member(fo, "_mm_ids"):
+            # CONFIG_MM_ID (6.15+): the one mm that maps the folio in slot 0
+            mapped = f.mapcount > 0
+            t.put(head, fo, "_mm_id[0]", 1 if mapped else 0)
+            t.put(head, fo, "_mm_id_mapcount[0]", f.mapcount - 1)
+            t.put(head, fo, "_mm_id_mapcount[1]", -1)
         dl = head + t.offsetof(fo, "_deferred_list")
         t.put(head, fo, "_deferred_list.next", dl)
         t.put(head, fo, "_deferred_list.prev", dl)

@@ -19,6 +19,9 @@ def setup_percpu(m: Machine, pgdat: int) -> None:
     """Allocate (memblock) and fill the per-CPU chunks, point the zones and
     the node at their per-CPU offsets and mark the CPUs online."""
     t = m.t
+    if t.has_member("struct zone", "pageset"):
+        _setup_percpu_510(m, pgdat)
+        return
     pcp_size = _cacheline(t.sizeof("struct per_cpu_pages"))
     zs_size = _cacheline(t.sizeof("struct per_cpu_zonestat"))
     ns_size = _cacheline(t.sizeof("struct per_cpu_nodestat"))
@@ -41,13 +44,48 @@ def setup_percpu(m: Machine, pgdat: int) -> None:
             t.put(zs, "struct per_cpu_zonestat", "stat_threshold", 8)
         ns = chunk + nz * (pcp_size + zs_size)
         t.put(ns, "struct per_cpu_nodestat", "stat_threshold", 8)
-    for cpu, off in enumerate(offs):
-        m.write_ulong(m.sym("__per_cpu_offset") + 8 * cpu, off)
     for zi in range(nz):
         z = zone_addr(m, pgdat, zi)
         t.put(z, "struct zone", "per_cpu_pageset", PCPU_BASE + zi * pcp_size)
         t.put(z, "struct zone", "per_cpu_zonestats", PCPU_BASE + nz * pcp_size + zi * zs_size)
     t.put(pgdat, "struct pglist_data", "per_cpu_nodestats", PCPU_BASE + nz * (pcp_size + zs_size))
+    _cpus_online(m, offs)
+
+
+def _setup_percpu_510(m: Machine, pgdat: int) -> None:
+    """Up to 5.13: one struct per_cpu_pageset (the pcp lists and the zone's
+    vm_stat_diff) per zone, at zone->pageset."""
+    t = m.t
+    ps_size = _cacheline(t.sizeof("struct per_cpu_pageset"))
+    ns_size = _cacheline(t.sizeof("struct per_cpu_nodestat"))
+    nz = m.enum("__MAX_NR_ZONES")
+    total = nz * ps_size + ns_size
+    nlists = t.type("struct per_cpu_pages").member("lists").type.length
+    offs = []
+    for _cpu in range(NR_CPUS_ONLINE):
+        chunk = m.direct(m.memblock_alloc(total))
+        offs.append((chunk - PCPU_BASE) & (2**64 - 1))
+        for zi in range(nz):
+            ps = chunk + zi * ps_size
+            t.put(ps, "struct per_cpu_pageset", "pcp.high", 0x400)
+            t.put(ps, "struct per_cpu_pageset", "pcp.batch", 63)
+            for i in range(nlists):
+                head = ps + t.offsetof("struct per_cpu_pageset", f"pcp.lists[{i}]")
+                m.write_ulong(head, head)
+                m.write_ulong(head + 8, head)
+            t.put(ps, "struct per_cpu_pageset", "stat_threshold", 8)
+        ns = chunk + nz * ps_size
+        t.put(ns, "struct per_cpu_nodestat", "stat_threshold", 8)
+    for zi in range(nz):
+        t.put(zone_addr(m, pgdat, zi), "struct zone", "pageset", PCPU_BASE + zi * ps_size)
+    t.put(pgdat, "struct pglist_data", "per_cpu_nodestats", PCPU_BASE + nz * ps_size)
+    _cpus_online(m, offs)
+
+
+def _cpus_online(m: Machine, offs: list[int]) -> None:
+    """__per_cpu_offset[] of the online CPUs, the cpumasks and nr_cpu_ids."""
+    for cpu, off in enumerate(offs):
+        m.write_ulong(m.sym("__per_cpu_offset") + 8 * cpu, off)
     mask = (1 << NR_CPUS_ONLINE) - 1
     for name in (
         "__cpu_possible_mask",

@@ -1,10 +1,13 @@
 """lib/stackdepot.c: struct stack_record in order-2 pools, handles in the
-layout of the kernel version (6.1 union handle_parts slabindex/offset/valid,
-6.8+ pool_index_plus_1/offset), and the depot's globals."""
+layout of the kernel version (union handle_parts: 5.10 and 6.1
+slabindex/offset/valid, 6.8+ pool_index_plus_1/offset, bit positions read
+from DWARF), and the depot's globals."""
 
 from __future__ import annotations
 
 import zlib
+
+from drgn import TypeKind
 
 from .machine import Machine
 from .pages import add_folio
@@ -14,6 +17,11 @@ from .stacks import STACKS, frame_offset
 POOL_PFNS = (0x1300, 0x1304)  # two order-2 kernel allocations
 POOL_ORDER = 2
 REFCOUNT_SATURATED = 0xC0000000  # INT_MIN / 2 as stored in refcount_t
+# 7.2: stack_max_pools = MIN((1 << DEPOT_POOL_INDEX_BITS) - 1, 8192), and
+# stack_pools is kvcalloc'd (64 KiB: an order-4 page allocation) at init
+DEPOT_MAX_POOLS = 8192
+POOLS_ARRAY_PFN = 0x1310
+HANDLE = "union handle_parts"
 
 
 class StackDepot:
@@ -40,6 +48,21 @@ class StackDepot:
         self.frames: dict[int, list[str]] = {}  # handle -> symbolized frames
         self.keys: dict[str, int] = {}  # stack key (stacks.STACKS) -> handle
         self.records: dict[int, int] = {}  # handle -> struct stack_record
+        self.pools_array = 0
+        if self._pools_behind_pointer():
+            order = (8 * DEPOT_MAX_POOLS // m.ps - 1).bit_length()
+            add_folio(
+                m,
+                Folio(
+                    POOLS_ARRAY_PFN,
+                    "kernel",
+                    order=order,
+                    compound=False,
+                    alloc="depot",
+                    note="stack depot stack_pools array",
+                ),
+            )
+            self.pools_array = m.direct(POOLS_ARRAY_PFN)
         for key in ("dummy", "failure", "early"):
             self.save(key)
 
@@ -59,6 +82,27 @@ class StackDepot:
         self.frames[h] = frames
         return h
 
+    def _pools_behind_pointer(self) -> bool:
+        if "stack_pools" not in self.m.syms:
+            return False
+        return bool(self.m.t.prog["stack_pools"].type_.kind == TypeKind.POINTER)
+
+    def _handle(self, pool_idx: int, off_units: int) -> int:
+        """A depot_stack_handle_t from the bit fields of union handle_parts."""
+        t = self.m.t
+
+        def bit(name: str) -> int:
+            return t.field(HANDLE, name)[0]
+
+        if t.has_member(HANDLE, "pool_index_plus_1"):
+            h = (pool_idx + 1) << bit("pool_index_plus_1")
+        else:
+            h = pool_idx << bit("slabindex")
+        h |= off_units << bit("offset")
+        if t.has_member(HANDLE, "valid"):
+            h |= 1 << bit("valid")
+        return h
+
     def _store(self, pcs: tuple[int, ...]) -> int:
         if pcs in self.handles:
             return self.handles[pcs]
@@ -72,16 +116,12 @@ class StackDepot:
             self.pool_idx += 1
             self.pool_off = 0
         rec = self.pools[self.pool_idx] + self.pool_off
-        off_units = self.pool_off >> 4
-        if m.k.stackdepot == "slabs-6.1":
-            handle = self.pool_idx | (off_units << 16) | (1 << 26)
-        else:
-            handle = (self.pool_idx + 1) | (off_units << 17)
+        handle = self._handle(self.pool_idx, self.pool_off >> 4)
         self.pool_off += size
         t.put(rec, "struct stack_record", "hash", zlib.crc32(repr(pcs).encode()))
         t.put(rec, "struct stack_record", "size", len(pcs))
         t.put(rec, "struct stack_record", "handle.handle", handle)
-        if m.k.stackdepot != "slabs-6.1":
+        if t.has_member("struct stack_record", "count"):
             # 6.8+: records saved without STACK_DEPOT_FLAG_GET start saturated
             t.put(rec, "struct stack_record", "count", REFCOUNT_SATURATED)
         for i, pc in enumerate(pcs):
@@ -95,19 +135,25 @@ class StackDepot:
         self.m.t.put(self.records[handle], "struct stack_record", "count", count)
 
     def write_globals(self) -> None:
-        """The pools and the current pool index and offset (6.1: stack_slabs,
-        depot_index, next_slab_inited, depot_offset; 6.8+: stack_pools,
-        pools_num, pool_offset)."""
+        """The pools and the current pool index and offset (5.10, 6.1:
+        stack_slabs, depot_index, next_slab_inited, depot_offset; 6.8+:
+        stack_pools, pools_num, pool_offset; in 7.2 stack_pools points to
+        an array of stack_max_pools)."""
         m = self.m
         used = self.pool_idx + 1
-        if m.k.stackdepot == "slabs-6.1":
+        if m.k.stackdepot.startswith("slabs-"):
             for i, pool in enumerate(self.pools):
                 m.write_ulong(m.sym("stack_slabs") + 8 * i, pool)
             m.write_uint(m.sym("depot_index"), self.pool_idx)
             m.write_uint(m.sym("next_slab_inited"), 1 if len(self.pools) > used else 0)
             m.write_ulong(m.sym("depot_offset"), self.pool_off)
         else:
+            pools = m.sym("stack_pools")
+            if self.pools_array:
+                m.write_ulong(pools, self.pools_array)
+                m.write_uint(m.sym("stack_max_pools"), DEPOT_MAX_POOLS)
+                pools = self.pools_array
             for i, pool in enumerate(self.pools[:used]):
-                m.write_ulong(m.sym("stack_pools") + 8 * i, pool)
+                m.write_ulong(pools + 8 * i, pool)
             m.write_uint(m.sym("pools_num"), used)
             m.write_ulong(m.sym("pool_offset"), self.pool_off)

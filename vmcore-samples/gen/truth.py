@@ -166,6 +166,8 @@ def build_truth(b: Built) -> dict[str, Any]:
     if page_owner is not None:
         wanted = {p["pfn"] for p in pinned + controls} | {fr.pfn for fr in b.scenario.freed}
         text = page_owner.debugfs_text()
+        # 5.10's struct page_owner records no pid, tgid, comm or timestamps
+        task = b.types.has_member("struct page_owner", "pid")
         recs = []
         for pfn in sorted(wanted):
             r = page_owner.records.get(pfn)
@@ -177,11 +179,11 @@ def build_truth(b: Built) -> dict[str, Any]:
                     "allocated": r["allocated"],
                     "order": r["order"],
                     "gfp_mask": r["gfp_mask"],
-                    "pid": r["pid"],
-                    "tgid": r["tgid"],
-                    "comm": r["comm"],
-                    "ts_nsec": r["ts_nsec"],
-                    "free_ts_nsec": r["free_ts_nsec"],
+                    "pid": r["pid"] if task else None,
+                    "tgid": r["tgid"] if task else None,
+                    "comm": r["comm"] if task else None,
+                    "ts_nsec": r["ts_nsec"] if task else None,
+                    "free_ts_nsec": r["free_ts_nsec"] if task else None,
                     "handle": r["handle"],
                     "stack": b.stacks[r["handle"]],
                     "free_handle": r["free_handle"],
@@ -236,8 +238,10 @@ def build_truth(b: Built) -> dict[str, Any]:
         "page_ext": "present",
         "page_ext_allocated": bool(b.page_ext.clients),
         "stack_depot": {
+            "5.10": "stack_slabs+slabindex/offset/valid",
             "6.1": "stack_slabs+slabindex/offset/valid/extra",
             "6.12": "stack_pools+pool_index_plus_1/offset/extra",
+            "7.2": "stack_pools+pool_index_plus_1/offset/extra",
         }[v.kernel.version],
         "migratetype_order": "ack" if v.ack_migratetypes else "mainline",
     }

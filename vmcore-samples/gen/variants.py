@@ -9,19 +9,25 @@ from dataclasses import dataclass
 class KernelFacts:
     """Per-version facts that are macros in the kernel (not in DWARF)."""
 
-    version: str  # "6.1" | "6.12"
+    version: str  # "5.10" | "6.1" | "6.12" | "7.2"
     layout_define: str
     max_order: int  # number of free_area orders
     nodes_shift: int
-    # page types kept in page->page_type
-    page_type_scheme: str  # "inverted" (<= 6.11) | "top_byte" (>= 6.12)
-    stackdepot: str  # "slabs-6.1" | "pools-plus1-6.12"
+    # page types kept in page->page_type: bits cleared under PAGE_TYPE_BASE
+    # ("inverted-5.10": PG_kmemcg 0x200, PG_table 0x400, PG_guard 0x800;
+    # "inverted", 5.11-6.11: PG_table 0x200, PG_guard 0x400) or PGTY_* in
+    # the top byte ("top_byte", >= 6.12)
+    page_type_scheme: str
+    stackdepot: str  # "slabs-5.10" | "slabs-6.1" | "pools-plus1-6.12" | "pools-plus1-7.2"
     page_ext_shared_flags: bool  # 6.3+: flags word only if a client needs it
     last_cpupid_width: int  # 0 without NUMA_BALANCING; else 8 + NR_CPUS_BITS
 
 
+# 5.10 and 7.2: NUMA_BALANCING with NR_CPUS 8192, as Debian builds them
+K510 = KernelFacts("5.10", "LINUX_5_10", 11, 10, "inverted-5.10", "slabs-5.10", False, 21)
 K61 = KernelFacts("6.1", "LINUX_6_1", 11, 6, "inverted", "slabs-6.1", False, 0)
 K612 = KernelFacts("6.12", "LINUX_6_12", 11, 10, "top_byte", "pools-plus1-6.12", True, 21)
+K72 = KernelFacts("7.2", "LINUX_7_2", 11, 10, "top_byte", "pools-plus1-7.2", True, 21)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,28 @@ VARIANTS: list[Variant] = [
         description=(
             "Mainline 6.12: stack depot pool_index_plus_1, page_ext flags word only through "
             "need_shared_flags, folio _large_mapcount/_pincount, page types in the top byte."
+        ),
+    ),
+    Variant(
+        "mainline-5.10",
+        K510,
+        "5.10.0-pinspect",
+        description=(
+            "Mainline 5.10 (before folios): compound_head/compound_order/compound_mapcount in "
+            "the first tail page, hpage_pinned_refcount in the second, PG_double_map, stack "
+            "depot slabs with 21-bit slab index, page_owner without pid/tgid/comm/timestamps, "
+            "page types as cleared bits under PAGE_TYPE_BASE."
+        ),
+    ),
+    Variant(
+        "mainline-7.2",
+        K72,
+        "7.2.0-pinspect",
+        description=(
+            "Mainline 7.2: compound_info in its mask form (HVO), __folio_index, memdesc_flags_t "
+            "flags, folio _large_mapcount/_entire_mapcount/_pincount/_nr_pages/_mm_ids, PGTY "
+            "page types (zsmalloc with PG_movable_ops), 5 pageblock bits with "
+            "PB_migrate_isolate, multi-range struct cma, stack depot pools behind a pointer."
         ),
     ),
     Variant(

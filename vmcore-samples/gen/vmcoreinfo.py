@@ -54,12 +54,14 @@ def make_vmcoreinfo(m: Machine, secs: Sections) -> bytes:
         off("page._mapcount"),
         off("page.private"),
     ]
-    if m.k.version == "6.1":
+    if m.k.version in ("5.10", "6.1"):
         lines += [off("page.compound_dtor"), off("page.compound_order")]
     elif t.has_member("struct folio", "_folio_nr_pages"):
         lines += [off("folio._folio_nr_pages")]
+    # 7.1 renamed compound_head to compound_info
+    info = "compound_info" if t.has_member("struct page", "compound_info") else "compound_head"
     lines += [
-        off("page.compound_head"),
+        off(f"page.{info}"),
         off("pglist_data.node_zones"),
         off("pglist_data.nr_zones"),
         off("pglist_data.node_start_pfn"),
@@ -81,7 +83,7 @@ def make_vmcoreinfo(m: Machine, secs: Sections) -> bytes:
     ]
     if t.has_enum("PG_hwpoison"):
         lines.append(number("PG_hwpoison"))
-    if m.k.page_type_scheme == "inverted":
+    if m.k.page_type_scheme.startswith("inverted"):
         lines += [
             number("PG_slab"),
             f"NUMBER(PG_head_mask)={1 << m.enum('PG_head')}",

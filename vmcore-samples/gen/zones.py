@@ -8,7 +8,7 @@ from typing import Any
 
 from . import scenario as S
 from .machine import Machine
-from .memmap import NR_PAGEBLOCK_BITS, Sections, pfn_to_page
+from .memmap import Sections, nr_pageblock_bits, pfn_to_page
 from .migratetype import MIGRATETYPES, mt_value
 from .pageflags import zone_names
 
@@ -74,8 +74,11 @@ def write_zones(
             t.put(z, "struct zone", "present_early_pages", present)
         managed = present - reserved
         t.put(z, "struct zone", "managed_pages", managed)
-        cma_pages = sum(c.count for c in S.CMA_AREAS if s <= c.base_pfn < e)
+        # zone->cma_pages; 5.10 has no such counter (the truth says 0, as
+        # the kernel would report nothing)
+        cma_pages = 0
         if t.has_member("struct zone", "cma_pages"):
+            cma_pages = sum(c.count for c in S.CMA_AREAS if s <= c.base_pfn < e)
             t.put(z, "struct zone", "cma_pages", cma_pages)
         if t.has_member("struct zone", "initialized"):
             t.put(z, "struct zone", "initialized", 1 if present else 0)
@@ -131,9 +134,11 @@ def _write_pageblock_bits(m: Machine, secs: Sections) -> None:
     """mem_section_usage.pageblock_flags: each pageblock's migratetype."""
     pps = secs.pages_per_section
     off = m.t.offsetof("struct mem_section_usage", "pageblock_flags")
+    bits = nr_pageblock_bits(m)
+    nbytes = ((pps >> S.PAGEBLOCK_ORDER) * bits + 63) // 64 * 8
     for nr, usage in secs.usage_addr.items():
         word = 0
         for i in range(pps >> S.PAGEBLOCK_ORDER):
             pfn = nr * pps + (i << S.PAGEBLOCK_ORDER)
-            word |= mt_value(m, S.pageblock_mt(pfn)) << (i * NR_PAGEBLOCK_BITS)
-        m.write_ulong(usage + off, word)
+            word |= mt_value(m, S.pageblock_mt(pfn)) << (i * bits)
+        m.mem.write(usage + off, word.to_bytes(nbytes, "little"))

@@ -254,10 +254,10 @@ class Emitter:
             pos = target
         return lines, pos
 
-    def compound_body(self, t: Type, ind: int) -> str:
+    def compound_body(self, t: Type, ind: int, anonymous: bool = False) -> str:
         sp = "\t" * ind
         kw = self.kw(t)
-        name = f" {t.tag}" if t.tag else ""
+        name = f" {t.tag}" if t.tag and not anonymous else ""
         lines = [f"{kw} __attribute__((packed)){name} {{"]
         pos = 0
         maxend = 0
@@ -275,6 +275,11 @@ class Emitter:
                     f"{sp}\t{self.decl(m.type, m.name or '', ind + 1)} : {m.bit_field_size};"
                 )
                 end = off + m.bit_field_size
+            elif m.name is None and self.sub(m.type).kind in COMPOUND and m.type.tag:
+                # an unnamed member of a tagged type (-fms-extensions, e.g. 7.x
+                # ns_common's struct ns_tree): its members, inline
+                lines.append(f"{sp}\t{self.compound_body(self.sub(m.type), ind + 1, True)};")
+                end = off + 8 * drgn.sizeof(m.type)
             else:
                 lines.append(f"{sp}\t{self.decl(m.type, m.name or '', ind + 1)};")
                 end = off + (8 * drgn.sizeof(m.type) if self.complete(m.type) else 0)
