@@ -22,6 +22,10 @@ PAGE_MAPCOUNT_RESERVE = -128
 PAGE_TYPE_BASE = 0xF0000000
 # Up to 6.8 these were #defines; 6.9 moved them (and new ones) into enum pagetype.
 PAGE_TYPE_BITS_OLD = {"buddy": 0x80, "offline": 0x100, "table": 0x200, "guard": 0x400}
+# Up to 5.10 PG_kmemcg sat at 0x200 and pushed table and guard up one bit (5.11's commit
+# 18b2db3b0385 "mm: Convert page kmemcg type to a page memcg flag" removed it).
+PAGE_TYPE_BITS_KMEMCG = {"buddy": 0x80, "offline": 0x100, "kmemcg": 0x200, "table": 0x400,
+                         "guard": 0x800}
 # 6.12+: top byte of page_type (enum pagetype in DWARF gives these too; used as fallback).
 PGTY_OLDEST = 0xF0
 

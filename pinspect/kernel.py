@@ -6,6 +6,7 @@ the release string. :func:`probe` caches one :class:`Kernel` per ``drgn.Program`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import drgn
@@ -290,7 +291,7 @@ def _migratetypes(prog: Program) -> dict[int, str]:
     return names
 
 
-def _page_types(prog: Program) -> tuple[dict[str, int], bool]:
+def _page_types(prog: Program, release: str) -> tuple[dict[str, int], bool]:
     """Page type values, and whether they live in the top byte of page_type (6.12+)."""
     pgty = enumerators(prog, "enum pagetype")
     if any(k.startswith("PGTY_") for k in pgty):
@@ -299,7 +300,25 @@ def _page_types(prog: Program) -> tuple[dict[str, int], bool]:
     if pgty:  # 6.9-6.11: enum pagetype holds the PG_* bits cleared under PAGE_TYPE_BASE
         return {k.removeprefix("PG_"): v for k, v in pgty.items()
                 if k.startswith("PG_") and 0 < v < constants.PAGE_TYPE_BASE}, False
+    if _has_kmemcg_page_type(prog, release):
+        return dict(constants.PAGE_TYPE_BITS_KMEMCG), False
     return dict(constants.PAGE_TYPE_BITS_OLD), False
+
+
+def _has_kmemcg_page_type(prog: Program, release: str) -> bool:
+    """Whether page types still include PG_kmemcg (up to 5.10).
+
+    5.11 removed it in the same series that replaced ``page->mem_cgroup`` with
+    ``page->memcg_data`` (commit bcfe06bf2622), so that member tells. Only a kernel built
+    without memcg has neither; for it the release is the last resort.
+    """
+    page = prog.type("struct page")
+    if page.has_member("mem_cgroup"):
+        return True
+    if page.has_member("memcg_data"):
+        return False
+    numbers = [int(n) for n in re.findall(r"\d+", release)[:2]]
+    return len(numbers) == 2 and tuple(numbers) < (5, 11)
 
 
 def page_type_name(kernel: Kernel, raw: int) -> str | None:
@@ -409,7 +428,7 @@ def _probe(prog: Program) -> Kernel:
     isolate = ", separate isolate bit" if "PB_migrate_isolate" in pageblock_bits else ""
     features.append(Feature("pageblock flags", PRESENT,
                             f"{nr_bits} bits per pageblock of order {pageblock_order}{isolate}"))
-    types, top_byte = _page_types(prog)
+    types, top_byte = _page_types(prog, release)
     return Kernel(
         prog=prog,
         release=release,

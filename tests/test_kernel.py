@@ -45,11 +45,11 @@ def test_layout_equals_drgn_offsets(name: str) -> None:
     page = kernel.prog.type("struct page")
     layout = kernel.layout
     assert layout.size == page.size
-    for member in ("flags", "mapping", "index", "private", "_mapcount", "_refcount"):
-        field = member.lstrip("_") if member.startswith("_") else member
-        got = getattr(layout, {"_mapcount": "mapcount", "_refcount": "refcount"}.get(member,
-                                                                                     field))
-        assert got == drgn.offsetof(page, member), member
+    index = "index" if page.has_member("index") else "__folio_index"  # 6.16 renamed it
+    for attribute, member in (("flags", "flags"), ("mapping", "mapping"), ("index", index),
+                              ("private", "private"), ("mapcount", "_mapcount"),
+                              ("refcount", "_refcount")):
+        assert getattr(layout, attribute) == drgn.offsetof(page, member), member
     assert kernel.pageblock_order == truth["facts"]["pageblock_order"]
     assert kernel.max_order == truth["facts"]["max_order"]
     assert kernel.page_size == truth["facts"]["page_size"]
@@ -84,3 +84,11 @@ def test_page_type_names() -> None:
 def test_probe_is_cached_per_program() -> None:
     prog = open_sample("mainline-6.1")
     assert pinspect.probe(prog) is pinspect.probe(prog)
+
+
+def test_page_types_of_5_10_have_kmemcg() -> None:
+    kernel, _ = _sample("mainline-5.10")
+    assert page_type_name(kernel, 0xFFFFFFFF & ~0x400) == "table"  # 0x200 was PG_kmemcg
+    assert page_type_name(kernel, 0xFFFFFFFF & ~0x80) == "buddy"
+    newer, _ = _sample("mainline-6.1")
+    assert page_type_name(newer, 0xFFFFFFFF & ~0x200) == "table"
