@@ -39,13 +39,29 @@ for _command in all_commands():
     cli.add_command(_command.click_command)
 
 
+def describe_error(e: BaseException) -> tuple[str, str] | None:
+    """(message, hint) of an error the user gets as one line (exit code 2), or None for an
+    internal error (exit code 3). The drgn plugin reports the same errors the same way."""
+    if isinstance(e, PinspectError):
+        return e.message, e.hint
+    if isinstance(e, FaultError):
+        return (f"cannot read kernel memory at {e.address:#x}: the dump is truncated or "
+                "filtered, or the structure there is corrupted",
+                "compare the dump's size with what was written; with makedumpfile, dump levels "
+                "up to -d 31 keep what pinspect reads")
+    if isinstance(e, ValueError | OSError):
+        return str(e), ""
+    return None
+
+
 def main() -> None:
     """Entry point: run the CLI; errors become one line on stderr and exit code 2."""
     if not os.environ.get("PINSPECT_DEBUG"):
         # pinspect explains missing or mismatched debug info itself.
         logging.getLogger("drgn").setLevel(logging.CRITICAL)
     try:
-        cli.main(standalone_mode=False)
+        status = cli.main(prog_name="pinspect", complete_var="_PINSPECT_COMPLETE",
+                          standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
     except BrokenPipeError:
@@ -55,19 +71,11 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except PinspectError as e:
-        click.echo(f"pinspect: error: {e.message}", err=True)
-        if e.hint:
-            click.echo(f"  hint: {e.hint}", err=True)
-        sys.exit(2)
-    except FaultError as e:
-        click.echo(f"pinspect: error: cannot read kernel memory at {e.address:#x}: the dump is "
-                   "truncated or filtered, or the structure there is corrupted", err=True)
-        click.echo("  hint: compare the dump's size with what was written; with makedumpfile, "
-                   "dump levels up to -d 31 keep what pinspect reads", err=True)
-        sys.exit(2)
-    except (ValueError, OSError) as e:
-        click.echo(f"pinspect: error: {e}", err=True)
+    except (PinspectError, FaultError, ValueError, OSError) as e:
+        message, hint = describe_error(e) or (str(e), "")
+        click.echo(f"pinspect: error: {message}", err=True)
+        if hint:
+            click.echo(f"  hint: {hint}", err=True)
         sys.exit(2)
     except Exception as e:  # noqa: BLE001 - the user gets one line, not a traceback
         if os.environ.get("PINSPECT_DEBUG"):
@@ -76,3 +84,5 @@ def main() -> None:
         click.echo("  hint: rerun with PINSPECT_DEBUG=1 for a traceback and report it",
                    err=True)
         sys.exit(3)
+    if isinstance(status, int) and status:  # ctx.exit(N): pinned --exit-status
+        sys.exit(status)

@@ -62,11 +62,44 @@ def merged_options(ctx: click.Context, **given: Any) -> Options:
     )
 
 
+FOUND_EXIT_STATUS = 1
+"""Exit status of ``pinned --exit-status`` when it reports pinned pages (like diff and grep,
+which also exit 1 with a result of the other kind; errors stay 2)."""
+
+ZONE_NAMES = ("DMA", "DMA32", "Normal", "HighMem", "Movable", "Device")
+
+
+def complete_zone(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of ``--zone``: the kernel's zone names (the target is not opened)."""
+    return [z for z in ZONE_NAMES if z.lower().startswith(incomplete.lower())]
+
+
+def global_param_names() -> frozenset[str]:
+    """The parameter names of the global options (as click passes them to a callback)."""
+    def probe_params() -> None:
+        pass
+    global_options(probe_params)
+    return frozenset(p.name for p in probe_params.__click_params__  # type: ignore[attr-defined]
+                     if p.name)
+
+
+def split_options(ctx: click.Context, values: dict[str, Any]) -> tuple[Options, dict[str, Any]]:
+    """A command callback's *values* as (the merged global options, the command's own)."""
+    names = global_param_names()
+    options = merged_options(ctx, **{k: v for k, v in values.items() if k in names})
+    return options, {k: v for k, v in values.items() if k not in names}
+
+
 def open_target(command: str, options: Options) -> Program:
     """Open the target of *options* and check that it has what *command* needs."""
     prog = open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu)
-    needs_of(command).check(command, prog, probe(prog), type_source_name(prog))
+    check_needs(command, prog)
     return prog
+
+
+def check_needs(command: str, prog: Program) -> None:
+    """Check that *prog* (opened by pinspect or by a drgn session) has what *command* needs."""
+    needs_of(command).check(command, prog, probe(prog), type_source_name(prog))
 
 
 def parse_pfn_range(text: str) -> tuple[int, int]:
