@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import sys
 
 import click
+import drgn
 from drgn import FaultError
 
 from pinspect import __version__
 from pinspect.commands import all_commands
-from pinspect.commands.common import Options, global_options
+from pinspect.commands.common import Options, global_options, parse_columns
 from pinspect.errors import PinspectError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @global_options
-@click.version_option(__version__, prog_name="pinspect")
+@click.version_option(__version__, prog_name="pinspect",
+                      message=f"%(prog)s %(version)s (drgn {drgn.__version__}, "
+                              f"Python {platform.python_version()})")
 @click.pass_context
 def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: str | None,
-        format_: str | None, output: str | None) -> None:
+        format_: str | None, output: str | None, no_header: bool, columns: str | None) -> None:
     """Find pinned physical pages, where they sit, and why they cannot migrate.
 
     \b
@@ -32,7 +36,8 @@ def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: st
       sudo pinspect pinned --zone Normal
       pinspect -c vmcore -s vmlinux zones
     """
-    ctx.obj = Options(core, vmlinux, qemu, format_, output)
+    ctx.obj = Options(core, vmlinux, qemu, format_, output, no_header=no_header,
+                      columns=parse_columns(columns))
 
 
 for _command in all_commands():

@@ -12,7 +12,7 @@ from drgn import Program
 
 from pinspect.commands import needs_of
 from pinspect.kernel import probe
-from pinspect.render import FORMATS, Document, write
+from pinspect.render import FORMATS, Document, select_columns, write
 from pinspect.target import open_program, type_source_name
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,6 +27,8 @@ class Options:
     qemu: str | None = None
     format: str | None = None
     output: str | None = None
+    no_header: bool = False
+    columns: tuple[str, ...] = ()
 
 
 _GLOBAL_OPTIONS = [
@@ -43,9 +45,17 @@ _GLOBAL_OPTIONS = [
 ]
 
 
+_OUTPUT_OPTIONS = [
+    click.option("--no-header", "no_header", is_flag=True, default=False,
+                 help="table and CSV: leave out the header (a table prints its rows only)."),
+    click.option("--columns", metavar="NAME,...", default=None,
+                 help="table and CSV: only these columns, in this order."),
+]
+
+
 def global_options(f: F) -> F:
     """Add the global options to a command (or the group)."""
-    for option in reversed(_GLOBAL_OPTIONS):
+    for option in reversed(_GLOBAL_OPTIONS + _OUTPUT_OPTIONS):
         f = option(f)
     return f
 
@@ -59,7 +69,14 @@ def merged_options(ctx: click.Context, **given: Any) -> Options:
         qemu=given.get("qemu") or base.qemu,
         format=given.get("format_") or base.format,
         output=given.get("output") or base.output,
+        no_header=bool(given.get("no_header")) or base.no_header,
+        columns=parse_columns(given.get("columns")) or base.columns,
     )
+
+
+def parse_columns(text: str | None) -> tuple[str, ...]:
+    """``--columns a,b,c`` as a tuple of names."""
+    return tuple(c.strip() for c in (text or "").split(",") if c.strip())
 
 
 FOUND_EXIT_STATUS = 1
@@ -118,11 +135,14 @@ def parse_pfn_range(text: str) -> tuple[int, int]:
 def emit(doc: Document, options: Options) -> None:
     """Render *doc* in the chosen format to standard output or ``--output``."""
     fmt = options.format or "table"
+    header, columns = not options.no_header, options.columns
+    if fmt != "json":
+        select_columns(doc, columns)  # an unknown column fails before -o FILE is written
     if options.output:
         with open(options.output, "w") as f:
-            write(doc, fmt, f)
+            write(doc, fmt, f, header=header, columns=columns)
     else:
-        write(doc, fmt, sys.stdout)
+        write(doc, fmt, sys.stdout, header=header, columns=columns)
         sys.stdout.flush()
 
 
