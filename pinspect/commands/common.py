@@ -35,7 +35,8 @@ _GLOBAL_OPTIONS = [
     click.option("-c", "--core", metavar="VMCORE", default=None,
                  help="ELF or kdump-compressed vmcore (default: the running kernel)."),
     click.option("-s", "--vmlinux", metavar="PATH", multiple=True,
-                 help="vmlinux with debug info (repeatable; default: drgn's search)."),
+                 help="vmlinux with debug info, or a directory to search for it "
+                      "(repeatable; default: drgn's search)."),
     click.option("--qemu", metavar="ADDRESS", default=None,
                  help="attach to a QEMU guest over QMP (unix socket path or host:port)."),
     click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
