@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import sys
 
 import click
+import drgn
 from drgn import FaultError
 
 from pinspect import __version__
 from pinspect.commands import all_commands
-from pinspect.commands.common import Options, global_options
+from pinspect.commands.common import Options, global_options, parse_columns
 from pinspect.errors import PinspectError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @global_options
-@click.version_option(__version__, prog_name="pinspect")
+@click.version_option(__version__, prog_name="pinspect",
+                      message=f"%(prog)s %(version)s (drgn {drgn.__version__}, "
+                              f"Python {platform.python_version()})")
 @click.pass_context
 def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: str | None,
-        format_: str | None, output: str | None) -> None:
+        format_: str | None, output: str | None, no_header: bool, columns: str | None) -> None:
     """Find pinned physical pages, where they sit, and why they cannot migrate.
 
     \b
@@ -32,11 +36,27 @@ def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: st
       sudo pinspect pinned --zone Normal
       pinspect -c vmcore -s vmlinux zones
     """
-    ctx.obj = Options(core, vmlinux, qemu, format_, output)
+    ctx.obj = Options(core, vmlinux, qemu, format_, output, no_header=no_header,
+                      columns=parse_columns(columns))
 
 
 for _command in all_commands():
     cli.add_command(_command.click_command)
+
+
+def describe_error(e: BaseException) -> tuple[str, str] | None:
+    """(message, hint) of an error the user gets as one line (exit code 2), or None for an
+    internal error (exit code 3). The drgn plugin reports the same errors the same way."""
+    if isinstance(e, PinspectError):
+        return e.message, e.hint
+    if isinstance(e, FaultError):
+        return (f"cannot read kernel memory at {e.address:#x}: the dump is truncated or "
+                "filtered, or the structure there is corrupted",
+                "compare the dump's size with what was written; with makedumpfile, dump levels "
+                "up to -d 31 keep what pinspect reads")
+    if isinstance(e, ValueError | OSError):
+        return str(e), ""
+    return None
 
 
 def main() -> None:
@@ -45,7 +65,8 @@ def main() -> None:
         # pinspect explains missing or mismatched debug info itself.
         logging.getLogger("drgn").setLevel(logging.CRITICAL)
     try:
-        cli.main(standalone_mode=False)
+        status = cli.main(prog_name="pinspect", complete_var="_PINSPECT_COMPLETE",
+                          standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
     except BrokenPipeError:
@@ -55,19 +76,11 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except PinspectError as e:
-        click.echo(f"pinspect: error: {e.message}", err=True)
-        if e.hint:
-            click.echo(f"  hint: {e.hint}", err=True)
-        sys.exit(2)
-    except FaultError as e:
-        click.echo(f"pinspect: error: cannot read kernel memory at {e.address:#x}: the dump is "
-                   "truncated or filtered, or the structure there is corrupted", err=True)
-        click.echo("  hint: compare the dump's size with what was written; with makedumpfile, "
-                   "dump levels up to -d 31 keep what pinspect reads", err=True)
-        sys.exit(2)
-    except (ValueError, OSError) as e:
-        click.echo(f"pinspect: error: {e}", err=True)
+    except (PinspectError, FaultError, ValueError, OSError) as e:
+        message, hint = describe_error(e) or (str(e), "")
+        click.echo(f"pinspect: error: {message}", err=True)
+        if hint:
+            click.echo(f"  hint: {hint}", err=True)
         sys.exit(2)
     except Exception as e:  # noqa: BLE001 - the user gets one line, not a traceback
         if os.environ.get("PINSPECT_DEBUG"):
@@ -76,3 +89,5 @@ def main() -> None:
         click.echo("  hint: rerun with PINSPECT_DEBUG=1 for a traceback and report it",
                    err=True)
         sys.exit(3)
+    if isinstance(status, int) and status:  # ctx.exit(N): pinned --exit-status
+        sys.exit(status)

@@ -103,7 +103,11 @@ class PageFlagBits:
 
 @dataclass
 class Kernel:
-    """What one kernel has; build with :func:`probe`."""
+    """What one kernel has, found once from its types and symbols (never from its version):
+    ``release`` (``init_uts_ns.name.release``), ``arch``, ``page_size``, the ``struct page``
+    and ``struct folio`` layouts, ``pageblock_flags`` bits, migratetype and zone names, the
+    ``struct page_ext`` layout, and ``features`` (what ``info`` shows). Build with
+    :func:`probe`."""
 
     prog: Program
     release: str
@@ -354,7 +358,7 @@ def _max_order(prog: Program) -> int:
 
 
 def probe(prog: Program) -> Kernel:
-    """Probe *prog* once and cache the result on it."""
+    """Probe *prog* once and cache the result on it (``prog.cache``): the :class:`Kernel`."""
     try:
         return prog.cache["pinspect_kernel"]  # type: ignore[no-any-return]
     except KeyError:

@@ -17,20 +17,21 @@ from pinspect.scan import PageChunk, read_page_bytes, struct_page_address
 
 @dataclass
 class PageVerdict:
-    """Everything pinspect knows about one page (``struct page *``) and its folio."""
+    """Everything pinspect knows about one page (``struct page``) and its folio
+    (``struct folio``): the fields of ``page``'s JSON document."""
 
-    pfn: int
-    phys: int
+    pfn: int  # page frame number
+    phys: int  # physical address: pfn << PAGE_SHIFT
     page: int  # address of the struct page
-    head_pfn: int
+    head_pfn: int  # pfn of the folio's head (pfn itself for a head or small page)
     state: str  # mapping kind, or free/slab/reserved/page type name
-    node: int
-    zone: str
-    migratetype: str
-    cma: str | None
-    raw: dict[str, int]
-    flags: int
-    flag_names: str
+    node: int  # NUMA node
+    zone: str  # struct zone .name
+    migratetype: str  # of the pageblock
+    cma: str | None  # struct cma .name of the CMA area holding the pfn
+    raw: dict[str, int]  # raw struct page words: flags, compound_head, mapping, index, ...
+    flags: int  # page->flags
+    flag_names: str  # the PG_* flags set, joined with |
     folio: PinnedPage | None  # the head's verdict (empty evidence: not pinned); None if free
 
 
@@ -41,7 +42,8 @@ def _chunk(kernel: Kernel, pfn: int, count: int) -> PageChunk:
 
 
 def inspect_page(prog: Program, pfn: int) -> PageVerdict:
-    """Read one page and judge its folio like :func:`pinspect.report.find_pinned` does.
+    """Read one page (``struct page`` of *pfn*) and judge its folio like
+    :func:`pinspect.report.find_pinned` does.
 
     The page and its first neighbour are read at once; a tail page's folio is read from its
     head, once its order is known.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TextIO, TypeVar
@@ -56,30 +57,67 @@ def render(doc: Document, fmt: str) -> str:
     return out.getvalue()
 
 
-def write(doc: Document, fmt: str, out: TextIO) -> None:
-    """Write *doc* as ``table``, ``json`` or ``csv`` to *out*, row by row where it can."""
+def use_color(stream: TextIO) -> bool:
+    """Whether colour (ANSI escapes) may be written to *stream*: not when ``NO_COLOR`` is set to
+    anything but the empty string (https://no-color.org), not when ``TERM`` is ``dumb``, and
+    only when *stream* is a terminal."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:  # closed
+        return False
+
+
+def select_columns(doc: Document, columns: Sequence[str] | None) -> Sequence[str]:
+    """The columns of *doc* to show: *columns* (``--columns``) in that order, or all of them.
+    Raises ValueError naming the columns *doc* has when one is unknown."""
+    if not columns:
+        return doc.columns
+    unknown = [c for c in columns if c not in doc.columns]
+    if unknown:
+        raise ValueError(f"no column {', '.join(map(repr, unknown))} in '{doc.command}' "
+                         f"(columns: {','.join(doc.columns)})")
+    return list(columns)
+
+
+def write(doc: Document, fmt: str, out: TextIO, *, header: bool = True,
+          columns: Sequence[str] | None = None) -> None:
+    """Write *doc* as ``table``, ``json`` or ``csv`` to *out*, row by row where it can.
+
+    For ``table`` and ``csv``: *columns* picks and orders the columns (``--columns``); without
+    *header* (``--no-header``) a CSV has no header row and a table shows its rows only (no
+    header, title or notes). JSON always has every key of the schema.
+    """
     if fmt == "json":
         _write_json(doc, out)
         return
+    shown = select_columns(doc, columns)
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=list(doc.columns), extrasaction="ignore",
+        writer = csv.DictWriter(out, fieldnames=list(shown), extrasaction="ignore",
                                 lineterminator="\n")
-        writer.writeheader()
+        if header:
+            writer.writeheader()
         for row in doc.rows:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
         return
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     parts = []
-    if doc.table_title:
+    if doc.table_title and header:
         parts.append(doc.table_title)
     # (tabulate sizes its columns from every row, so the table is made whole)
-    cells = [[_cell(row.get(c)) for c in doc.columns] for row in doc.rows]
-    if cells:
-        parts.append(tabulate(cells, headers=list(doc.columns), tablefmt="simple",
+    cells = [[_cell(row.get(c)) for c in shown] for row in doc.rows]
+    if cells and header:
+        parts.append(tabulate(cells, headers=list(shown), tablefmt="simple",
                               disable_numparse=True))
-    parts.extend(doc.notes)
-    out.write("\n".join(parts) + "\n")
+    elif cells:
+        parts.append(tabulate(cells, tablefmt="plain", disable_numparse=True))
+    if header:
+        parts.extend(doc.notes)
+    if parts:
+        out.write("\n".join(parts) + "\n")
 
 
 def _write_json(doc: Document, out: TextIO) -> None:

@@ -25,35 +25,36 @@ from pinspect.zones import zones
 
 @dataclass(slots=True)
 class PinnedPage:
-    """One pinned small page or large folio (``struct page *`` of its head)."""
+    """One pinned small page or large folio (``struct folio``), read from the ``struct page``
+    of its head; the fields are those of ``pinned``'s JSON page objects."""
 
-    pfn: int
-    nr_pages: int
-    node: int
-    zone: str
-    migratetype: str
-    cma: str | None
-    order: int
-    refcount: int
-    mapcount: int
-    expected_refcount: int
-    pins: int
-    extra: int
-    evidence: list[str]
-    mapping: str
-    flags: int
-    lru: bool
+    pfn: int  # page frame number of the (head) page
+    nr_pages: int  # base pages in the folio: 1 << order
+    node: int  # NUMA node (page->flags)
+    zone: str  # struct zone .name: DMA, DMA32, Normal, Movable, ...
+    migratetype: str  # of the pageblock (pageblock_flags): Unmovable, Movable, CMA, ...
+    cma: str | None  # struct cma .name of the CMA area holding the pfn
+    order: int  # folio_order()
+    refcount: int  # page->_refcount of the head
+    mapcount: int  # folio_mapcount(): page-table mappings, each holding a reference
+    expected_refcount: int  # references an idle, unpinned folio of this kind holds
+    pins: int  # FOLL_PIN pins: folio->_pincount, or (refcount - expected) >> 10
+    extra: int  # references beyond expected_refcount that FOLL_PIN does not explain
+    evidence: list[str]  # subset of foll_pin, extra, pinner (page_ext page_pinner flag)
+    mapping: str  # anon, ksm, shmem, file, hugetlb, none (kernel page), movable_ops
+    flags: int  # raw page->flags of the head
+    lru: bool  # PG_lru is set
 
 
 @dataclass
 class PinnedReport:
-    """The result of :func:`find_pinned`."""
+    """The result of :func:`find_pinned`: the pinned folios and what the scan covered."""
 
-    pages: list[PinnedPage]
+    pages: list[PinnedPage]  # one per pinned folio, by pfn
     scanned: int  # struct pages read
     unreadable: int  # struct pages that could not be read
     skipped_free: int = 0  # pages of free buddy blocks, not read
-    summary: dict[str, object] = field(default_factory=dict)
+    summary: dict[str, object] = field(default_factory=dict)  # pages, folios, by_evidence, by_zone
 
 
 def find_pinned(
@@ -66,6 +67,12 @@ def find_pinned(
     progress: Callable[[int, int], None] | None = None,
 ) -> PinnedReport:
     """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns.
+
+    Reads the ``struct page`` array (``vmemmap`` or ``mem_map``) in bulk and judges every
+    in-use page by the kernel's rules: ``folio_maybe_dma_pinned()`` for FOLL_PIN, the
+    references migration expects (``folio_expected_refs()``) for extra references, and the
+    page_pinner flags in ``struct page_ext``. *zone_names* are ``struct zone`` names, *nodes*
+    NUMA node ids, *pfn_range* a half-open ``(start, end)``.
 
     *evidence* keeps pages with at least one of the given kinds (``foll_pin``, ``extra``,
     ``pinner``); empty keeps all. *progress* is called with (pages done, pages in total).
@@ -154,7 +161,10 @@ def rows(chunk: PageChunk, found: Candidates, places: Places, min_extra: int = 1
 
 def zone_pins(prog: Program, progress: Callable[[int, int], None] | None = None
               ) -> tuple[list[ZonePins], PinnedReport]:
-    """Per-zone counts of pinned pages (all evidence), and the report they come from."""
+    """Per-zone counts of pinned pages (all evidence), and the report they come from.
+
+    One :class:`~pinspect.summary.ZonePins` per populated ``struct zone`` of every node
+    (``pglist_data.node_zones``), in node and zone order."""
     kernel = probe(prog)
     report = find_pinned(prog, progress=progress)
     return [zone_counts(zone, report.pages) for zone in zones(kernel)], report

@@ -36,13 +36,13 @@ def summarize(pages: Sequence[PinnedPage]) -> dict[str, object]:
 class ZonePins:
     """A zone (``struct zone``) with its pinned pages counted, in base pages."""
 
-    zone: Zone
-    foll_pin: int
-    extra: int
-    pinner: int
-    total: int
-    in_movable: int
-    in_cma: int
+    zone: Zone  # the zone's span and counters
+    foll_pin: int  # pages pinned with FOLL_PIN
+    extra: int  # pages with extra references
+    pinner: int  # pages flagged by page_pinner
+    total: int  # pinned pages, each counted once (a page can have several kinds)
+    in_movable: int  # of those, in MIGRATE_MOVABLE pageblocks
+    in_cma: int  # of those, in MIGRATE_CMA pageblocks
 
 
 def zone_counts(zone: Zone, pages: Sequence[PinnedPage]) -> ZonePins:

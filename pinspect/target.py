@@ -23,7 +23,11 @@ def open_program(
     types: TypeSource = DWARF,
 ) -> Program:
     """Open *core*, the QEMU guest at *qemu*, or (neither given) the running kernel, and load
-    the kernel's types from *types* (with the files in *vmlinux*)."""
+    the kernel's types from *types* (with the files in *vmlinux*).
+
+    Returns a ``drgn.Program`` (a vmcore: ELF or kdump-compressed, flattened dumps rebuilt
+    once; live: ``/proc/kcore``). Raises :class:`~pinspect.errors.PinspectError` with a hint
+    when the target or its debug info is missing or does not match."""
     if core is not None:
         prog = _open_core(core)
         where = core

@@ -14,7 +14,7 @@ from typing import Protocol
 import drgn
 from drgn import MissingDebugInfoError, Program
 
-from pinspect import elf, vmcoreinfo
+from pinspect import debuginfo, elf, vmcoreinfo
 from pinspect.errors import DebugInfoError
 
 __all__ = ["DEBUG_INFO_HINT", "DWARF", "DwarfSource", "TypeSource"]
@@ -45,10 +45,17 @@ class DwarfSource:
     name = "DWARF"
 
     def load(self, prog: Program, paths: Sequence[str] = ()) -> None:
-        """Load vmlinux debug info from *paths* or drgn's standard places; check it matches."""
+        """Load vmlinux debug info from *paths* (files, or directories to search: see
+        :mod:`pinspect.debuginfo`) or drgn's standard places; check it matches."""
+        info = vmcoreinfo.from_program(prog)
+        release, build_id = info.get("OSRELEASE"), info.get("BUILD-ID")
         for path in paths:
-            if not os.path.isfile(path):
+            if not os.path.exists(path):
                 raise DebugInfoError(f"debug info file {path} does not exist", DEBUG_INFO_HINT)
+        paths, empty = debuginfo.expand_paths(paths, release, build_id)
+        if empty:
+            raise DebugInfoError(f"no vmlinux for kernel {release or '(unknown release)'} in "
+                                 + ", ".join(empty), debuginfo.not_found_hint(release, build_id))
         try:
             prog.load_debug_info(paths, main=True)
         except MissingDebugInfoError:
@@ -64,8 +71,8 @@ class DwarfSource:
                 f"{wanted or 'unknown'}, " + "; ".join(got),
                 "use the vmlinux built together with this kernel",
             )
-        release = vmcoreinfo.from_program(prog).get("OSRELEASE", "(unknown release)")
-        raise DebugInfoError(f"no debug info found for kernel {release}", DEBUG_INFO_HINT)
+        raise DebugInfoError(f"no debug info found for kernel {release or '(unknown release)'}",
+                             debuginfo.not_found_hint(release, build_id))
 
 
 DWARF = DwarfSource()

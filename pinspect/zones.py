@@ -18,17 +18,17 @@ from pinspect.variables import has_variable, required_variable, variable
 class Zone:
     """One ``struct zone``: its node, name and pfn span, and its page counters."""
 
-    node: int
-    index: int
-    name: str
-    start_pfn: int
-    spanned: int
-    present: int
-    managed: int
-    free: int
-    free_cma: int
-    cma_pages: int
-    address: int
+    node: int  # pglist_data .node_id
+    index: int  # zone_idx(): ZONE_DMA, ZONE_DMA32, ZONE_NORMAL, ...
+    name: str  # zone .name
+    start_pfn: int  # zone_start_pfn
+    spanned: int  # spanned_pages
+    present: int  # present_pages
+    managed: int  # managed_pages
+    free: int  # vm_stat[NR_FREE_PAGES]
+    free_cma: int  # vm_stat[NR_FREE_CMA_PAGES]
+    cma_pages: int  # cma_pages (0 without CONFIG_CMA)
+    address: int  # address of the struct zone
 
     @property
     def end_pfn(self) -> int:

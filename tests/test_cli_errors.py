@@ -21,7 +21,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == "pinspect, version 0.1.0"
+    assert result.stdout.startswith("pinspect 0.1.0 (drgn ")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -9,6 +9,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import click
 from drgn import Program, ProgramFlags
@@ -57,21 +58,31 @@ class Needs:
 
 @dataclass(frozen=True)
 class Command:
-    """A registered command: its click command and what it needs."""
+    """A registered command: its click command, what it needs, and its body.
+
+    *run* is the body without the target handling: ``run(prog, options, **params)`` takes an
+    open ``drgn.Program``, the global options (:class:`~pinspect.commands.common.Options`:
+    format, output, ...) and the command's own parsed options (click's parameter names), writes
+    the output and returns the library's result. The click command opens the target and calls
+    it; the drgn plugin (:mod:`pinspect.drgn_plugin`) calls it on the session's program.
+    """
 
     name: str
     click_command: click.Command
     needs: Needs
+    run: Callable[..., Any] | None = None
 
 
 _REGISTRY: dict[str, Command] = {}
 
 
-def register(needs: Needs) -> Callable[[click.Command], click.Command]:
-    """Register a click command (decorator, outermost) with what it *needs*."""
+def register(needs: Needs, run: Callable[..., Any] | None = None
+             ) -> Callable[[click.Command], click.Command]:
+    """Register a click command (decorator, outermost) with what it *needs* and its body
+    *run* (see :class:`Command`)."""
     def add(command: click.Command) -> click.Command:
         assert command.name is not None
-        _REGISTRY[command.name] = Command(command.name, command, needs)
+        _REGISTRY[command.name] = Command(command.name, command, needs, run)
         return command
     return add
 

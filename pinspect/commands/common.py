@@ -12,7 +12,7 @@ from drgn import Program
 
 from pinspect.commands import needs_of
 from pinspect.kernel import probe
-from pinspect.render import FORMATS, Document, write
+from pinspect.render import FORMATS, Document, select_columns, write
 from pinspect.target import open_program, type_source_name
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,13 +27,16 @@ class Options:
     qemu: str | None = None
     format: str | None = None
     output: str | None = None
+    no_header: bool = False
+    columns: tuple[str, ...] = ()
 
 
 _GLOBAL_OPTIONS = [
     click.option("-c", "--core", metavar="VMCORE", default=None,
                  help="ELF or kdump-compressed vmcore (default: the running kernel)."),
     click.option("-s", "--vmlinux", metavar="PATH", multiple=True,
-                 help="vmlinux with debug info (repeatable; default: drgn's search)."),
+                 help="vmlinux with debug info, or a directory to search for it "
+                      "(repeatable; default: drgn's search)."),
     click.option("--qemu", metavar="ADDRESS", default=None,
                  help="attach to a QEMU guest over QMP (unix socket path or host:port)."),
     click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
@@ -43,9 +46,17 @@ _GLOBAL_OPTIONS = [
 ]
 
 
+_OUTPUT_OPTIONS = [
+    click.option("--no-header", "no_header", is_flag=True, default=False,
+                 help="table and CSV: leave out the header (a table prints its rows only)."),
+    click.option("--columns", metavar="NAME,...", default=None,
+                 help="table and CSV: only these columns, in this order."),
+]
+
+
 def global_options(f: F) -> F:
     """Add the global options to a command (or the group)."""
-    for option in reversed(_GLOBAL_OPTIONS):
+    for option in reversed(_GLOBAL_OPTIONS + _OUTPUT_OPTIONS):
         f = option(f)
     return f
 
@@ -59,14 +70,54 @@ def merged_options(ctx: click.Context, **given: Any) -> Options:
         qemu=given.get("qemu") or base.qemu,
         format=given.get("format_") or base.format,
         output=given.get("output") or base.output,
+        no_header=bool(given.get("no_header")) or base.no_header,
+        columns=parse_columns(given.get("columns")) or base.columns,
     )
+
+
+def parse_columns(text: str | None) -> tuple[str, ...]:
+    """``--columns a,b,c`` as a tuple of names."""
+    return tuple(c.strip() for c in (text or "").split(",") if c.strip())
+
+
+FOUND_EXIT_STATUS = 1
+"""Exit status of ``pinned --exit-status`` when it reports pinned pages (like diff and grep,
+which also exit 1 with a result of the other kind; errors stay 2)."""
+
+ZONE_NAMES = ("DMA", "DMA32", "Normal", "HighMem", "Movable", "Device")
+
+
+def complete_zone(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of ``--zone``: the kernel's zone names (the target is not opened)."""
+    return [z for z in ZONE_NAMES if z.lower().startswith(incomplete.lower())]
+
+
+def global_param_names() -> frozenset[str]:
+    """The parameter names of the global options (as click passes them to a callback)."""
+    def probe_params() -> None:
+        pass
+    global_options(probe_params)
+    return frozenset(p.name for p in probe_params.__click_params__  # type: ignore[attr-defined]
+                     if p.name)
+
+
+def split_options(ctx: click.Context, values: dict[str, Any]) -> tuple[Options, dict[str, Any]]:
+    """A command callback's *values* as (the merged global options, the command's own)."""
+    names = global_param_names()
+    options = merged_options(ctx, **{k: v for k, v in values.items() if k in names})
+    return options, {k: v for k, v in values.items() if k not in names}
 
 
 def open_target(command: str, options: Options) -> Program:
     """Open the target of *options* and check that it has what *command* needs."""
     prog = open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu)
-    needs_of(command).check(command, prog, probe(prog), type_source_name(prog))
+    check_needs(command, prog)
     return prog
+
+
+def check_needs(command: str, prog: Program) -> None:
+    """Check that *prog* (opened by pinspect or by a drgn session) has what *command* needs."""
+    needs_of(command).check(command, prog, probe(prog), type_source_name(prog))
 
 
 def parse_pfn_range(text: str) -> tuple[int, int]:
@@ -85,11 +136,14 @@ def parse_pfn_range(text: str) -> tuple[int, int]:
 def emit(doc: Document, options: Options) -> None:
     """Render *doc* in the chosen format to standard output or ``--output``."""
     fmt = options.format or "table"
+    header, columns = not options.no_header, options.columns
+    if fmt != "json":
+        select_columns(doc, columns)  # an unknown column fails before -o FILE is written
     if options.output:
         with open(options.output, "w") as f:
-            write(doc, fmt, f)
+            write(doc, fmt, f, header=header, columns=columns)
     else:
-        write(doc, fmt, sys.stdout)
+        write(doc, fmt, sys.stdout, header=header, columns=columns)
         sys.stdout.flush()
 
 

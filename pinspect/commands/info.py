@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from drgn import Program
 
 from pinspect.commands import Needs, register
-from pinspect.commands.common import emit, global_options, merged_options, open_target
+from pinspect.commands.common import (
+    Options,
+    emit,
+    global_options,
+    open_target,
+    split_options,
+)
 from pinspect.kernel import Kernel, probe
 from pinspect.render import Document
 from pinspect.zones import zones
@@ -44,11 +51,18 @@ def document(kernel: Kernel) -> Document:
                     columns=("feature", "state", "detail"), table_title=title)
 
 
-@register(Needs())
+def run(prog: Program, options: Options) -> Kernel:
+    """``info`` on an open program: write what the kernel has, return the probe."""
+    kernel = probe(prog)
+    emit(document(kernel), options)
+    return kernel
+
+
+@register(Needs(), run)
 @click.command("info")
 @global_options
 @click.pass_context
-def command(ctx: click.Context, **global_values: Any) -> None:
+def command(ctx: click.Context, **values: Any) -> None:
     """Kernel release, memory, zones, and which features are present, off or absent.
 
     \b
@@ -56,5 +70,5 @@ def command(ctx: click.Context, **global_values: Any) -> None:
       sudo pinspect info
       pinspect -c vmcore -s vmlinux info --format json
     """
-    options = merged_options(ctx, **global_values)
-    emit(document(probe(open_target("info", options))), options)
+    options, params = split_options(ctx, values)
+    run(open_target("info", options), options, **params)

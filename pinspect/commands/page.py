@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from drgn import Object
+from drgn import Object, Program
 from drgn.helpers.linux.mm import page_to_pfn
 
 from pinspect.commands import Needs, register
-from pinspect.commands.common import emit, global_options, merged_options, open_target
+from pinspect.commands.common import (
+    Options,
+    emit,
+    global_options,
+    open_target,
+    split_options,
+)
 from pinspect.commands.pinned import page_object
 from pinspect.kernel import probe
 from pinspect.pageview import PageVerdict, inspect_page
@@ -61,13 +67,20 @@ def resolve_pfn(prog: Any, text: str, phys: bool) -> int:
     return value
 
 
-@register(Needs(features=("folio layout",)))
+def run(prog: Program, options: Options, *, address: str, phys: bool = False) -> PageVerdict:
+    """``page`` on an open program: write what is known about the page, return the verdict."""
+    verdict = inspect_page(prog, resolve_pfn(prog, address, phys))
+    emit(document(verdict), options)
+    return verdict
+
+
+@register(Needs(features=("folio layout",)), run)
 @click.command("page")
 @click.argument("address")
 @click.option("--phys", is_flag=True, help="ADDRESS is a physical address.")
 @global_options
 @click.pass_context
-def command(ctx: click.Context, address: str, phys: bool, **global_values: Any) -> None:
+def command(ctx: click.Context, **values: Any) -> None:
     """Everything known about one page: ADDRESS is a pfn, a physical address with --phys,
     or a struct page pointer (0xffff...).
 
@@ -77,6 +90,5 @@ def command(ctx: click.Context, address: str, phys: bool, **global_values: Any) 
       pinspect -c vmcore -s vmlinux page --phys 0x102a4f000
       pinspect -c vmcore -s vmlinux page 0xffffea00040a93c0
     """
-    options = merged_options(ctx, **global_values)
-    prog = open_target("page", options)
-    emit(document(inspect_page(prog, resolve_pfn(prog, address, phys))), options)
+    options, params = split_options(ctx, values)
+    run(open_target("page", options), options, **params)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import click
+from drgn import Program
 
 from pinspect.commands import Needs, register
 from pinspect.commands.common import (
+    FOUND_EXIT_STATUS,
+    Options,
     Progress,
+    complete_zone,
     emit,
     global_options,
-    merged_options,
     open_target,
     parse_pfn_range,
+    split_options,
 )
 from pinspect.evidence import EVIDENCE_KINDS
 from pinspect.render import Document, Rows
@@ -68,13 +73,33 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
     )
 
 
-@register(Needs(features=("folio layout",)))
+def run(prog: Program, options: Options, *, zone_names: Sequence[str] = (),
+        nodes: Sequence[int] = (), pfn_range: tuple[int, int] | None = None,
+        evidence: Sequence[str] = (), min_extra: int = 1, sort: str = "pfn",
+        limit: int | None = None, exit_status: bool = False) -> PinnedReport:
+    """``pinned`` on an open program: find the pinned pages, write them, return the report."""
+    report = find_pinned(prog, zone_names=zone_names, nodes=nodes, pfn_range=pfn_range,
+                         evidence=evidence, min_extra=min_extra, progress=Progress())
+    emit(document(report, sort, limit), options)
+    return report
+
+
+def _pfn_range(ctx: click.Context, param: click.Parameter,
+               value: str | None) -> tuple[int, int] | None:
+    try:
+        return parse_pfn_range(value) if value else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from e
+
+
+@register(Needs(features=("folio layout",)), run)
 @click.command("pinned")
 @click.option("--zone", "zone_names", multiple=True, metavar="NAME",
+              shell_complete=complete_zone,
               help="only this zone (repeatable): DMA, DMA32, Normal, Movable, ...")
 @click.option("--node", "nodes", multiple=True, type=int, metavar="N",
               help="only this NUMA node (repeatable).")
-@click.option("--pfn", "pfn_text", metavar="START-END", default=None,
+@click.option("--pfn", "pfn_range", metavar="START-END", default=None, callback=_pfn_range,
               help="only pfns in START-END (inclusive; decimal or 0x hex).")
 @click.option("--evidence", "evidence", multiple=True, type=click.Choice(EVIDENCE_KINDS),
               help="only pages with this evidence (repeatable).")
@@ -82,11 +107,11 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
               help="report extra references only from this many up.")
 @click.option("--sort", type=click.Choice(tuple(SORT_KEYS)), default="pfn", show_default=True)
 @click.option("--limit", type=int, default=None, help="show at most N rows.")
+@click.option("--exit-status", is_flag=True,
+              help="exit with status 1 when pinned pages are reported, 0 when none.")
 @global_options
 @click.pass_context
-def command(ctx: click.Context, zone_names: tuple[str, ...], nodes: tuple[int, ...],
-            pfn_text: str | None, evidence: tuple[str, ...], min_extra: int, sort: str,
-            limit: int | None, **global_values: Any) -> None:
+def command(ctx: click.Context, **values: Any) -> None:
     """List pinned pages: FOLL_PIN pins, unexpected extra references, page_pinner flags.
 
     \b
@@ -94,10 +119,9 @@ def command(ctx: click.Context, zone_names: tuple[str, ...], nodes: tuple[int, .
       sudo pinspect pinned --zone Normal
       pinspect -c vmcore -s vmlinux pinned --evidence foll_pin --sort pins --limit 20
       pinspect pinned --pfn 0x100000-0x10ffff --format json -o pinned.json
+      pinspect pinned --zone Normal --exit-status >/dev/null || echo "pinned pages in Normal"
     """
-    options = merged_options(ctx, **global_values)
-    pfn_range = parse_pfn_range(pfn_text) if pfn_text else None
-    prog = open_target("pinned", options)
-    report = find_pinned(prog, zone_names=zone_names, nodes=nodes, pfn_range=pfn_range,
-                         evidence=evidence, min_extra=min_extra, progress=Progress())
-    emit(document(report, sort, limit), options)
+    options, params = split_options(ctx, values)
+    report = run(open_target("pinned", options), options, **params)
+    if params["exit_status"] and report.pages:
+        ctx.exit(FOUND_EXIT_STATUS)

@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from drgn import Program
 
 from pinspect.commands import Needs, register
-from pinspect.commands.common import Progress, emit, global_options, merged_options, open_target
+from pinspect.commands.common import (
+    Options,
+    Progress,
+    emit,
+    global_options,
+    open_target,
+    split_options,
+)
 from pinspect.render import Document
 from pinspect.report import PinnedReport, zone_pins
 from pinspect.summary import ZonePins
@@ -45,19 +53,25 @@ def document(rows_in: list[ZonePins], report: PinnedReport) -> Document:
                     rows=rows, columns=COLUMNS, notes=notes)
 
 
-@register(Needs(features=("folio layout",)))
+def run(prog: Program, options: Options) -> list[ZonePins]:
+    """``zones`` on an open program: count pinned pages per zone, write them, return the rows."""
+    rows, report = zone_pins(prog, progress=Progress())
+    emit(document(rows, report), options)
+    return rows
+
+
+@register(Needs(features=("folio layout",)), run)
 @click.command("zones")
 @global_options
 @click.pass_context
-def command(ctx: click.Context, **global_values: Any) -> None:
+def command(ctx: click.Context, **values: Any) -> None:
     """Per node and zone: span, present, managed and free pages, and pinned pages.
 
     \b
     Examples:
       sudo pinspect zones
       pinspect -c vmcore -s vmlinux zones --format json
+      pinspect -c vmcore -s vmlinux zones --columns node,zone,pinned_total --no-header
     """
-    options = merged_options(ctx, **global_values)
-    prog = open_target("zones", options)
-    rows, report = zone_pins(prog, progress=Progress())
-    emit(document(rows, report), options)
+    options, params = split_options(ctx, values)
+    run(open_target("zones", options), options, **params)
