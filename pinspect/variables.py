@@ -4,6 +4,12 @@ Every read of a global goes through :func:`variable`, so that a type source with
 variables (BTF has none but per-CPU ones) can supply the same list: the address from the
 symbol table, the type from this declaration. Globals that drgn's Linux kernel support makes
 up itself (``PAGE_SHIFT``, ``VMCOREINFO``, ...) are declared too, with ``synthetic`` set.
+The globals that the drgn helpers pinspect calls read themselves (``prog["node_states"]``)
+are declared with ``helper`` set: the BTF source serves them from this list as well.
+
+A declared C type must be the kernel's (the real-kernel tests compare each with DWARF's on
+every kernel of the tier); an array's length may be left out (``[]``), since BTF source reads
+only the elements it is asked for.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ class KernelVariable:
     c_type: str
     purpose: str
     synthetic: bool = False  # provided by drgn's kernel object finder, not the kernel image
+    helper: bool = False  # read by a drgn helper that pinspect calls, not through variable()
 
 
 _DECLARED = (
@@ -70,9 +77,31 @@ _DECLARED = (
     # CMA
     KernelVariable("cma_areas", "struct cma []", "CMA areas"),
     KernelVariable("cma_area_count", "unsigned int", "number of CMA areas"),
+    # read by drgn's helpers (for_each_online_pgdat, pfn_to_section, for_each_valid_page_range,
+    # page_to_pfn, follow_phys) and by drgn's own Linux support
+    KernelVariable("node_states", "nodemask_t []", "online nodes (for_each_online_node)",
+                   helper=True),
+    KernelVariable("nr_node_ids", "unsigned int", "bound of node ids (for_each_node_mask)",
+                   helper=True),
+    KernelVariable("contig_page_data", "struct pglist_data", "the only node (!CONFIG_NUMA)",
+                   helper=True),
+    KernelVariable("__highest_present_section_nr", "unsigned long",
+                   "last present SPARSEMEM section", helper=True),
+    KernelVariable("vmemmap_base", "unsigned long",
+                   "x86-64 base of the struct page array (KASLR)", helper=True),
+    KernelVariable("page_offset_base", "unsigned long",
+                   "x86-64 base of the direct map (KASLR)", helper=True),
+    KernelVariable("mem_map", "struct page *", "FLATMEM struct page array", helper=True),
+    KernelVariable("max_mapnr", "unsigned long", "FLATMEM pages", helper=True),
+    KernelVariable("memblock", "struct memblock", "FLATMEM memory ranges", helper=True),
 )
 
 VARIABLES: dict[str, KernelVariable] = {v.name: v for v in _DECLARED}
+
+
+def declared(name: str) -> KernelVariable | None:
+    """The declaration of the kernel global *name*, or None if pinspect does not read it."""
+    return VARIABLES.get(name)
 
 
 def variable(prog: Program, name: str) -> Object | None:
