@@ -150,7 +150,7 @@ class Btf:
                                  "the type section")
         self.offsets = positions
         self.count = len(positions)
-        dtype = np.dtype(np.uint32).newbyteorder(self.order)
+        dtype = np.dtype("<u4" if self.order == "<" else ">u4")
         where = np.array(positions[1:], dtype=np.int64)
         name_offs = np.zeros(self.count, dtype=np.uint32)
         infos = np.zeros(self.count, dtype=np.uint32)
@@ -219,7 +219,7 @@ class Btf:
     def _string_offsets(self, name: str) -> list[int]:
         """Offsets of the string *name* in the string section (BTF dedups them: usually one)."""
         needle = b"\0" + name.encode() + b"\0"
-        found = []
+        found: list[int] = []
         start = 0
         while True:
             at = self.strings.find(needle, start)

@@ -24,7 +24,7 @@ from pinspect.errors import PinspectError
 @click.version_option(__version__, prog_name="pinspect")
 @click.pass_context
 def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: str | None,
-        format_: str | None, output: str | None) -> None:
+        types: str | None, format_: str | None, output: str | None) -> None:
     """Find pinned physical pages, where they sit, and why they cannot migrate.
 
     \b
@@ -32,7 +32,7 @@ def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: st
       sudo pinspect pinned --zone Normal
       pinspect -c vmcore -s vmlinux zones
     """
-    ctx.obj = Options(core, vmlinux, qemu, format_, output)
+    ctx.obj = Options(core, vmlinux, qemu, format_, output, types)
 
 
 for _command in all_commands():

@@ -31,7 +31,7 @@ def origin(prog: Program) -> str:
     local = ProgramFlags.IS_LIVE | ProgramFlags.IS_LOCAL
     if prog.flags & local == local and os.geteuid() == 0:
         return "/proc/kallsyms"
-    return "kallsyms tables in kernel memory (located through VMCOREINFO)"
+    return "kernel memory (tables located through VMCOREINFO)"
 
 
 def load(prog: Program) -> SymbolIndex:
@@ -44,7 +44,7 @@ def load(prog: Program) -> SymbolIndex:
             release = info.get("OSRELEASE", "this kernel")
             raise DebugInfoError(
                 f"cannot locate kallsyms: the VMCOREINFO of {release} has no "
-                f"{', '.join(missing)} (Linux 6.0 and later have them)",
+                f"SYMBOL({missing[0]}) (Linux 6.0 and later have it)",
                 "pass the kernel's vmlinux with -s PATH")
     try:
         index = load_vmlinux_kallsyms(prog)

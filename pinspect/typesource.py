@@ -26,7 +26,7 @@ import drgn
 from drgn import FaultError, FindObjectFlags, MissingDebugInfoError, Object, Program, ProgramFlags
 
 from pinspect import elf, kallsyms, vmcoreinfo
-from pinspect.btf import Btf, BtfFormatError, BtfTypes
+from pinspect.btf import Btf, BtfTypes
 from pinspect.errors import DebugInfoError
 from pinspect.variables import declared
 
@@ -102,8 +102,8 @@ class DwarfSource:
         kernel = prog.main_module()
         if kernel.debug_file_status == drgn.ModuleFileStatus.HAVE:
             path = kernel.debug_file_path or "vmlinux"
-            record(prog, SourceInfo("DWARF", path, "#define constants (pinspect.constants)",
-                                    "ELF symbols", path, "-"))
+            record(prog, SourceInfo("DWARF", path, "#define constants (pinspect.constants "
+                                    "has those it needs)", "ELF symbols", path, "nothing"))
             return
         if paths:
             wanted = kernel.build_id.hex() if kernel.build_id else None
@@ -140,10 +140,10 @@ class BtfSource:
         prog.register_object_finder("pinspect-btf", _object_finder(types), enable_index=-1)
         record(prog, SourceInfo(
             "BTF", f"{btf.origin} ({len(btf.data) / (1 << 20):.1f} MiB, {btf.count - 1} types)",
-            "#define constants (pinspect.constants), types of globals but per-CPU ones "
-            "(pinspect.variables), file and line information",
+            "#define constants (pinspect.constants has those it needs), types of globals other "
+            "than per-CPU ones (pinspect.variables declares them), file and line information",
             "kallsyms", kallsyms.origin(prog),
-            "symbol sizes (distance to the next symbol), module symbols"))
+            "symbol sizes (taken as the distance to the next symbol), module symbols"))
 
 
 BTF = BtfSource()
@@ -195,7 +195,7 @@ def _btf_blob(prog: Program) -> tuple[bytes, str]:
         raise DebugInfoError(f"kallsyms places the BTF at {start:#x}-{stop:#x}, which is not "
                              "plausible", DEBUG_INFO_HINT)
     try:
-        return prog.read(start, stop - start), f"BTF in kernel memory at {start:#x}"
+        return prog.read(start, stop - start), f"kernel memory at {start:#x}"
     except FaultError as e:
         raise DebugInfoError(f"the kernel's BTF at {start:#x} is missing from the target "
                              f"(cannot read {e.address:#x})", DEBUG_INFO_HINT) from e

@@ -14,6 +14,7 @@ from pinspect.commands import needs_of
 from pinspect.kernel import probe
 from pinspect.render import FORMATS, Document, write
 from pinspect.target import open_program, type_source_name
+from pinspect.typesource import AUTO, BTF, DWARF, TypeSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,6 +28,7 @@ class Options:
     qemu: str | None = None
     format: str | None = None
     output: str | None = None
+    types: str | None = None  # "btf", "dwarf" or None (DWARF where found, BTF otherwise)
 
 
 _GLOBAL_OPTIONS = [
@@ -36,6 +38,11 @@ _GLOBAL_OPTIONS = [
                  help="vmlinux with debug info (repeatable; default: drgn's search)."),
     click.option("--qemu", metavar="ADDRESS", default=None,
                  help="attach to a QEMU guest over QMP (unix socket path or host:port)."),
+    click.option("--btf", "types", flag_value="btf", default=None,
+                 help="read types from the kernel's own BTF and symbols from kallsyms, "
+                      "even where DWARF is installed."),
+    click.option("--dwarf", "types", flag_value="dwarf", default=None,
+                 help="require DWARF (vmlinux); do not fall back to the kernel's BTF."),
     click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
                  help="output format (default: table)."),
     click.option("-o", "--output", metavar="FILE", default=None,
@@ -59,12 +66,16 @@ def merged_options(ctx: click.Context, **given: Any) -> Options:
         qemu=given.get("qemu") or base.qemu,
         format=given.get("format_") or base.format,
         output=given.get("output") or base.output,
+        types=given.get("types") or base.types,
     )
 
 
 def open_target(command: str, options: Options) -> Program:
     """Open the target of *options* and check that it has what *command* needs."""
-    prog = open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu)
+    sources: dict[str, TypeSource] = {"btf": BTF, "dwarf": DWARF}
+    types = sources.get(options.types or "", AUTO)
+    prog = open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu,
+                        types=types)
     needs_of(command).check(command, prog, probe(prog), type_source_name(prog))
     return prog
 
