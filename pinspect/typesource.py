@@ -28,7 +28,7 @@ from drgn import FaultError, FindObjectFlags, MissingDebugInfoError, Object, Pro
 from pinspect import elf, kallsyms, vmcoreinfo
 from pinspect.btf import Btf, BtfTypes
 from pinspect.errors import DebugInfoError
-from pinspect.variables import declared
+from pinspect.variables import c_type, declared
 
 __all__ = ["AUTO", "BTF", "DEBUG_INFO_HINT", "DWARF", "AutoSource", "BtfSource", "DwarfSource",
            "SourceInfo", "TypeSource", "source_info"]
@@ -217,6 +217,13 @@ def _object_finder(types: BtfTypes):  # type: ignore[no-untyped-def]
             symbols = sized or symbols
         return symbols[0].address if symbols else None
 
+    def has_symbol(name: str) -> bool:
+        try:
+            prog.symbol(name)
+        except LookupError:
+            return False
+        return True
+
     def find(prog_: Program, name: str, flags: FindObjectFlags,
              filename: str | None) -> Object | None:
         if filename:
@@ -231,7 +238,7 @@ def _object_finder(types: BtfTypes):  # type: ignore[no-untyped-def]
             if var_id is not None:
                 type_ = types.type(var_id)
             elif decl is not None and not decl.synthetic:
-                type_ = prog.type(decl.c_type)
+                type_ = prog.type(c_type(decl, has_symbol))
             else:
                 return None
             try:

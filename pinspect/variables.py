@@ -14,6 +14,7 @@ only the elements it is asked for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from drgn import Object, ObjectNotFoundError, Program
@@ -30,6 +31,9 @@ class KernelVariable:
     purpose: str
     synthetic: bool = False  # provided by drgn's kernel object finder, not the kernel image
     helper: bool = False  # read by a drgn helper that pinspect calls, not through variable()
+    # Where the type changed between kernels: (C type, a symbol that only the kernels with
+    # that type have), tried in order before c_type.
+    variants: tuple[tuple[str, str], ...] = ()
 
 
 _DECLARED = (
@@ -72,7 +76,10 @@ _DECLARED = (
     KernelVariable("lt_pinner", "struct captured_pinner_buffer",
                    "page_pinner ring buffer of long-term pins (variants A0 to B)"),
     # stack depot
-    KernelVariable("stack_pools", "void *[]", "stack depot pools (6.3+)"),
+    KernelVariable("stack_pools", "void *[]", "stack depot pools (6.3+)",
+                   # commit "stackdepot: make max number of pools boot-time configurable"
+                   # allocates the array at boot
+                   variants=(("void **", "stack_max_pools"),)),
     KernelVariable("stack_slabs", "void *[]", "stack depot slabs (up to 6.2)"),
     # CMA
     KernelVariable("cma_areas", "struct cma []", "CMA areas"),
@@ -87,10 +94,6 @@ _DECLARED = (
                    helper=True),
     KernelVariable("__highest_present_section_nr", "unsigned long",
                    "last present SPARSEMEM section", helper=True),
-    KernelVariable("vmemmap_base", "unsigned long",
-                   "x86-64 base of the struct page array (KASLR)", helper=True),
-    KernelVariable("page_offset_base", "unsigned long",
-                   "x86-64 base of the direct map (KASLR)", helper=True),
     KernelVariable("mem_map", "struct page *", "FLATMEM struct page array", helper=True),
     KernelVariable("max_mapnr", "unsigned long", "FLATMEM pages", helper=True),
     KernelVariable("memblock", "struct memblock", "FLATMEM memory ranges", helper=True),
@@ -102,6 +105,14 @@ VARIABLES: dict[str, KernelVariable] = {v.name: v for v in _DECLARED}
 def declared(name: str) -> KernelVariable | None:
     """The declaration of the kernel global *name*, or None if pinspect does not read it."""
     return VARIABLES.get(name)
+
+
+def c_type(decl: KernelVariable, has_symbol: Callable[[str], bool]) -> str:
+    """The C type of *decl* in a kernel whose symbols *has_symbol* tells."""
+    for variant, symbol in decl.variants:
+        if has_symbol(symbol):
+            return variant
+    return decl.c_type
 
 
 def variable(prog: Program, name: str) -> Object | None:
