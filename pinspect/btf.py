@@ -271,6 +271,7 @@ class BtfTypes:
         self.prog = prog
         self.btf = btf
         self._cache: dict[int, Type] = {}
+        self._converting: set[int] = set()
         self._by_name: dict[tuple[str, frozenset[TypeKind]], Type | None] = {}
 
     # -- drgn finders ----------------------------------------------------------------------
@@ -314,7 +315,19 @@ class BtfTypes:
         cached = self._cache.get(type_id)
         if cached is not None:
             return cached
-        converted = self._convert(type_id)
+        if type_id in self._converting:
+            # Only members and parameters (converted lazily) may refer back to a type.
+            raise BtfFormatError(f"{self.btf.origin}: type {type_id} refers to itself")
+        self._converting.add(type_id)
+        try:
+            converted = self._convert(type_id)
+        except BtfFormatError:
+            raise
+        except (ValueError, OverflowError, TypeError, UnicodeError) as e:
+            # drgn refuses what a corrupt record describes (a zero-sized int, ...)
+            raise BtfFormatError(f"{self.btf.origin}: type {type_id}: {e}") from e
+        finally:
+            self._converting.discard(type_id)
         self._cache[type_id] = converted
         return converted
 
