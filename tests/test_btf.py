@@ -219,3 +219,55 @@ def test_corrupted_copies_of_a_real_blob() -> None:
         else:
             outcomes["parsed"] += 1
     assert outcomes["error"] >= 20  # every truncation at least
+
+
+# --- the BTF type source on a program whose memory holds the blob ------------------------------
+
+
+def _program_with_blob_in_memory(blob: bytes, monkeypatch: pytest.MonkeyPatch) -> Program:
+    prog = Program(drgn.Platform(drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT
+                                 | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    start = 0xFFFFFFFF82000000
+    prog.add_memory_segment(start, len(blob), lambda address, count, offset, physical:
+                            blob[offset:offset + count])
+    symbols = [Symbol("__start_BTF", start, 0, SymbolBinding.GLOBAL, SymbolKind.OBJECT),
+               Symbol("__stop_BTF", start + len(blob), 0, SymbolBinding.GLOBAL,
+                      SymbolKind.OBJECT)]
+    prog.register_symbol_finder("test", SymbolIndex(symbols), enable_index=0)
+    monkeypatch.setattr("pinspect.typesource.kallsyms.load", lambda prog: None)
+    return prog
+
+
+def test_btf_source_reads_the_blob_from_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pinspect.typesource import BTF, source_info
+
+    prog = _program_with_blob_in_memory(kernel_like().blob(), monkeypatch)
+    BTF.load(prog)
+    assert prog.type("struct page").size == 64
+    info = source_info(prog)
+    assert info is not None and info.types == "BTF" and info.symbols == "kallsyms"
+    assert info.types_origin.startswith("kernel memory at 0xffffffff82000000")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "magic"])
+def test_btf_source_refuses_a_corrupt_blob(monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+    from pinspect.typesource import BTF
+
+    blob = kernel_like().blob()
+    blob = blob[:len(blob) // 2] if damage == "truncate" else b"\xff\xff" + blob[2:]
+    prog = _program_with_blob_in_memory(blob, monkeypatch)
+    with pytest.raises(DebugInfoError) as err:
+        BTF.load(prog)
+    assert err.value.message.startswith(
+        "the kernel's BTF is corrupt: kernel memory at 0xffffffff82000000: ")
+    assert "-s PATH" in err.value.hint
+
+
+def test_btf_source_needs_struct_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pinspect.typesource import BTF
+
+    w = BtfWriter()
+    w.int_("int", 4, signed=True)
+    prog = _program_with_blob_in_memory(w.blob(), monkeypatch)
+    with pytest.raises(DebugInfoError, match="has no struct page"):
+        BTF.load(prog)
