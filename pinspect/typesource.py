@@ -224,10 +224,18 @@ def _object_finder(types: BtfTypes):  # type: ignore[no-untyped-def]
             return False
         return True
 
+    found: dict[tuple[str, FindObjectFlags], Object | None] = {}
+
     def find(prog_: Program, name: str, flags: FindObjectFlags,
              filename: str | None) -> Object | None:
         if filename:
             return None
+        key = (name, flags)
+        if key not in found:
+            found[key] = look_up(name, flags)
+        return found[key]
+
+    def look_up(name: str, flags: FindObjectFlags) -> Object | None:
         if flags & FindObjectFlags.CONSTANT:
             constant = types.constant(name)
             if constant is not None:
