@@ -28,7 +28,8 @@ from pinspect.errors import PinspectError
                               f"Python {platform.python_version()})")
 @click.pass_context
 def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: str | None,
-        format_: str | None, output: str | None, no_header: bool, columns: str | None) -> None:
+        types: str | None, format_: str | None, output: str | None, no_header: bool,
+        columns: str | None) -> None:
     """Find pinned physical pages, where they sit, and why they cannot migrate.
 
     \b
@@ -37,7 +38,7 @@ def cli(ctx: click.Context, core: str | None, vmlinux: tuple[str, ...], qemu: st
       pinspect -c vmcore -s vmlinux zones
     """
     ctx.obj = Options(core, vmlinux, qemu, format_, output, no_header=no_header,
-                      columns=parse_columns(columns))
+                      columns=parse_columns(columns), types=types)
 
 
 for _command in all_commands():

@@ -29,13 +29,17 @@ PAGE_RAW = ("flags", "compound_head", "mapping", "index", "private", "_mapcount"
 
 FEATURE = ("name", "state", "detail")
 
+# Where ``info``'s types and symbols come from (DWARF or BTF; ELF symbols or kallsyms).
+SOURCE = ("name", "origin", "lacks")
+
 # Keys of each command's document after HEADER, and of the objects its keys hold.
 DOCUMENTS: dict[str, tuple[str, ...]] = {
     "pinned": ("pages", "summary", "scanned", "skipped_free", "unreadable"),
     "zones": ("zones", "scanned", "unreadable"),
     "page": ("pfn", "phys", "page", "head_pfn", "state", "node", "zone", "migratetype", "cma",
              "raw", "flags", "flag_names", "folio"),
-    "info": ("release", "arch", "page_size", "memory", "zones", "pageblock_order", "features"),
+    "info": ("release", "arch", "page_size", "memory", "zones", "pageblock_order", "features",
+             "type_source", "symbol_source"),
 }
 
 OBJECTS: dict[str, tuple[str, ...]] = {
@@ -48,6 +52,8 @@ OBJECTS: dict[str, tuple[str, ...]] = {
     "info.memory": ("present_pages", "managed_pages", "present_bytes"),
     "info.zones[]": ("node", "zone", "start_pfn", "spanned", "present"),
     "info.features[]": FEATURE,
+    "info.type_source": SOURCE,
+    "info.symbol_source": SOURCE,
 }
 
 

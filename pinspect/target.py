@@ -13,17 +13,18 @@ from drgn import Program, ProgramFlags
 
 from pinspect.dumps import prepare_core
 from pinspect.errors import TargetError
-from pinspect.typesource import DWARF, TypeSource
+from pinspect.typesource import AUTO, TYPE_SOURCE_KEY, TypeSource
 
 
 def open_program(
     core: str | None = None,
     vmlinux: Sequence[str] = (),
     qemu: str | None = None,
-    types: TypeSource = DWARF,
+    types: TypeSource = AUTO,
 ) -> Program:
     """Open *core*, the QEMU guest at *qemu*, or (neither given) the running kernel, and load
-    the kernel's types from *types* (with the files in *vmlinux*).
+    the kernel's types from *types* (with the files in *vmlinux*): by default DWARF where drgn
+    finds it and the kernel's own BTF otherwise.
 
     Returns a ``drgn.Program`` (a vmcore: ELF or kdump-compressed, flattened dumps rebuilt
     once; live: ``/proc/kcore``). Raises :class:`~pinspect.errors.PinspectError` with a hint
@@ -50,17 +51,14 @@ def open_program(
             "(CONFIG_FW_CFG_SYSFS, module qemu_fw_cfg)",
         )
     types.load(prog, vmlinux)
-    prog.cache[_TYPE_SOURCE_KEY] = types.name
+    prog.cache.setdefault(TYPE_SOURCE_KEY, types.name)
     return prog
-
-
-_TYPE_SOURCE_KEY = "pinspect_type_source"
 
 
 def type_source_name(prog: Program) -> str:
     """The name of the type source *prog* was opened with ("DWARF" for a program that
     pinspect did not open: drgn loads DWARF)."""
-    return str(prog.cache.get(_TYPE_SOURCE_KEY, "DWARF"))
+    return str(prog.cache.get(TYPE_SOURCE_KEY, "DWARF"))
 
 
 def _open_core(path: str) -> Program:

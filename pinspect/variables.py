@@ -4,10 +4,17 @@ Every read of a global goes through :func:`variable`, so that a type source with
 variables (BTF has none but per-CPU ones) can supply the same list: the address from the
 symbol table, the type from this declaration. Globals that drgn's Linux kernel support makes
 up itself (``PAGE_SHIFT``, ``VMCOREINFO``, ...) are declared too, with ``synthetic`` set.
+The globals that the drgn helpers pinspect calls read themselves (``prog["node_states"]``)
+are declared with ``helper`` set: the BTF source serves them from this list as well.
+
+A declared C type must be the kernel's (the real-kernel tests compare each with DWARF's on
+every kernel of the tier); an array's length may be left out (``[]``), since BTF source reads
+only the elements it is asked for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from drgn import Object, ObjectNotFoundError, Program
@@ -23,6 +30,10 @@ class KernelVariable:
     c_type: str
     purpose: str
     synthetic: bool = False  # provided by drgn's kernel object finder, not the kernel image
+    helper: bool = False  # read by a drgn helper that pinspect calls, not through variable()
+    # Where the type changed between kernels: (C type, a symbol that only the kernels with
+    # that type have), tried in order before c_type.
+    variants: tuple[tuple[str, str], ...] = ()
 
 
 _DECLARED = (
@@ -65,14 +76,43 @@ _DECLARED = (
     KernelVariable("lt_pinner", "struct captured_pinner_buffer",
                    "page_pinner ring buffer of long-term pins (variants A0 to B)"),
     # stack depot
-    KernelVariable("stack_pools", "void *[]", "stack depot pools (6.3+)"),
+    KernelVariable("stack_pools", "void *[]", "stack depot pools (6.3+)",
+                   # commit "stackdepot: make max number of pools boot-time configurable"
+                   # allocates the array at boot
+                   variants=(("void **", "stack_max_pools"),)),
     KernelVariable("stack_slabs", "void *[]", "stack depot slabs (up to 6.2)"),
     # CMA
     KernelVariable("cma_areas", "struct cma []", "CMA areas"),
     KernelVariable("cma_area_count", "unsigned int", "number of CMA areas"),
+    # read by drgn's helpers (for_each_online_pgdat, pfn_to_section, for_each_valid_page_range,
+    # page_to_pfn, follow_phys) and by drgn's own Linux support
+    KernelVariable("node_states", "nodemask_t []", "online nodes (for_each_online_node)",
+                   helper=True),
+    KernelVariable("nr_node_ids", "unsigned int", "bound of node ids (for_each_node_mask)",
+                   helper=True),
+    KernelVariable("contig_page_data", "struct pglist_data", "the only node (!CONFIG_NUMA)",
+                   helper=True),
+    KernelVariable("__highest_present_section_nr", "unsigned long",
+                   "last present SPARSEMEM section", helper=True),
+    KernelVariable("mem_map", "struct page *", "FLATMEM struct page array", helper=True),
+    KernelVariable("max_mapnr", "unsigned long", "FLATMEM pages", helper=True),
+    KernelVariable("memblock", "struct memblock", "FLATMEM memory ranges", helper=True),
 )
 
 VARIABLES: dict[str, KernelVariable] = {v.name: v for v in _DECLARED}
+
+
+def declared(name: str) -> KernelVariable | None:
+    """The declaration of the kernel global *name*, or None if pinspect does not read it."""
+    return VARIABLES.get(name)
+
+
+def c_type(decl: KernelVariable, has_symbol: Callable[[str], bool]) -> str:
+    """The C type of *decl* in a kernel whose symbols *has_symbol* tells."""
+    for variant, symbol in decl.variants:
+        if has_symbol(symbol):
+            return variant
+    return decl.c_type
 
 
 def variable(prog: Program, name: str) -> Object | None:

@@ -96,3 +96,29 @@ def test_a_reader_that_stops_early_gets_no_traceback() -> None:
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) in (0, 1)
     assert stderr == ""
+
+
+def test_no_dwarf_and_no_btf() -> None:
+    """A synthetic sample without its .debug: no DWARF, and its VMCOREINFO has no kallsyms to
+    find BTF with."""
+    core = str(SAMPLES_DIR / "mainline-6.1.core")
+    for extra in ((), ("--btf",)):
+        result = run("-c", core, *extra, "info", env={"DEBUGINFOD_URLS": ""})
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.splitlines()
+        # one error line, then the hint (with the packages to install, several lines)
+        assert lines[1].startswith("  hint: ") and all(x.startswith("  ") for x in lines[1:])
+        assert "cannot locate kallsyms" in lines[0]
+        assert "-s PATH" in lines[1]
+    result = run("-c", core, "--dwarf", "info", env={"DEBUGINFOD_URLS": ""})
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == (
+        "pinspect: error: no debug info found for kernel 6.1.0-pinspect")
+
+
+def test_btf_with_vmlinux_is_a_usage_error() -> None:
+    core = SAMPLES_DIR / "mainline-6.1.core"
+    result = run("-c", str(core), "-s", str(core.with_suffix(".debug")), "--btf", "zones")
+    assert result.returncode == 2
+    assert "-s gives DWARF, but --btf asks for the kernel's own BTF" in result.stderr

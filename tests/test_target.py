@@ -101,9 +101,19 @@ def test_missing_debug_file(sample: Sample, tmp_path: Path) -> None:
 def test_no_debug_info_found(sample: Sample, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEBUGINFOD_URLS", raising=False)
     with pytest.raises(DebugInfoError) as err:
-        open_program(str(sample("mainline-6.1").core))
+        open_program(str(sample("mainline-6.1").core), types=DWARF)
     assert err.value.message == "no debug info found for kernel 6.1.0-pinspect"
     assert "linux-image-6.1.0-pinspect-dbg" in err.value.hint  # (tests/test_debuginfo.py)
+    # By default the kernel's BTF is tried next: the synthetic samples have none (no kallsyms
+    # in their VMCOREINFO to find it with).
+    with pytest.raises(DebugInfoError) as err:
+        open_program(str(sample("mainline-6.1").core))
+    assert err.value.message == (
+        "no debug info found for kernel 6.1.0-pinspect, and no usable BTF: cannot locate "
+        "kallsyms: the VMCOREINFO of 6.1.0-pinspect has no SYMBOL(kallsyms_names) "
+        "(Linux 6.0 and later have it)")
+    assert "linux-image-6.1.0-pinspect-dbg" in err.value.hint
+    assert "CONFIG_DEBUG_INFO_BTF" in err.value.hint
 
 
 def test_type_source_is_pluggable(sample: Sample) -> None:

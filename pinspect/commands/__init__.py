@@ -30,7 +30,7 @@ class Needs:
 
     target: str = ANY_TARGET  # ANY_TARGET, LIVE or DUMP
     features: tuple[str, ...] = ()  # kernel features (``info``'s names) that must be present
-    type_sources: tuple[str, ...] = ("DWARF",)  # type sources (TypeSource.name) it works with
+    type_sources: tuple[str, ...] = ("DWARF", "BTF")  # type sources (TypeSource.name) it works with
 
     def check(self, command: str, prog: Program, kernel: Kernel, type_source: str) -> None:
         """Raise :class:`FeatureMissing` (one line with a hint) if the target falls short."""

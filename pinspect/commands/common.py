@@ -14,6 +14,7 @@ from pinspect.commands import needs_of
 from pinspect.kernel import probe
 from pinspect.render import FORMATS, Document, select_columns, write
 from pinspect.target import open_program, type_source_name
+from pinspect.typesource import AUTO, BTF, DWARF, TypeSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +30,7 @@ class Options:
     output: str | None = None
     no_header: bool = False
     columns: tuple[str, ...] = ()
+    types: str | None = None  # "btf", "dwarf" or None (DWARF where found, BTF otherwise)
 
 
 _GLOBAL_OPTIONS = [
@@ -39,6 +41,11 @@ _GLOBAL_OPTIONS = [
                       "(repeatable; default: drgn's search)."),
     click.option("--qemu", metavar="ADDRESS", default=None,
                  help="attach to a QEMU guest over QMP (unix socket path or host:port)."),
+    click.option("--btf", "types", flag_value="btf", default=None,
+                 help="read types from the kernel's own BTF and symbols from kallsyms, "
+                      "even where DWARF is installed."),
+    click.option("--dwarf", "types", flag_value="dwarf", default=None,
+                 help="require DWARF (vmlinux); do not fall back to the kernel's BTF."),
     click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
                  help="output format (default: table)."),
     click.option("-o", "--output", metavar="FILE", default=None,
@@ -72,6 +79,7 @@ def merged_options(ctx: click.Context, **given: Any) -> Options:
         output=given.get("output") or base.output,
         no_header=bool(given.get("no_header")) or base.no_header,
         columns=parse_columns(given.get("columns")) or base.columns,
+        types=given.get("types") or base.types,
     )
 
 
@@ -110,7 +118,10 @@ def split_options(ctx: click.Context, values: dict[str, Any]) -> tuple[Options, 
 
 def open_target(command: str, options: Options) -> Program:
     """Open the target of *options* and check that it has what *command* needs."""
-    prog = open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu)
+    sources: dict[str, TypeSource] = {"btf": BTF, "dwarf": DWARF}
+    types = sources.get(options.types or "", AUTO)
+    prog = open_program(core=options.core, vmlinux=options.vmlinux, qemu=options.qemu,
+                        types=types)
     check_needs(command, prog)
     return prog
 

@@ -17,7 +17,25 @@ from pinspect.commands.common import (
 )
 from pinspect.kernel import Kernel, probe
 from pinspect.render import Document
+from pinspect.typesource import source_info
 from pinspect.zones import zones
+
+
+def _sources(kernel: Kernel) -> tuple[dict[str, Any], list[str]]:
+    """The type and symbol sources as JSON keys and as title lines."""
+    info = source_info(kernel.prog)
+    if info is None:  # a program that pinspect did not open: drgn loaded DWARF
+        return ({"type_source": {"name": "DWARF", "origin": "", "lacks": ""},
+                 "symbol_source": {"name": "ELF symbols", "origin": "", "lacks": ""}}, [])
+    keys = {
+        "type_source": {"name": info.types, "origin": info.types_origin,
+                        "lacks": info.types_lack},
+        "symbol_source": {"name": info.symbols, "origin": info.symbols_origin,
+                          "lacks": info.symbols_lack},
+    }
+    lines = [f"types    {info.types} from {info.types_origin}; lacks {info.types_lack}",
+             f"symbols  {info.symbols} from {info.symbols_origin}; lacks {info.symbols_lack}"]
+    return keys, lines
 
 
 def document(kernel: Kernel) -> Document:
@@ -37,6 +55,8 @@ def document(kernel: Kernel) -> Document:
         "features": [{"name": f.name, "state": f.state, "detail": f.detail}
                      for f in kernel.features],
     }
+    source_keys, source_lines = _sources(kernel)
+    body.update(source_keys)
     size = present * kernel.page_size
     human = f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.1f} MiB"
     title = "\n".join([
@@ -44,6 +64,7 @@ def document(kernel: Kernel) -> Document:
         f"memory   {present} pages present ({human}), {managed} managed",
         "zones    " + ", ".join(f"{z.node}:{z.name} {z.start_pfn:#x}+{z.spanned:#x}"
                                 for z in all_zones),
+        *source_lines,
         "",
     ])
     rows = [{"feature": f.name, "state": f.state, "detail": f.detail} for f in kernel.features]

@@ -1,0 +1,194 @@
+"""No debug info needed (issue 15): on every kernel of the tier with BTF, pinspect gives the same
+rows and summaries from the kernel's own BTF and kallsyms (``--btf``, no vmlinux) as from
+vmlinux's DWARF, on the ELF and kdump dumps, live over QMP and (kernels with a 9p root) from
+/proc/kcore inside the guest. Kernels without BTF, or whose dumps do not locate kallsyms
+(VMCOREINFO has it from 6.0 on), give one line and exit 2."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import mmap
+import subprocess
+import sys
+import time
+from typing import Any
+
+import drgn
+import pytest
+
+from tests.realkernel.rksupport import (
+    CLI,
+    REPO,
+    Booted,
+    log,
+    require_pinspect,
+    run_pinspect,
+    run_pinspect_host,
+    run_pinspect_in_guest,
+)
+
+SOURCE_KEYS = ("type_source", "symbol_source")
+
+
+@functools.cache
+def _btf_of(vmlinux: str) -> bool:
+    """Whether vmlinux's symbol table has the linker's __start_BTF."""
+    with open(vmlinux, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(b"\0__start_BTF\0") >= 0
+
+
+def has_btf(b: Booted) -> bool:
+    """CONFIG_DEBUG_INFO_BTF: from the config where the cache has it, otherwise from vmlinux's
+    symbol table (the linker's __start_BTF)."""
+    config = b.kernel_config()
+    if config:
+        return "CONFIG_DEBUG_INFO_BTF=y" in config
+    return _btf_of(str(b.vmlinux))
+
+
+def dumps_locate_kallsyms(b: Booted) -> bool:
+    return b.version >= (6, 0)
+
+
+def btf_args(b: Booted, target: str) -> list[str]:
+    if target in ("elf", "kdump"):
+        return ["-c", str(b.dumps[target]), "--btf"]
+    if target == "qmp":
+        return ["--qemu", str(b.guest.qmp_drgn_path), "--btf"]
+    raise ValueError(target)
+
+
+def run_btf(b: Booted, target: str, *command: str) -> dict[str, Any]:
+    """pinspect --btf --format json COMMAND, without vmlinux; cached per session."""
+    require_pinspect()
+    key = ("btf", target, *command)
+    if key in b.cli_cache:
+        return b.cli_cache[key]  # type: ignore[no-any-return]
+    t0 = time.monotonic()
+    if target == "kcore":
+        result = run_pinspect_in_guest(b, ["--btf", "--format", "json", *command])
+    else:
+        result = run_pinspect_host([*btf_args(b, target), "--format", "json", *command])
+    log(f"{b.name}: pinspect --btf {' '.join(command)} on {target}: "
+        f"{time.monotonic() - t0:.1f}s")
+    b.cli_cache[key] = result
+    return result
+
+
+def need_btf_target(b: Booted, target: str) -> None:
+    if not has_btf(b):
+        pytest.skip(f"{b.name} is built without CONFIG_DEBUG_INFO_BTF")
+    if target != "kcore" and not dumps_locate_kallsyms(b):
+        pytest.skip(f"{b.name} ({b.kernel.release}): VMCOREINFO locates kallsyms from 6.0 on")
+    if target == "kcore" and not b.kernel.spec.virtfs:
+        pytest.skip(f"{b.name} has no 9p root for in-guest runs")
+
+
+def without_sources(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in SOURCE_KEYS}
+
+
+def gt_rows(b: Booted, doc: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    rows = {int(r["pfn"]): r for r in doc["pages"]}
+    return {p["pfn"]: rows.get(p["pfn"], {}) for p in b.gt.pages}
+
+
+DUMPS = ["elf", "kdump"]
+ALL = ["elf", "kdump", "qmp", "kcore"]
+
+
+@pytest.mark.parametrize("target", DUMPS)
+@pytest.mark.parametrize("command", [("info",), ("pinned",), ("zones",)])
+def test_dump_same_without_vmlinux(booted: Booted, target: str, command: tuple[str, ...]) -> None:
+    need_btf_target(booted, target)
+    btf = run_btf(booted, target, *command)
+    dwarf = run_pinspect(booted, target, *command)
+    assert without_sources(btf) == without_sources(dwarf)
+    if command == ("info",):
+        assert btf["type_source"]["name"] == "BTF"
+        assert btf["symbol_source"]["name"] == "kallsyms"
+        assert dwarf["type_source"]["name"] == "DWARF"
+
+
+@pytest.mark.parametrize("target", ["qmp", "kcore"])
+def test_live_same_without_vmlinux(booted: Booted, target: str) -> None:
+    """Live targets: info and zones' layout are the same; the pinned rows of the ground-truth
+    pages (a live kernel's other pages come and go between two runs) too."""
+    need_btf_target(booted, target)
+    btf = run_btf(booted, target, "pinned", "--zone", "Normal")
+    dwarf = run_pinspect(booted, target, "pinned", "--zone", "Normal")
+    assert gt_rows(booted, btf) == gt_rows(booted, dwarf)
+    info_btf = run_btf(booted, target, "info")
+    assert info_btf["type_source"]["name"] == "BTF"
+    if target == "kcore":
+        assert info_btf["type_source"]["origin"].startswith("/sys/kernel/btf/vmlinux")
+        assert info_btf["symbol_source"]["origin"] == "/proc/kallsyms"
+    zones_btf = run_btf(booted, target, "zones")
+    zones_dwarf = run_pinspect(booted, target, "zones")
+    layout = ("node", "zone", "start_pfn", "spanned", "present")
+    assert ([{k: z[k] for k in layout} for z in zones_btf["zones"]]
+            == [{k: z[k] for k in layout} for z in zones_dwarf["zones"]])
+
+
+def test_page_same_without_vmlinux(booted: Booted) -> None:
+    need_btf_target(booted, "elf")
+    seen: set[str] = set()
+    for p in booted.gt.pages:
+        if p["kind"] in seen:
+            continue
+        seen.add(p["kind"])
+        btf = run_btf(booted, "elf", "page", str(p["pfn"]))
+        dwarf = run_pinspect(booted, "elf", "page", str(p["pfn"]))
+        assert btf == dwarf, p
+
+
+def test_declared_globals_match_dwarf(booted: Booted) -> None:
+    """Each global of pinspect.variables that the kernel has: BTF's object (kallsyms address,
+    declared or per-CPU type) is DWARF's: same address, same kind and size of type."""
+    need_btf_target(booted, "elf")
+    from pinspect.target import open_program
+    from pinspect.typesource import BTF, DWARF
+    from pinspect.variables import VARIABLES
+
+    logging.getLogger("drgn").setLevel(logging.CRITICAL)
+    dump = str(booted.dumps["elf"])
+    btf = open_program(dump, types=BTF)
+    dwarf = open_program(dump, [str(booted.vmlinux)], types=DWARF)
+    problems = []
+    for name in VARIABLES:
+        try:
+            want = dwarf[name]
+        except LookupError:
+            continue
+        try:
+            got = btf[name]
+        except LookupError:
+            problems.append(f"{name}: not found with BTF")
+            continue
+        if got.address_ != want.address_:
+            problems.append(f"{name}: address {got.address_} != {want.address_}")
+        if got.address_ is None and got.value_() != want.value_():
+            problems.append(f"{name}: value {got.value_()} != {want.value_()}")
+        t_got, t_want = got.type_.unaliased(), want.type_.unaliased()
+        if t_got.kind != t_want.kind:
+            problems.append(f"{name}: {t_got} is not {t_want}")
+        elif t_got.kind == drgn.TypeKind.ARRAY:
+            if drgn.sizeof(t_got.type) != drgn.sizeof(t_want.type):
+                problems.append(f"{name}: element {t_got.type} is not {t_want.type}")
+        elif drgn.sizeof(t_got) != drgn.sizeof(t_want):
+            problems.append(f"{name}: {t_got} is not {t_want}")
+    assert not problems, "\n".join(problems)
+
+
+def test_without_btf_one_line(booted: Booted) -> None:
+    """Where BTF cannot be had from a dump, --btf says why in one line, exit 2."""
+    if has_btf(booted) and dumps_locate_kallsyms(booted):
+        pytest.skip(f"{booted.name} has BTF and kallsyms in VMCOREINFO")
+    proc = subprocess.run([sys.executable, "-c", CLI, *btf_args(booted, "elf"), "info"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("  hint: "), proc.stderr
+    want = "CONFIG_DEBUG_INFO_BTF" if dumps_locate_kallsyms(booted) else "cannot locate kallsyms"
+    assert want in lines[0], lines[0]
