@@ -16,12 +16,15 @@ from pinspect.commands.common import (
     parse_pfn_range,
 )
 from pinspect.evidence import EVIDENCE_KINDS
-from pinspect.render import Document, Rows
+from pinspect.features import Feature
+from pinspect.owner import OwnerRecord
+from pinspect.render import Document, Lines, Rows
 from pinspect.report import PinnedPage, PinnedReport, find_pinned
-from pinspect.schema import PINNED_PAGE, pick
+from pinspect.schema import FEATURE, OWNER, PINNED_PAGE, pick
 
 COLUMNS = ("pfn", "nr_pages", "zone", "migratetype", "cma", "order", "refcount", "mapcount",
            "pins", "extra", "evidence", "mapping")
+STACK_COLUMNS = ("pid", "comm", "stack")
 SORT_KEYS = {
     "pfn": lambda p: p.pfn,
     "extra": lambda p: (-p.extra, p.pfn),
@@ -29,17 +32,49 @@ SORT_KEYS = {
 }
 
 
+def owner_object(record: OwnerRecord | None) -> dict[str, Any] | None:
+    """A page_owner record in JSON (:data:`pinspect.schema.OWNER`): stacks as lists of
+    ``%pS`` strings (null when there is none)."""
+    if record is None:
+        return None
+    obj = pick(record, OWNER)
+    obj["gfp_flags"] = list(record.gfp_flags)
+    obj["stack"] = record.stack.lines() if record.stack else None
+    obj["free_stack"] = record.free_stack.lines() if record.free_stack else None
+    return obj
+
+
 def page_object(page: PinnedPage) -> dict[str, Any]:
     """One page of the JSON document (:data:`pinspect.schema.PINNED_PAGE`)."""
-    return pick(page, PINNED_PAGE)
+    obj = pick(page, PINNED_PAGE)
+    obj["owner"] = owner_object(page.owner)
+    return obj
 
 
 def _row(page: PinnedPage) -> dict[str, Any]:
-    return dict(page_object(page), pfn=hex(page.pfn))
+    row = dict(page_object(page), pfn=hex(page.pfn))
+    owner = page.owner
+    row["pid"] = owner.pid if owner else None
+    row["comm"] = owner.comm if owner else None
+    row["stack"] = Lines(owner.stack.lines()) if owner and owner.stack else None
+    return row
 
 
-def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) -> Document:
-    """The ``pinned`` result as a renderable document."""
+def source_notes(sources: list[Feature], warnings: list[str]) -> list[str]:
+    """Lines saying where stacks come from and what could not be decoded."""
+    notes = []
+    for f in sources:
+        what = "allocation stacks, pid and comm" if f.name == "page_owner" else "records"
+        notes.append(f"{what}: {f.name} {f.state}"
+                     + ("" if f.state == "present" else f" ({f.detail})"))
+    notes += [f"warning: {w}" for w in warnings]
+    return notes
+
+
+def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None,
+             stacks: bool = False) -> Document:
+    """The ``pinned`` result as a renderable document (*stacks*: with the pid, comm and
+    allocation stack columns)."""
     pages = sorted(report.pages, key=SORT_KEYS[sort])
     shown = pages if limit is None else pages[:limit]
     summary = report.summary
@@ -57,13 +92,16 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
     ]
     if limit is not None and len(pages) > limit:
         notes.insert(1, f"(showing {limit} of {len(pages)} rows; --limit)")
+    notes += source_notes(report.sources if stacks else [], report.warnings)
     return Document(
         command="pinned",
         body={"pages": Rows(shown, page_object), "summary": summary,
               "scanned": report.scanned, "skipped_free": report.skipped_free,
-              "unreadable": report.unreadable},
+              "unreadable": report.unreadable,
+              "sources": [pick(f, FEATURE) for f in report.sources],
+              "warnings": list(report.warnings)},
         rows=Rows(shown, _row),
-        columns=COLUMNS,
+        columns=COLUMNS + STACK_COLUMNS if stacks else COLUMNS,
         notes=notes,
     )
 
@@ -82,11 +120,14 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
               help="report extra references only from this many up.")
 @click.option("--sort", type=click.Choice(tuple(SORT_KEYS)), default="pfn", show_default=True)
 @click.option("--limit", type=int, default=None, help="show at most N rows.")
+@click.option("--stacks", is_flag=True,
+              help="add pid, comm and allocation stack columns (from page_owner) to the table "
+                   "and CSV; JSON always has them.")
 @global_options
 @click.pass_context
 def command(ctx: click.Context, zone_names: tuple[str, ...], nodes: tuple[int, ...],
             pfn_text: str | None, evidence: tuple[str, ...], min_extra: int, sort: str,
-            limit: int | None, **global_values: Any) -> None:
+            limit: int | None, stacks: bool, **global_values: Any) -> None:
     """List pinned pages: FOLL_PIN pins, unexpected extra references, page_pinner flags.
 
     \b
@@ -94,10 +135,11 @@ def command(ctx: click.Context, zone_names: tuple[str, ...], nodes: tuple[int, .
       sudo pinspect pinned --zone Normal
       pinspect -c vmcore -s vmlinux pinned --evidence foll_pin --sort pins --limit 20
       pinspect pinned --pfn 0x100000-0x10ffff --format json -o pinned.json
+      pinspect -c vmcore -s vmlinux pinned --stacks --limit 10
     """
     options = merged_options(ctx, **global_values)
     pfn_range = parse_pfn_range(pfn_text) if pfn_text else None
     prog = open_target("pinned", options)
     report = find_pinned(prog, zone_names=zone_names, nodes=nodes, pfn_range=pfn_range,
                          evidence=evidence, min_extra=min_extra, progress=Progress())
-    emit(document(report, sort, limit), options)
+    emit(document(report, sort, limit, stacks), options)
