@@ -322,7 +322,7 @@ def _read_module_kallsyms(prog: Program, module: _ModuleText) -> tuple[list[int]
         count = int(ks.num_symtab.value_())
         strtab = int(ks.strtab.value_())
         try:
-            sym_type = prog.type("Elf64_Sym")
+            sym_type = prog.type("Elf64_Sym").unaliased()
             layout = {name: sym_type.member(name).offset
                       for name in ("st_name", "st_shndx", "st_value")}
             entry = sym_type.size or constants.ELF64_SYM["size"]
@@ -348,18 +348,17 @@ def _read_module_kallsyms(prog: Program, module: _ModuleText) -> tuple[list[int]
         strings = _read_prefix(prog, strtab, span)
     except (FaultError, LookupError, AttributeError, struct.error):
         return [], []
-    values: list[int] = []
-    names: list[str] = []
-    for value, name_off in sorted(symbols):
-        if name_off >= len(strings):
+    # Of symbols at the same address the kernel names the first in the table.
+    first: dict[int, str] = {}
+    for value, name_off in symbols:
+        if value in first or name_off >= len(strings):
             continue
         end = strings.find(b"\0", name_off)
         name = strings[name_off:end if end >= 0 else len(strings)]
-        if not name:  # unnamed symbols are skipped, as the kernel does
-            continue
-        values.append(value)
-        names.append(name.decode(errors="replace"))
-    return values, names
+        if name:  # unnamed symbols are skipped, as the kernel does
+            first[value] = name.decode(errors="replace")
+    values = sorted(first)
+    return values, [first[v] for v in values]
 
 
 def _read_prefix(prog: Program, address: int, size: int) -> bytes:
