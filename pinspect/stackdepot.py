@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import drgn
+import numpy as np
 from drgn import FaultError, Object, Program
 
 from pinspect import constants
@@ -214,7 +215,8 @@ class Symbolizer:
     def __init__(self, prog: Program) -> None:
         self.prog = prog
         self._frames: dict[int, Frame] = {}
-        self._starts: list[int] | None = None
+        self._starts: np.ndarray | None = None
+        self._base = 1 << 63
         self._modules: list[_ModuleText] | None = None
         self._module_symbols: dict[int, tuple[list[int], list[str]]] = {}
 
@@ -242,10 +244,16 @@ class Symbolizer:
     def _kallsyms_size(self, start: int, elf_size: int) -> int:
         """kallsyms' size of the symbol at *start*: the distance to the next symbol."""
         if self._starts is None:
-            self._starts = sorted({int(s.address) for s in self.prog.symbols()})
-        i = bisect.bisect_right(self._starts, start)
+            # Kernel symbols sit in the upper half; absolute ones (small values) are not in
+            # kallsyms. Offsets from 2**63 fit an int64 and sort fast.
+            self._base = 1 << 63
+            self._starts = np.unique(np.array(
+                [a - self._base for s in self.prog.symbols() if (a := s.address) >= self._base],
+                dtype=np.int64))
+        offset = start - self._base
+        i = int(np.searchsorted(self._starts, offset, side="right"))
         if i < len(self._starts):
-            return self._starts[i] - start
+            return int(self._starts[i]) - offset
         return elf_size
 
     # -- modules ------------------------------------------------------------------------------
