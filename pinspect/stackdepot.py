@@ -34,11 +34,26 @@ from pinspect.variables import has_variable, variable
 
 
 def depot_feature(prog: Program) -> Feature:
-    """Which stack depot layout this kernel has: pools (6.3+) or slabs (up to 6.2)."""
+    """Which stack depot layout this kernel has: pools (6.3+) or slabs (up to 6.2), and the
+    handle's fields from the low bit up (``stack_pools+pool_index_plus_1/offset/extra``)."""
     for name in ("stack_pools", "stack_slabs"):
         if has_variable(prog, name):
-            return Feature("stack depot", PRESENT, name)
+            try:
+                fields = _handle_fields(prog.type("union handle_parts"))
+            except LookupError:
+                return Feature("stack depot", PRESENT, name)
+            return Feature("stack depot", PRESENT, f"{name}+{'/'.join(fields)}")
     return Feature("stack depot", ABSENT, "kernel built without CONFIG_STACKDEPOT")
+
+
+def _handle_fields(union: drgn.Type) -> list[str]:
+    """The bit fields of ``union handle_parts`` (its anonymous struct), lowest bit first."""
+    for member in union.members or ():
+        inner = member.type.unaliased()
+        if member.name is None and inner.kind == drgn.TypeKind.STRUCT:
+            named = [(m.bit_offset, m.name) for m in inner.members or () if m.name]
+            return [n for _, n in sorted(named)]
+    return []
 
 
 @dataclass(frozen=True)
