@@ -403,6 +403,11 @@ def _read_prefix(prog: Program, address: int, size: int) -> bytes:
     return bytes(out)
 
 
+# Reasons a handle fails that a live depot's growth since its counters were read can explain.
+_GROWTH = ("handle's pool index out of range", "handle's offset past the pool's used part",
+           "stack record with an impossible frame count", "stack record does not carry its handle")
+
+
 class StackDepot:
     """Decodes handles of one program, each once; see the module docstring."""
 
@@ -448,6 +453,15 @@ class StackDepot:
             if isinstance(found, Stack):
                 return found
             reason = reason or found
+        if reason in _GROWTH and self.prog.flags & drgn.ProgramFlags.IS_LIVE:
+            # A live depot grows while we read: look at its counters (and newest pool) again.
+            self.layout = depot_layout(self.prog) or layout
+            self._pools.pop(self.layout.pools_in_use - 1, None)
+            self._pools.pop(layout.pools_in_use - 1, None)
+            found = self._locate(handle, index, offset)
+            if isinstance(found, Stack):
+                return found
+            reason = found
         self._fail(handle, reason)
         return None
 
