@@ -210,7 +210,9 @@ def depot_layout(prog: Program) -> DepotLayout | None:
         size_offset=size_offset,
         handle_offset=handle_offset,
         count_offset=count_offset,
-        max_frames=length or constants.STACKDEPOT_MAX_FRAMES,
+        # 6.8+ sizes entries[] (CONFIG_STACKDEPOT_MAX_FRAMES); before it is a flexible array,
+        # entries[1] up to 5.11 ("Replace one-element array with flexible-array member").
+        max_frames=length if length and length > 1 else constants.STACKDEPOT_MAX_FRAMES,
         pools_in_use=in_use,
         last_pool_used=used,
     )
