@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import numpy as np
 from drgn import FaultError, Program, TypeKind, sizeof
 
@@ -27,9 +25,6 @@ from pinspect.pageext import ClientSpec, PageExtLayout, read_entries
 from pinspect.probing import enumerators
 from pinspect.stackdepot import Stack, stack_depot
 from pinspect.variables import has_variable, variable
-
-if TYPE_CHECKING:
-    from pinspect.kernel import Kernel
 
 CLIENT = ClientSpec(
     name="page_owner",
@@ -283,7 +278,3 @@ def owner_records(prog: Program, pfns: Iterable[int], stacks: bool = True) -> Ow
         report.problems = Counter(p for h in used if (p := depot.problem(h)) is not None)
     return report
 
-
-def owner_of(kernel: Kernel, pfn: int) -> OwnerRecord | None:
-    """The page_owner record of one pfn, or None."""
-    return owner_records(kernel.prog, [pfn]).records.get(pfn)

@@ -117,6 +117,23 @@ def test_owner_off_shows_no_records() -> None:
     assert "allocation stack" not in text
 
 
+def test_enabled_but_no_record_differs_from_off() -> None:
+    """A free page never handed out since boot has no PAGE_EXT_OWNER: page_owner is present,
+    the page has no record, and nothing of its page_ext entry is shown."""
+    truth = _truth("mainline-6.1")
+    prog = open_sample("mainline-6.1")
+    recorded = {r["pfn"] for r in truth["page_owner"]["records"]}
+    free = [b[0] for b in truth["free_blocks"] if b[0] not in recorded]
+    report = owner_records(prog, free)
+    assert report.feature.state == "present" and report.unreadable == 0
+    empty = next(p for p in free if p not in report.records)
+    verdict = pinspect.inspect_page(prog, empty)
+    assert verdict.owner is None and not verdict.owner_unreadable
+    text = render(page_command.document(verdict), "table")
+    assert "no record for this page" in text and "allocation stack" not in text
+    assert json.loads(render(page_command.document(verdict), "json"))["owner"] is None
+
+
 def test_pinned_json_carries_the_owner_of_every_page() -> None:
     truth = _truth("mainline-6.1")
     prog = open_sample("mainline-6.1")
