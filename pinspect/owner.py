@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
 import numpy as np
 from drgn import FaultError, Program, TypeKind, sizeof
 
