@@ -296,3 +296,33 @@ def test_pinned_owner_on_every_target(booted: Booted, target: str) -> None:
         if owner is None or not owner["stack"] or owner["pid"] not in pids:
             problems.append(f"{p['kind']} pfn {p['pfn']}: owner {owner}")
     assert not problems, "\n".join(problems)
+
+
+def test_module_frames_named_from_kallsyms(booted: Booted) -> None:
+    """Addresses in module text are named from the module's own symbol table in memory (no
+    module debug info is loaded): `func+0xoff/0xsize [module]`, the name the kernel's
+    find_kallsyms_symbol() picks; drgn's module_kallsyms() reads the same table."""
+    from drgn.helpers.linux.kallsyms import module_kallsyms
+    from drgn.helpers.linux.module import for_each_module
+
+    from pinspect.stackdepot import Symbolizer
+    from pinspect.target import open_program
+
+    if not booted.kernel.modules:
+        pytest.skip(f"{booted.name} loads no modules")
+    prog = open_program(core=str(booted.dumps["elf"]), vmlinux=[str(booted.vmlinux)])
+    symbolizer = Symbolizer(prog)
+    checked = 0
+    for mod in for_each_module(prog):
+        name = mod.name.string_().decode()
+        by_address: dict[int, set[str]] = {}
+        for sym in module_kallsyms(mod):
+            by_address.setdefault(sym.address, set()).add(sym.name)
+        for address, names in sorted(by_address.items()):
+            frame = symbolizer.frame(address + 1)
+            if frame.module is None:  # data, not text
+                continue
+            assert frame.module == name and frame.symbol in names and frame.offset == 1, frame
+            assert str(frame) == f"{frame.symbol}+0x1/{frame.size:#x} [{name}]"
+            checked += 1
+    assert checked
