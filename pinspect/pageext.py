@@ -167,3 +167,68 @@ def _flatmem_entry(kernel: Kernel, pfn: int) -> int | None:
             aligned = start & ~((1 << (kernel.max_order - 1)) - 1)
             return int(base + ext.entry_size * (pfn - aligned))
     return None
+
+
+def read_entries(kernel: Kernel, pfns: Sequence[int] | np.ndarray, max_gap: int = 64
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Whole page_ext entries of *pfns* (any order), and which were readable.
+
+    Returns an ``(n, entry_size)`` uint8 array in the order of *pfns*. The pfns are read in
+    runs (sorted, inside one section, at most *max_gap* pages apart), one ``prog.read`` each;
+    a run that faults is retried pfn by pfn. Sections without page_ext (NULL or
+    ``PAGE_EXT_INVALID``) and FLATMEM nodes without ``node_page_ext`` are unreadable.
+    """
+    ext = kernel.page_ext
+    wanted = np.asarray(pfns, dtype=np.uint64).reshape(-1)
+    n = len(wanted)
+    size = ext.entry_size if ext is not None else 0
+    out = np.zeros((n, max(size, 1)), dtype=np.uint8)
+    readable = np.zeros(n, dtype=bool)
+    if ext is None or size == 0 or n == 0:
+        return out, readable
+    prog = kernel.prog
+    order = np.argsort(wanted, kind="stable")
+    ordered = wanted[order]
+    if ext.sparse:
+        shift = required_variable(prog, "SECTION_SIZE_BITS").value_() - kernel.page_shift
+        sections = ordered >> np.uint64(shift)
+        breaks = (np.diff(ordered) > np.uint64(max_gap)) | (np.diff(sections) != 0)
+    else:
+        breaks = np.diff(ordered) > np.uint64(max_gap)
+    starts = np.concatenate(([0], np.flatnonzero(breaks) + 1, [n])).tolist()
+
+    def entry_address(pfn: int) -> int | None:
+        if ext.sparse:
+            table = _section_table(kernel, pfn)
+            return None if table is None else (table + size * pfn) % (1 << 64)
+        return _flatmem_entry(kernel, pfn)
+
+    for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+        first, last = int(ordered[lo]), int(ordered[hi - 1])
+        try:
+            base = entry_address(first)
+        except FaultError:
+            base = None
+        if base is None:
+            continue
+        flat_ok = ext.sparse or entry_address(last) == base + size * (last - first)
+        if flat_ok:
+            try:
+                rows = np.frombuffer(prog.read(base, (last - first + 1) * size),
+                                     dtype=np.uint8).reshape(-1, size)
+                index = (ordered[lo:hi] - np.uint64(first)).astype(np.int64)
+                out[order[lo:hi]] = rows[index]
+                readable[order[lo:hi]] = True
+                continue
+            except FaultError:
+                pass
+        for k in range(lo, hi):  # a run that faults (or spans FLATMEM nodes): one by one
+            pfn = int(ordered[k])
+            try:
+                address = entry_address(pfn)
+                if address is not None:
+                    out[order[k]] = np.frombuffer(prog.read(address, size), dtype=np.uint8)
+                    readable[order[k]] = True
+            except FaultError:
+                pass
+    return out, readable

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from drgn import Program
 
 from pinspect.evidence import FlagMasks, evaluate_chunk
+from pinspect.features import Feature
 from pinspect.kernel import Kernel, page_type_name, probe
+from pinspect.owner import OwnerRecord, owner_records
 from pinspect.pinner import pinner_mask
 from pinspect.places import Places
 from pinspect.report import PinnedPage, rows
@@ -33,6 +35,10 @@ class PageVerdict:
     flags: int  # page->flags
     flag_names: str  # the PG_* flags set, joined with |
     folio: PinnedPage | None  # the head's verdict (empty evidence: not pinned); None if free
+    owner: OwnerRecord | None = None  # page_owner's record of this pfn
+    owner_unreadable: bool = False  # its page_ext entry could not be read
+    sources: list[Feature] = field(default_factory=list)  # page_owner present/off/absent
+    warnings: list[str] = field(default_factory=list)
 
 
 def _chunk(kernel: Kernel, pfn: int, count: int) -> PageChunk:
@@ -81,6 +87,9 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
     state = _page_state(kernel, raw, masks, folio)
     zone = places.locator.locate(pfn, flags)
     area = places.cma.find(pfn)
+    owners = owner_records(prog, {pfn, head_pfn})
+    if folio is not None:
+        folio.owner = owners.records.get(head_pfn)
     return PageVerdict(
         pfn=pfn,
         phys=pfn << kernel.page_shift,
@@ -95,6 +104,10 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         flags=flags,
         flag_names=kernel.flags.decode(flags),
         folio=folio,
+        owner=owners.records.get(pfn),
+        owner_unreadable=bool(owners.unreadable) and pfn not in owners.records,
+        sources=[owners.feature],
+        warnings=owners.warnings(),
     )
 
 

@@ -3,6 +3,10 @@
 A command's result is a :class:`Document`: a JSON-able body, the rows that make its main
 table and CSV, and optional lines of text shown after the table. Long lists (a row per page)
 are :class:`Rows`, made one at a time while they are written.
+
+Strings in tables and CSV pass through :func:`escape`: task names, symbols and CMA area names
+come from the target and may hold terminal control sequences. A :class:`Lines` cell (a stack)
+is one line per entry in a table and ``|``-joined in CSV; JSON gets a list.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TextIO, TypeVar
@@ -20,6 +25,31 @@ from tabulate import tabulate
 from pinspect.schema import SCHEMA_VERSION
 
 FORMATS = ("table", "json", "csv")
+
+# C0 and C1 controls, DEL, the backslash itself, and the Unicode line separators and
+# bidirectional overrides that reorder or break terminal output.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\\\\\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if char == "\\":
+        return "\\\\"
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """*text* safe for a terminal or a CSV cell: control characters as ``\\xNN`` (``\\x1b``),
+    Unicode separators and bidi overrides as ``\\uNNNN``, a backslash doubled."""
+    return _UNSAFE.sub(_escaped, text)
+
+
+class Lines(tuple[str, ...]):
+    """A cell of several lines (a stack's frames): one per line in a table, ``|``-joined in
+    CSV, a list in JSON."""
+
+    __slots__ = ()
 
 T = TypeVar("T")
 
@@ -141,12 +171,16 @@ def _write_json(doc: Document, out: TextIO) -> None:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, Lines):
+        return "\n".join(escape(v) for v in value) or "-"
     if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)
+        return ",".join(escape(str(v)) for v in value)
+    return escape(str(value))
 
 
 def _csv_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
-        return "|".join(str(v) for v in value)
+        return "|".join(escape(str(v)) for v in value)
+    if isinstance(value, str):
+        return escape(value)
     return "" if value is None else value

@@ -15,7 +15,9 @@ from drgn import Program
 from pinspect.buddy import free_blocks
 from pinspect.errors import FeatureMissing
 from pinspect.evidence import EVIDENCE_KINDS, KIND_NAMES, Candidates, FlagMasks, evaluate_chunk
+from pinspect.features import Feature
 from pinspect.kernel import probe
+from pinspect.owner import OwnerRecord, owner_records
 from pinspect.pinner import pinner_mask
 from pinspect.places import Places
 from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, outside, valid_ranges
@@ -44,6 +46,7 @@ class PinnedPage:
     mapping: str  # anon, ksm, shmem, file, hugetlb, none (kernel page), movable_ops
     flags: int  # raw page->flags of the head
     lru: bool  # PG_lru is set
+    owner: OwnerRecord | None = None  # page_owner's record of the (head) page
 
 
 @dataclass
@@ -55,6 +58,18 @@ class PinnedReport:
     unreadable: int  # struct pages that could not be read
     skipped_free: int = 0  # pages of free buddy blocks, not read
     summary: dict[str, object] = field(default_factory=dict)  # pages, folios, by_evidence, by_zone
+    # The record sources read for the pages (page_owner, ...): present, off or absent.
+    sources: list[Feature] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # counted problems, one line each
+
+
+def attach_owners(prog: Program, pages: Sequence[PinnedPage]) -> tuple[Feature, list[str]]:
+    """Read the page_owner records of *pages* in bulk and set each page's ``owner``; returns
+    page_owner's state and the counted problems."""
+    found = owner_records(prog, [p.pfn for p in pages])
+    for page in pages:
+        page.owner = found.records.get(page.pfn)
+    return found.feature, found.warnings()
 
 
 def find_pinned(
@@ -65,6 +80,7 @@ def find_pinned(
     evidence: Iterable[str] = (),
     min_extra: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    owners: bool = True,
 ) -> PinnedReport:
     """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns.
 
@@ -76,6 +92,7 @@ def find_pinned(
 
     *evidence* keeps pages with at least one of the given kinds (``foll_pin``, ``extra``,
     ``pinner``); empty keeps all. *progress* is called with (pages done, pages in total).
+    With *owners*, each page gets its page_owner record (read for the reported pages only).
     """
     kernel = probe(prog)
     kernel.check_layout()
@@ -127,8 +144,13 @@ def find_pinned(
             pages.append(row)
     if progress is not None:
         progress(total, total)
-    return PinnedReport(pages=pages, scanned=stats.pages, unreadable=stats.unreadable,
-                        skipped_free=skipped_free, summary=summarize(pages))
+    report = PinnedReport(pages=pages, scanned=stats.pages, unreadable=stats.unreadable,
+                          skipped_free=skipped_free, summary=summarize(pages))
+    if owners:
+        feature, warnings = attach_owners(prog, pages)
+        report.sources.append(feature)
+        report.warnings += warnings
+    return report
 
 
 def rows(chunk: PageChunk, found: Candidates, places: Places, min_extra: int = 1,
@@ -166,5 +188,5 @@ def zone_pins(prog: Program, progress: Callable[[int, int], None] | None = None
     One :class:`~pinspect.summary.ZonePins` per populated ``struct zone`` of every node
     (``pglist_data.node_zones``), in node and zone order."""
     kernel = probe(prog)
-    report = find_pinned(prog, progress=progress)
+    report = find_pinned(prog, progress=progress, owners=False)
     return [zone_counts(zone, report.pages) for zone in zones(kernel)], report

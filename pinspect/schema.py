@@ -16,7 +16,12 @@ HEADER = ("schema_version", "command")
 # One pinned page or folio (``pinned``'s "pages", ``page``'s "folio").
 PINNED_PAGE = ("pfn", "nr_pages", "node", "zone", "migratetype", "cma", "order", "refcount",
                "mapcount", "expected_refcount", "pins", "extra", "evidence", "mapping", "flags",
-               "lru")
+               "lru", "owner")
+
+# A page_owner record (``owner`` of a page object, and of ``page``).
+OWNER = ("source", "allocated", "order", "gfp_mask", "gfp_flags", "pid", "tgid", "comm",
+         "ts_nsec", "free_ts_nsec", "free_pid", "free_tgid", "last_migrate_reason", "handle",
+         "free_handle", "stack", "free_stack")
 
 SUMMARY = ("pages", "folios", "by_evidence", "by_zone")
 
@@ -34,21 +39,26 @@ SOURCE = ("name", "origin", "lacks")
 
 # Keys of each command's document after HEADER, and of the objects its keys hold.
 DOCUMENTS: dict[str, tuple[str, ...]] = {
-    "pinned": ("pages", "summary", "scanned", "skipped_free", "unreadable"),
+    "pinned": ("pages", "summary", "scanned", "skipped_free", "unreadable", "sources",
+               "warnings"),
     "zones": ("zones", "scanned", "unreadable"),
     "page": ("pfn", "phys", "page", "head_pfn", "state", "node", "zone", "migratetype", "cma",
-             "raw", "flags", "flag_names", "folio"),
+             "raw", "flags", "flag_names", "folio", "owner", "sources", "warnings"),
     "info": ("release", "arch", "page_size", "memory", "zones", "pageblock_order", "features",
              "type_source", "symbol_source"),
 }
 
 OBJECTS: dict[str, tuple[str, ...]] = {
     "pinned.pages[]": PINNED_PAGE,
+    "pinned.pages[].owner": OWNER,
     "pinned.summary": SUMMARY,
+    "pinned.sources[]": FEATURE,
     "zones.zones[]": ZONE,
     "zones.zones[].pinned": ZONE_PINNED,
     "page.raw": PAGE_RAW,
     "page.folio": PINNED_PAGE,
+    "page.owner": OWNER,
+    "page.sources[]": FEATURE,
     "info.memory": ("present_pages", "managed_pages", "present_bytes"),
     "info.zones[]": ("node", "zone", "start_pfn", "spanned", "present"),
     "info.features[]": FEATURE,

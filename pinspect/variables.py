@@ -81,6 +81,20 @@ _DECLARED = (
                    # allocates the array at boot
                    variants=(("void **", "stack_max_pools"),)),
     KernelVariable("stack_slabs", "void *[]", "stack depot slabs (up to 6.2)"),
+    KernelVariable("stack_max_pools", "unsigned int",
+                   "entries of the stack_pools array (7.x, where it is allocated at boot)"),
+    KernelVariable("pools_num", "int", "stack depot pools in use (6.4+)"),
+    KernelVariable("pool_index", "int", "the stack depot's current pool (6.3)"),
+    KernelVariable("depot_index", "int", "the stack depot's current slab (up to 6.2)"),
+    KernelVariable("pool_offset", "size_t", "bytes used in the newest stack depot pool (6.3+)"),
+    KernelVariable("depot_offset", "size_t",
+                   "bytes used in the newest stack depot slab (up to 6.2)"),
+    # symbols of module text, page_owner's names
+    KernelVariable("modules", "struct list_head", "loaded modules (their kallsyms name frames)"),
+    KernelVariable("gfpflag_names", "const struct trace_print_flags []",
+                   "the kernel's own gfp flag names, as %pGg prints them"),
+    KernelVariable("migrate_reason_names", "const char *[]",
+                   "names of enum migrate_reason (page_owner's last migrate reason)"),
     # CMA
     KernelVariable("cma_areas", "struct cma []", "CMA areas"),
     KernelVariable("cma_area_count", "unsigned int", "number of CMA areas"),

@@ -62,3 +62,34 @@ def test_rows_are_made_while_written_and_render_like_lists() -> None:
     table = render(doc, "table").splitlines()
     assert len(table) == 1002 and table[-1].split() == ["0x3e7", "-"]
     assert len(made) == 2000
+
+
+def test_escape_makes_target_strings_safe() -> None:
+    from pinspect.render import escape
+
+    assert escape("plain comm") == "plain comm"
+    assert escape("\x1b[31mred\x1b[0m") == "\\x1b[31mred\\x1b[0m"
+    assert escape("a\nb\rc\x00\x7f\x9b") == "a\\x0ab\\x0dc\\x00\\x7f\\x9b"
+    assert escape("back\\slash") == "back\\\\slash"
+    assert escape("rtl\u202eevil\u2028") == "rtl\\u202eevil\\u2028"
+    assert escape("bad utf-8 \ufffd") == "bad utf-8 \ufffd"
+
+
+def test_table_and_csv_escape_every_string_cell() -> None:
+    from pinspect.render import Lines
+
+    rows: list[dict[str, Any]] = [{"comm": "\x1b]0;owned\x07", "stack": Lines(["f+0x1/0x2",
+                                                                              "g\x1b+0x3/0x4"]),
+                                   "cma": "area\r"}]
+    doc = Document(command="pinned", body={"pages": []}, rows=rows,
+                   columns=("comm", "stack", "cma"))
+    for fmt in ("table", "csv"):
+        text = render(doc, fmt)
+        assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+        assert "\\x1b]0;owned\\x07" in text and "g\\x1b+0x3/0x4" in text and "area\\x0d" in text
+    table = render(doc, "table")
+    lines = table.splitlines()  # a Lines cell is one entry per line
+    assert lines[2].split()[1] == "f+0x1/0x2" and lines[3].split() == ["g\\x1b+0x3/0x4"]
+    assert "f+0x1/0x2|g\\x1b+0x3/0x4" in render(doc, "csv")
+    assert json.loads(render(Document("pinned", {"s": Lines(["a", "b"])}, [], ()), "json"))[
+        "s"] == ["a", "b"]

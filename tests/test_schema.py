@@ -67,3 +67,13 @@ def test_readme_documents_the_page_object() -> None:
     keys = [key for line in table.splitlines()[2:]
             for key in re.findall(r"`([a-z_]+)`", line.split("|")[1])]
     assert tuple(keys) == PINNED_PAGE
+
+
+def test_readme_documents_the_owner_object() -> None:
+    from pinspect.schema import OWNER
+
+    text = README.read_text()
+    table = text.split("Each `owner` object has:", 1)[1].split("\n\n", 2)[1]
+    keys = [key for line in table.splitlines()[2:]
+            for key in re.findall(r"`([a-z_]+)`", line.split("|")[1])]
+    assert tuple(keys) == OWNER

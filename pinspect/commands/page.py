@@ -16,11 +16,50 @@ from pinspect.commands.common import (
     open_target,
     split_options,
 )
-from pinspect.commands.pinned import page_object
+from pinspect.commands.pinned import owner_object, page_object
 from pinspect.kernel import probe
+from pinspect.owner import OwnerRecord
 from pinspect.pageview import PageVerdict, inspect_page
-from pinspect.render import Document
-from pinspect.schema import DOCUMENTS, pick
+from pinspect.render import Document, Lines
+from pinspect.schema import DOCUMENTS, FEATURE, pick
+
+
+def owner_fields(v: PageVerdict) -> list[tuple[str, Any]]:
+    """The page_owner section of ``page``: the record and its stacks, or why there is none."""
+    feature = next((f for f in v.sources if f.name == "page_owner"), None)
+    label = "owner (page_owner)"
+    if feature is None or feature.state != "present":
+        state = feature.state if feature else "absent"
+        return [(label, f"{state}: {feature.detail}" if feature else state)]
+    r: OwnerRecord | None = v.owner
+    if r is None:
+        why = ("page_ext entry unreadable" if v.owner_unreadable
+               else "no record for this page (PAGE_EXT_OWNER clear: never allocated since boot)")
+        return [(label, why)]
+    who = " / ".join(str(x) for x in (r.pid, r.tgid) if x is not None)
+    fields: list[tuple[str, Any]] = [
+        (label, f"{'allocated' if r.allocated else 'freed since its last allocation'}, "
+                f"order {r.order}"),
+        ("owner gfp_mask", f"{r.gfp_mask:#x} {'|'.join(r.gfp_flags)}"),
+    ]
+    if who or r.comm is not None:
+        fields.append(("owner pid / tgid (comm)", f"{who} ({r.comm})" if r.comm is not None
+                       else who))
+    if r.ts_nsec is not None:
+        fields.append(("owner allocated at", f"{r.ts_nsec} ns"))
+    if r.free_ts_nsec:
+        freed_by = " / ".join(str(x) for x in (r.free_pid, r.free_tgid) if x is not None)
+        fields.append(("owner last freed at", f"{r.free_ts_nsec} ns"
+                       + (f" by pid / tgid {freed_by}" if freed_by and r.free_pid else "")))
+    if r.last_migrate_reason is not None:
+        fields.append(("owner last migrate reason", r.last_migrate_reason))
+    fields.append(("allocation stack (page_owner)",
+                   Lines(r.stack.lines()) if r.stack else
+                   f"handle {r.handle:#x} not decoded" if r.handle else "none"))
+    if r.free_handle:
+        fields.append(("free stack (page_owner)", Lines(r.free_stack.lines()) if r.free_stack
+                       else f"handle {r.free_handle:#x} not decoded"))
+    return fields
 
 
 def document(v: PageVerdict) -> Document:
@@ -28,6 +67,9 @@ def document(v: PageVerdict) -> Document:
     body = pick(v, DOCUMENTS["page"])
     body["raw"] = dict(v.raw)
     body["folio"] = page_object(v.folio) if v.folio is not None else None
+    body["owner"] = owner_object(v.owner)
+    body["sources"] = [pick(f, FEATURE) for f in v.sources]
+    body["warnings"] = list(v.warnings)
     fields: list[tuple[str, Any]] = [
         ("pfn", hex(v.pfn)), ("phys", hex(v.phys)), ("struct page", hex(v.page)),
         ("state", v.state), ("node", v.node), ("zone", v.zone),
@@ -49,8 +91,10 @@ def document(v: PageVerdict) -> Document:
             ("extra references", f.extra),
             ("verdict", "pinned: " + ", ".join(f.evidence) if f.evidence else "not pinned"),
         ]
+    fields += owner_fields(v)
     rows = [{"field": k, "value": val} for k, val in fields]
-    return Document(command="page", body=body, rows=rows, columns=("field", "value"))
+    return Document(command="page", body=body, rows=rows, columns=("field", "value"),
+                    notes=[f"warning: {w}" for w in v.warnings])
 
 
 def resolve_pfn(prog: Any, text: str, phys: bool) -> int:

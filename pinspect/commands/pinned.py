@@ -21,12 +21,15 @@ from pinspect.commands.common import (
     split_options,
 )
 from pinspect.evidence import EVIDENCE_KINDS
-from pinspect.render import Document, Rows
+from pinspect.features import Feature
+from pinspect.owner import OwnerRecord
+from pinspect.render import Document, Lines, Rows
 from pinspect.report import PinnedPage, PinnedReport, find_pinned
-from pinspect.schema import PINNED_PAGE, pick
+from pinspect.schema import FEATURE, OWNER, PINNED_PAGE, pick
 
 COLUMNS = ("pfn", "nr_pages", "zone", "migratetype", "cma", "order", "refcount", "mapcount",
            "pins", "extra", "evidence", "mapping")
+STACK_COLUMNS = ("pid", "comm", "stack")
 SORT_KEYS = {
     "pfn": lambda p: p.pfn,
     "extra": lambda p: (-p.extra, p.pfn),
@@ -34,17 +37,49 @@ SORT_KEYS = {
 }
 
 
+def owner_object(record: OwnerRecord | None) -> dict[str, Any] | None:
+    """A page_owner record in JSON (:data:`pinspect.schema.OWNER`): stacks as lists of
+    ``%pS`` strings (null when there is none)."""
+    if record is None:
+        return None
+    obj = pick(record, OWNER)
+    obj["gfp_flags"] = list(record.gfp_flags)
+    obj["stack"] = record.stack.lines() if record.stack else None
+    obj["free_stack"] = record.free_stack.lines() if record.free_stack else None
+    return obj
+
+
 def page_object(page: PinnedPage) -> dict[str, Any]:
     """One page of the JSON document (:data:`pinspect.schema.PINNED_PAGE`)."""
-    return pick(page, PINNED_PAGE)
+    obj = pick(page, PINNED_PAGE)
+    obj["owner"] = owner_object(page.owner)
+    return obj
 
 
 def _row(page: PinnedPage) -> dict[str, Any]:
-    return dict(page_object(page), pfn=hex(page.pfn))
+    row = dict(page_object(page), pfn=hex(page.pfn))
+    owner = page.owner
+    row["pid"] = owner.pid if owner else None
+    row["comm"] = owner.comm if owner else None
+    row["stack"] = Lines(owner.stack.lines()) if owner and owner.stack else None
+    return row
 
 
-def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) -> Document:
-    """The ``pinned`` result as a renderable document."""
+def source_notes(sources: list[Feature], warnings: list[str]) -> list[str]:
+    """Lines saying where stacks come from and what could not be decoded."""
+    notes = []
+    for f in sources:
+        what = "allocation stacks, pid and comm" if f.name == "page_owner" else "records"
+        notes.append(f"{what}: {f.name} {f.state}"
+                     + ("" if f.state == "present" else f" ({f.detail})"))
+    notes += [f"warning: {w}" for w in warnings]
+    return notes
+
+
+def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None,
+             stacks: bool = False) -> Document:
+    """The ``pinned`` result as a renderable document (*stacks*: with the pid, comm and
+    allocation stack columns)."""
     pages = sorted(report.pages, key=SORT_KEYS[sort])
     shown = pages if limit is None else pages[:limit]
     summary = report.summary
@@ -62,13 +97,16 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
     ]
     if limit is not None and len(pages) > limit:
         notes.insert(1, f"(showing {limit} of {len(pages)} rows; --limit)")
+    notes += source_notes(report.sources if stacks else [], report.warnings)
     return Document(
         command="pinned",
         body={"pages": Rows(shown, page_object), "summary": summary,
               "scanned": report.scanned, "skipped_free": report.skipped_free,
-              "unreadable": report.unreadable},
+              "unreadable": report.unreadable,
+              "sources": [pick(f, FEATURE) for f in report.sources],
+              "warnings": list(report.warnings)},
         rows=Rows(shown, _row),
-        columns=COLUMNS,
+        columns=COLUMNS + STACK_COLUMNS if stacks else COLUMNS,
         notes=notes,
     )
 
@@ -76,11 +114,13 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
 def run(prog: Program, options: Options, *, zone_names: Sequence[str] = (),
         nodes: Sequence[int] = (), pfn_range: tuple[int, int] | None = None,
         evidence: Sequence[str] = (), min_extra: int = 1, sort: str = "pfn",
-        limit: int | None = None, exit_status: bool = False) -> PinnedReport:
+        limit: int | None = None, stacks: bool = False, exit_status: bool = False
+        ) -> PinnedReport:
     """``pinned`` on an open program: find the pinned pages, write them, return the report."""
     report = find_pinned(prog, zone_names=zone_names, nodes=nodes, pfn_range=pfn_range,
-                         evidence=evidence, min_extra=min_extra, progress=Progress())
-    emit(document(report, sort, limit), options)
+                         evidence=evidence, min_extra=min_extra, progress=Progress(),
+                         owners=True)
+    emit(document(report, sort, limit, stacks), options)
     return report
 
 
@@ -107,6 +147,9 @@ def _pfn_range(ctx: click.Context, param: click.Parameter,
               help="report extra references only from this many up.")
 @click.option("--sort", type=click.Choice(tuple(SORT_KEYS)), default="pfn", show_default=True)
 @click.option("--limit", type=int, default=None, help="show at most N rows.")
+@click.option("--stacks", is_flag=True,
+              help="add pid, comm and allocation stack columns (from page_owner) to the table "
+                   "and CSV; JSON always has them.")
 @click.option("--exit-status", is_flag=True,
               help="exit with status 1 when pinned pages are reported, 0 when none.")
 @global_options
@@ -119,6 +162,7 @@ def command(ctx: click.Context, **values: Any) -> None:
       sudo pinspect pinned --zone Normal
       pinspect -c vmcore -s vmlinux pinned --evidence foll_pin --sort pins --limit 20
       pinspect pinned --pfn 0x100000-0x10ffff --format json -o pinned.json
+      pinspect -c vmcore -s vmlinux pinned --stacks --limit 10
       pinspect pinned --zone Normal --exit-status >/dev/null || echo "pinned pages in Normal"
     """
     options, params = split_options(ctx, values)

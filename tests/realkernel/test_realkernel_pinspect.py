@@ -3,7 +3,7 @@ kdump-compressed dump of QEMU, the running guest over QMP, and /proc/kcore insid
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 import pytest
@@ -222,14 +222,107 @@ def test_same_answers_on_every_target(booted: Booted) -> None:
         assert gt_pins <= s, t
 
 
+OWNER_LINE = re.compile(
+    r"Page allocated via order (\d+), mask (0x[0-9a-f]+)\((.*)\), pid (-?\d+), "
+    r"tgid (-?\d+) \((.*)\), ts (\d+) ns"
+)
+
+
+def _owner_problems(pfn: int, owner: dict[str, Any] | None, text: str) -> list[str]:
+    """What differs between pinspect's owner object and the record the guest read from
+    /sys/kernel/debug/page_owner: order, gfp mask and names, pid, tgid, comm, timestamp and
+    the allocation stack, frame by frame as %pS prints it."""
+    if owner is None:
+        return [f"pfn {pfn}: no owner"]
+    lines = text.splitlines()
+    m = OWNER_LINE.match(lines[0])
+    assert m, lines[0]
+    want = {
+        "order": int(m.group(1)),
+        "gfp_mask": int(m.group(2), 16),
+        "gfp_flags": m.group(3).split("|") if m.group(3) else [],
+        "pid": int(m.group(4)),
+        "tgid": int(m.group(5)),
+        "comm": m.group(6),
+        "ts_nsec": int(m.group(7)),
+        "stack": [ln[1:] for ln in lines if ln.startswith(" ")],
+        "source": "page_owner",
+    }
+    return [f"pfn {pfn} {k}: got {owner.get(k)!r}, want {v!r}" for k, v in want.items()
+            if owner.get(k) != v]
+
+
 def test_page_owner_stacks(booted: Booted) -> None:
-    """`page PFN` on the page_owner kernel shows the allocation stack the guest itself read from
-    /sys/kernel/debug/page_owner."""
+    """`page PFN` on the page_owner kernel shows the allocation stack, pid and comm the guest
+    itself read from /sys/kernel/debug/page_owner (ELF dump and live over QMP)."""
     if not booted.kernel.spec.page_owner:
         pytest.skip(f"{booted.name} has no page_owner")
+    assert booted.gt.page_owner
+    problems = []
+    for target in ("elf", "qmp"):
+        for rec in booted.gt.page_owner:
+            doc = run_pinspect(booted, target, "page", str(rec["pfn"]))
+            assert [s["state"] for s in doc["sources"]] == ["present"], doc["sources"]
+            problems += [f"{target}: {p}" for p in
+                         _owner_problems(rec["pfn"], doc["owner"], rec["text"])]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_pinned_owner_on_every_target(booted: Booted, target: str) -> None:
+    """`pinned` (JSON) carries, for every pinned page the guest read a page_owner record of,
+    the same allocation stack, pid and comm: from the ELF and kdump dumps, live over QMP and
+    from /proc/kcore inside the guest. Every pinned page of the workload has a record naming
+    the workload."""
+    if not booted.kernel.spec.page_owner:
+        pytest.skip(f"{booted.name} has no page_owner")
+    doc = pinned_doc(booted, target)
+    rows = rows_by_pfn(doc)
+    assert [s["state"] for s in doc["sources"] if s["name"] == "page_owner"] == ["present"]
+    assert doc["warnings"] == []
+    problems = []
     for rec in booted.gt.page_owner:
-        doc = json.dumps(run_pinspect(booted, "elf", "page", str(rec["pfn"])))
-        if "handle_mm_fault" not in doc:
-            pytest.skip("pinspect's `page` output has no page_owner stack yet")
-        frames = [ln.strip().split("+")[0] for ln in rec["text"].splitlines() if ln.startswith(" ")]
-        assert frames and all(f in doc for f in frames), (frames, doc)
+        row = rows.get(rec["pfn"])
+        if row is None:
+            problems.append(f"pfn {rec['pfn']}: not reported")
+            continue
+        problems += _owner_problems(rec["pfn"], row["owner"], rec["text"])
+    pids = {p["pid"] for p in booted.gt.pinned()}
+    for p in booted.gt.pinned():
+        row = rows.get(p["pfn"])
+        if row is None:
+            continue
+        owner = row["owner"]
+        if owner is None or not owner["stack"] or owner["pid"] not in pids:
+            problems.append(f"{p['kind']} pfn {p['pfn']}: owner {owner}")
+    assert not problems, "\n".join(problems)
+
+
+def test_module_frames_named_from_kallsyms(booted: Booted) -> None:
+    """Addresses in module text are named from the module's own symbol table in memory (no
+    module debug info is loaded): `func+0xoff/0xsize [module]`, the name the kernel's
+    find_kallsyms_symbol() picks; drgn's module_kallsyms() reads the same table."""
+    from drgn.helpers.linux.kallsyms import module_kallsyms
+    from drgn.helpers.linux.module import for_each_module
+
+    from pinspect.stackdepot import Symbolizer
+    from pinspect.target import open_program
+
+    if not booted.kernel.modules:
+        pytest.skip(f"{booted.name} loads no modules")
+    prog = open_program(core=str(booted.dumps["elf"]), vmlinux=[str(booted.vmlinux)])
+    symbolizer = Symbolizer(prog)
+    checked = 0
+    for mod in for_each_module(prog):
+        name = mod.name.string_().decode()
+        by_address: dict[int, set[str]] = {}
+        for sym in module_kallsyms(mod):
+            by_address.setdefault(sym.address, set()).add(sym.name)
+        for address, names in sorted(by_address.items()):
+            frame = symbolizer.frame(address + 1)
+            if frame.module is None:  # data, not text
+                continue
+            assert frame.module == name and frame.symbol in names and frame.offset == 1, frame
+            assert str(frame) == f"{frame.symbol}+0x1/{frame.size:#x} [{name}]"
+            checked += 1
+    assert checked
