@@ -213,7 +213,7 @@ def area_named(kernel: Kernel, name: str) -> CmaArea:
         if area.name == name:
             return area
     names = ", ".join(a.name for a in areas) or "none"
-    raise FeatureMissing(f"no CMA area named {name!r}", f"areas here: {names}")
+    raise FeatureMissing(f"no CMA area named {name!r} (areas here: {names})")
 
 
 def range_bitmap(kernel: Kernel, rng: CmaRange) -> np.ndarray:

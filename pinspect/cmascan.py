@@ -32,7 +32,14 @@ from drgn import Program
 
 from pinspect import constants
 from pinspect.buddy import free_blocks
-from pinspect.cma import CmaArea, CmaRange, area_allocated, area_named, cma_areas
+from pinspect.cma import (
+    CmaArea,
+    CmaBitmapError,
+    CmaRange,
+    area_allocated,
+    area_named,
+    cma_areas,
+)
 from pinspect.evidence import (
     KIND_MOVABLE_OPS,
     KIND_NAMES,
@@ -322,20 +329,35 @@ def _annotate_owners(kernel: Kernel, blockers: list[Blocker]) -> None:
             b.owner, b.stack = found[b.pfn]
 
 
+@dataclass
+class CmaReport:
+    """The result of :func:`cma_report`: the areas read, and those that could not be, why."""
+
+    areas: list[AreaReport]
+    problems: list[tuple[str, str]]  # (area name, what is wrong with its struct or bitmap)
+
+
 def cma_report(prog: Program, name: str | None = None,
-               progress: Callable[[int, int], None] | None = None) -> list[AreaReport]:
+               progress: Callable[[int, int], None] | None = None) -> CmaReport:
     """Every CMA area (or the one called *name*) with its bitmap counted and its blockers.
 
-    An area whose bitmap cannot be trusted raises :class:`pinspect.cma.CmaBitmapError` when
-    asked for by name; in the full list it is left out of the reports (see
-    :func:`pinspect.cma.cma_areas` for its ``problem``).
+    An area whose struct cma or bitmap cannot be trusted (:class:`CmaBitmapError`) is listed
+    in ``problems``; asked for by *name*, it raises. An unknown *name* raises
+    :class:`pinspect.errors.FeatureMissing` listing the names.
     """
     kernel = probe(prog)
     kernel.check_layout()
     areas = [area_named(kernel, name)] if name is not None else cma_areas(kernel)
     classifier = _Classifier(kernel)
-    return [_report(kernel, area, classifier, progress) for area in areas
-            if name is not None or area.problem is None]
+    reports, problems = [], []
+    for area in areas:
+        try:
+            reports.append(_report(kernel, area, classifier, progress))
+        except CmaBitmapError as e:
+            if name is not None:
+                raise
+            problems.append((area.name, e.message.split(": ", 1)[-1]))
+    return CmaReport(reports, problems)
 
 
 # --- Would an allocation of N pages succeed? ---------------------------------------------------

@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 from pinspect.schema import SCHEMA_VERSION
 
-FORMATS = ("table", "json", "csv")
+FORMATS = ("table", "json", "csv", "svg")  # svg: maps only (cma --map, zones --map)
 
 T = TypeVar("T")
 
@@ -47,6 +47,7 @@ class Document:
     columns: Sequence[str]
     notes: list[str] = field(default_factory=list)
     table_title: str = ""
+    svg: str | None = None  # the picture, for commands that draw one (--format svg)
 
 
 def render(doc: Document, fmt: str) -> str:
@@ -60,6 +61,12 @@ def write(doc: Document, fmt: str, out: TextIO) -> None:
     """Write *doc* as ``table``, ``json`` or ``csv`` to *out*, row by row where it can."""
     if fmt == "json":
         _write_json(doc, out)
+        return
+    if fmt == "svg":
+        if doc.svg is None:
+            raise ValueError(f"'{doc.command}' draws no picture; --format svg is for maps "
+                             "(pinspect cma NAME --map, pinspect zones --map)")
+        out.write(doc.svg)
         return
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=list(doc.columns), extrasaction="ignore",

@@ -6,8 +6,11 @@ from typing import Any
 
 import click
 
+from pinspect.cmamap import draw_svg, draw_text, zone_grids
 from pinspect.commands import Needs, register
+from pinspect.commands.cma import map_width, use_colour
 from pinspect.commands.common import Progress, emit, global_options, merged_options, open_target
+from pinspect.kernel import probe
 from pinspect.render import Document
 from pinspect.report import PinnedReport, zone_pins
 from pinspect.summary import ZonePins
@@ -18,7 +21,8 @@ COLUMNS = ("node", "zone", "start_pfn", "spanned", "present", "managed", "free",
            "pinned_in_movable", "pinned_in_cma")
 
 
-def document(rows_in: list[ZonePins], report: PinnedReport) -> Document:
+def document(rows_in: list[ZonePins], report: PinnedReport, map_lines: list[str] | None = None,
+             svg: str | None = None) -> Document:
     """The ``zones`` result as a renderable document."""
     objects = []
     rows: list[dict[str, Any]] = []
@@ -39,25 +43,43 @@ def document(rows_in: list[ZonePins], report: PinnedReport) -> Document:
     notes = ["", "pinned counts are in base pages; movable/cma: by pageblock migratetype"]
     if report.unreadable:
         notes.append(f"{report.unreadable} pages could not be read")
+    if map_lines:
+        notes += [""] + map_lines
     return Document(command="zones",
                     body={"zones": objects, "scanned": report.scanned,
                           "unreadable": report.unreadable},
-                    rows=rows, columns=COLUMNS, notes=notes)
+                    rows=rows, columns=COLUMNS, notes=notes, svg=svg)
 
 
 @register(Needs(features=("folio layout",)))
 @click.command("zones")
+@click.option("--map", "draw_map", is_flag=True,
+              help="draw each zone's pageblocks by migratetype, pinned ones marked (with "
+                   "--format svg: an SVG picture).")
+@click.option("--width", type=int, default=None, metavar="CELLS",
+              help="map cells per row (default: fit the terminal, 64 otherwise).")
 @global_options
 @click.pass_context
-def command(ctx: click.Context, **global_values: Any) -> None:
+def command(ctx: click.Context, draw_map: bool, width: int | None, **global_values: Any) -> None:
     """Per node and zone: span, present, managed and free pages, and pinned pages.
 
     \b
     Examples:
       sudo pinspect zones
       pinspect -c vmcore -s vmlinux zones --format json
+      pinspect zones --map
+      pinspect zones --format svg -o zones.svg
     """
     options = merged_options(ctx, **global_values)
+    fmt = options.format or "table"
+    cells = map_width(width)
     prog = open_target("zones", options)
     rows, report = zone_pins(prog, progress=Progress())
-    emit(document(rows, report), options)
+    map_lines = svg = None
+    if draw_map or fmt == "svg":
+        grids = zone_grids(probe(prog), report.pages, cells)
+        if fmt == "svg":
+            svg = draw_svg(grids, "pinspect zones --map")
+        elif fmt == "table":
+            map_lines = draw_text(grids, colour=use_colour(options))
+    emit(document(rows, report, map_lines, svg), options)
