@@ -49,6 +49,7 @@ from pinspect.evidence import (
     evaluate_chunk,
 )
 from pinspect.kernel import Kernel, page_type_name, probe
+from pinspect.pinner import pinner_mask
 from pinspect.places import Places
 from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, valid_ranges
 
@@ -156,6 +157,7 @@ class _Classifier:
         self.masks = FlagMasks.of(kernel)
         self.places = Places(kernel)
         self.lru = kernel.flags.mask("PG_lru")
+        self.pin_mask = pinner_mask(kernel)
 
     def _type_names(self, raw: np.ndarray) -> dict[str, np.ndarray]:
         """For each page type this kernel has, which pages of *raw* (page_type) carry it."""
@@ -165,7 +167,7 @@ class _Classifier:
         kernel, masks = self.kernel, self.masks
         layout = kernel.layout
         # Pinned pages and pages with extra references, as pinspect pinned judges them.
-        found = evaluate_chunk(kernel, chunk, masks, 0, min_extra=1)
+        found = evaluate_chunk(kernel, chunk, masks, self.pin_mask, min_extra=1)
         result: dict[int, Blocker] = {}
         for j, index in enumerate(found.index.tolist()):
             evidence = []
@@ -174,7 +176,9 @@ class _Classifier:
             if found.extra[j] > 0:
                 evidence.append("extra")
             if not evidence:
-                continue
+                continue  # page_pinner's flag alone: migration would not fail now
+            if found.pinner[j]:
+                evidence.append("pinner")
             result[index] = self._blocker(chunk, area, index, evidence[0], evidence,
                                           KIND_NAMES[int(found.kind[j])], int(found.order[j]),
                                           int(found.refcount[j]), int(found.mapcount[j]),

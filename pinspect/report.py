@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from drgn import Program
 
 from pinspect.buddy import free_blocks
+from pinspect.cma import area_named
 from pinspect.errors import FeatureMissing
 from pinspect.evidence import EVIDENCE_KINDS, KIND_NAMES, Candidates, FlagMasks, evaluate_chunk
 from pinspect.kernel import probe
@@ -64,8 +65,10 @@ def find_pinned(
     evidence: Iterable[str] = (),
     min_extra: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    cma: str | None = None,
 ) -> PinnedReport:
-    """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns.
+    """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns,
+    or in the CMA area called *cma* (only its pages are read).
 
     *evidence* keeps pages with at least one of the given kinds (``foll_pin``, ``extra``,
     ``pinner``); empty keeps all. *progress* is called with (pages done, pages in total).
@@ -87,6 +90,10 @@ def find_pinned(
     windows = [(z.start_pfn, z.end_pfn) for z in chosen]
     if pfn_range is not None:
         windows = [(max(lo, pfn_range[0]), min(hi, pfn_range[1])) for lo, hi in windows]
+        windows = [w for w in windows if w[0] < w[1]]
+    if cma is not None:
+        areas = [(r.base_pfn, r.end_pfn) for r in area_named(kernel, cma).ranges]
+        windows = [(max(lo, a_lo), min(hi, a_hi)) for lo, hi in windows for a_lo, a_hi in areas]
         windows = [w for w in windows if w[0] < w[1]]
     ranges = clip_ranges(valid_ranges(kernel), windows)
     # Free buddy blocks hold no references: their struct pages need not be read (dumps only).
@@ -116,6 +123,8 @@ def find_pinned(
             if (zone_names or nodes) and (row.node, row.zone) not in chosen_keys:
                 continue
             if wanted and not wanted & set(row.evidence):
+                continue
+            if cma is not None and row.cma != cma:
                 continue
             pages.append(row)
     if progress is not None:

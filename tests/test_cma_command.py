@@ -341,3 +341,15 @@ def test_document_has_exactly_the_schema_keys() -> None:
         assert objects, path
         for obj in objects:
             assert tuple(obj) == keys, path
+
+
+@pytest.mark.parametrize("name", ["mainline-6.1", "android-d"])
+def test_pinned_cma_filter(name: str) -> None:
+    t = truth(name)
+    for area in t["cma"]:
+        report = pinspect.find_pinned(open_sample(name), cma=area["name"])
+        assert [p.pfn for p in report.pages] == area["pinned_pfns"]
+        assert all(p.cma == area["name"] for p in report.pages)
+        assert report.scanned + report.skipped_free <= area["count"]
+    with pytest.raises(FeatureMissing, match="areas here: reserved, vidbuf"):
+        pinspect.find_pinned(open_sample(name), cma="nosuch")

@@ -78,6 +78,8 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
               help="only pfns in START-END (inclusive; decimal or 0x hex).")
 @click.option("--evidence", "evidence", multiple=True, type=click.Choice(EVIDENCE_KINDS),
               help="only pages with this evidence (repeatable).")
+@click.option("--cma", "cma_name", metavar="NAME", default=None,
+              help="only pages in this CMA area (pinspect cma lists them).")
 @click.option("--min-extra", type=int, default=1, show_default=True,
               help="report extra references only from this many up.")
 @click.option("--sort", type=click.Choice(tuple(SORT_KEYS)), default="pfn", show_default=True)
@@ -85,7 +87,8 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None) 
 @global_options
 @click.pass_context
 def command(ctx: click.Context, zone_names: tuple[str, ...], nodes: tuple[int, ...],
-            pfn_text: str | None, evidence: tuple[str, ...], min_extra: int, sort: str,
+            pfn_text: str | None, evidence: tuple[str, ...], cma_name: str | None,
+            min_extra: int, sort: str,
             limit: int | None, **global_values: Any) -> None:
     """List pinned pages: FOLL_PIN pins, unexpected extra references, page_pinner flags.
 
@@ -94,10 +97,12 @@ def command(ctx: click.Context, zone_names: tuple[str, ...], nodes: tuple[int, .
       sudo pinspect pinned --zone Normal
       pinspect -c vmcore -s vmlinux pinned --evidence foll_pin --sort pins --limit 20
       pinspect pinned --pfn 0x100000-0x10ffff --format json -o pinned.json
+      pinspect pinned --cma reserved
     """
     options = merged_options(ctx, **global_values)
     pfn_range = parse_pfn_range(pfn_text) if pfn_text else None
     prog = open_target("pinned", options)
     report = find_pinned(prog, zone_names=zone_names, nodes=nodes, pfn_range=pfn_range,
-                         evidence=evidence, min_extra=min_extra, progress=Progress())
+                         evidence=evidence, min_extra=min_extra, progress=Progress(),
+                         cma=cma_name)
     emit(document(report, sort, limit), options)
