@@ -6,6 +6,7 @@ Inside a drgn session::
     report = pinspect.find_pinned(prog, zone_names=["Normal"])
 """
 
+from pinspect.cmascan import AreaReport, Blocker, CmaReport, TryResult, cma_report, try_alloc
 from pinspect.kernel import probe
 from pinspect.pageview import PageVerdict, inspect_page
 from pinspect.report import PinnedPage, PinnedReport, find_pinned, zone_pins
@@ -14,5 +15,6 @@ from pinspect.target import open_program
 
 __version__ = "0.1.0"
 
-__all__ = ["PageVerdict", "PinnedPage", "PinnedReport", "ZonePins", "find_pinned", "inspect_page",
-           "open_program", "probe", "zone_pins"]
+__all__ = ["AreaReport", "Blocker", "CmaReport", "PageVerdict", "PinnedPage", "PinnedReport",
+           "TryResult", "ZonePins", "cma_report", "find_pinned", "inspect_page", "open_program",
+           "probe", "try_alloc", "zone_pins"]

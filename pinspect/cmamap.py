@@ -43,7 +43,8 @@ MIGRATETYPE_STYLE = {
     "CMA": ("c", "34", "#4a78c2"),
     "Isolate": ("i", "37", "#a0a0a0"),
 }
-UNKNOWN_STYLE = ("?", "0", "#e8e8e8")
+UNKNOWN_STYLE = ("?", "0", "#e8e8e8")  # no pageblock bits: a hole, or unreadable
+UNKNOWN_TEXT = "hole or unreadable"
 PINNED_FILL = "#d62828"
 
 
@@ -158,7 +159,8 @@ def draw_text(grids: Sequence[Grid], colour: bool = False) -> list[str]:
         span = grid.pages_per_cell * grid.width
         lines.append(f"{grid.title}: pfn {grid.first_pfn:#x}, 1 cell = {grid.pages_per_cell} "
                      f"page(s), 1 row = {span} pages ({span:#x})")
-        label_width = len(f"{grid.first_pfn + span * MAX_ROWS:#x}")
+        last_row = grid.first_pfn + (len(grid.cells) - 1) // grid.width * span
+        label_width = len(f"{last_row:#x}")
         ruler = "".join("|" if i % 16 == 0 else " " for i in range(grid.width))
         marks = "".join(f"+{i * grid.pages_per_cell:#x}".ljust(16)
                         for i in range(0, grid.width, 16))
@@ -184,7 +186,8 @@ def legend(grids: Sequence[Grid], colour: bool = False) -> list[str]:
         parts = []
         for n in names:
             sym, code, _ = MIGRATETYPE_STYLE.get(n, UNKNOWN_STYLE)
-            parts.append(f"{_colour(sym, code, colour)} {n}")
+            parts.append(f"{_colour(sym, code, colour)} "
+                         f"{n if n in MIGRATETYPE_STYLE else UNKNOWN_TEXT}")
         return ["legend: " + ", ".join(parts) + " (pageblock migratetype, the most common in "
                 "the cell); UPPER CASE: the cell holds pinned pages"]
     return ["legend: " + ", ".join(f"{_colour(sym, code, colour)} {text}"
@@ -236,7 +239,8 @@ def draw_svg(grids: Sequence[Grid], title: str) -> str:
     if any(g.labels for g in grids):
         for grid in grids:
             for name in grid.labels:
-                item = (MIGRATETYPE_STYLE.get(name, UNKNOWN_STYLE)[2], name)
+                item = (MIGRATETYPE_STYLE.get(name, UNKNOWN_STYLE)[2],
+                        name if name in MIGRATETYPE_STYLE else UNKNOWN_TEXT)
                 if item not in entries:
                     entries.append(item)
         entries.append((PINNED_FILL, "dot: pinned pages in the cell"))
