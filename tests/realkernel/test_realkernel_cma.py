@@ -98,3 +98,30 @@ def test_try_agrees_with_the_blockers(cma_booted: Booted) -> None:
     if block["succeeds"]:
         assert not any(block["pfn"] <= p < block["pfn"] + 512 for p in blocked), block
         assert block["pfn"] % 512 == 0
+
+
+def test_cma_debugfs_allocations_agree(cma_booted: Booted) -> None:
+    """With CONFIG_CMA_DEBUGFS the workload asked the kernel itself: cma_alloc() of the whole
+    area failed on the pages it held, one of 1024 pages succeeded (and was freed). --try on the
+    dump predicts both, and the kernel's counters in the dump (CONFIG_CMA_SYSFS) agree."""
+    b = cma_booted
+    meta = b.gt.meta.get("cma_debugfs")
+    if not meta:
+        pytest.skip(f"{b.name} has no CMA debugfs (CONFIG_CMA_DEBUGFS)")
+    assert meta["fail_errno"] != 0, meta  # the kernel's verdict: -ENOMEM after -EBUSY
+    assert meta["ok_errno"] == 0 and meta["free_errno"] == 0, meta
+    doc = run_pinspect(b, "elf", "cma", meta["area"])
+    (area,) = doc["areas"]
+    fail = run_pinspect(b, "elf", "cma", meta["area"], "--try", str(meta["fail_pages"]))["try"]
+    assert not fail["succeeds"] and fail["best_failing"] is not None, fail
+    assert fail["best_failing_blockers"], fail
+    ok = run_pinspect(b, "elf", "cma", meta["area"], "--try", str(meta["ok_pages"]))["try"]
+    assert ok["succeeds"], ok
+    if area["nr_pages_succeeded"] is not None:  # CONFIG_CMA_SYSFS
+        assert area["nr_pages_failed"] == meta["fail_pages"], area
+        assert area["nr_pages_succeeded"] >= meta["ok_pages"], area
+        if area["nr_pages_released"] is not None:
+            assert area["nr_pages_succeeded"] - area["nr_pages_released"] == \
+                area["allocated_pages"], area
+    if area["available_count"] is not None:
+        assert area["available_count"] == area["free_pages"], area
