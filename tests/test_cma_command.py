@@ -353,3 +353,76 @@ def test_pinned_cma_filter(name: str) -> None:
         assert report.scanned + report.skipped_free <= area["count"]
     with pytest.raises(FeatureMissing, match="areas here: reserved, vidbuf"):
         pinspect.find_pinned(open_sample(name), cma="nosuch")
+
+
+def _type_raw(kernel: Any, name: str) -> int:
+    """The page_type word (u32) of page type *name* on this kernel."""
+    value = kernel.page_types[name]
+    if kernel.page_types_in_top_byte:
+        return value << 24
+    return 0xFFFFFFFF & ~value
+
+
+@pytest.mark.parametrize("name", ["mainline-6.1", "mainline-6.12"])
+def test_every_cause_on_synthetic_pages(name: str) -> None:
+    """Pages of the free part of area 'reserved' rewritten into each unmovable kind (the samples
+    have pinned and extra blockers only)."""
+    from pinspect.cmascan import _Classifier
+    from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, valid_ranges
+
+    kernel = pinspect.probe(open_sample(name))
+    layout = kernel.layout
+    base = 0x1400
+    ranges = clip_ranges(valid_ranges(kernel), [(base, base + 512)])
+    (chunk,) = list(iter_chunks(kernel, ranges, ScanStats(), chunk_pages=512))
+    assert chunk.start_pfn == base
+    raw = chunk.raw.copy()
+    size = layout.size
+
+    def put(index: int, offset: int, value: int, width: int) -> None:
+        at = index * size + offset
+        raw[at:at + width] = np.frombuffer(value.to_bytes(width, "little"), np.uint8)
+
+    def page(index: int, flags: int = 0, refcount: int = 1, mapcount: int = -1,
+             mapping: int = 0) -> None:
+        node_zone = int(chunk.flags[index]) & ~((1 << 32) - 1)  # keep node/zone bits
+        put(index, layout.flags, node_zone | flags, 8)
+        put(index, layout.refcount, refcount, 4)
+        put(index, layout.mapcount, mapcount & 0xFFFFFFFF, 4)
+        put(index, layout.mapping, mapping, 8)
+        put(index, layout.compound_head, 0, 8)
+
+    flags = kernel.flags
+    anon = 0xFFFF888000100000 | 1
+    want = {}
+    page(0x100, flags.mask("PG_reserved"))
+    want[base + 0x100] = ("reserved", 1)
+    if "slab" in kernel.page_types:
+        page(0x101, mapcount=_type_raw(kernel, "slab"))
+    else:
+        page(0x101, flags.mask("PG_slab"))
+    want[base + 0x101] = ("slab", 1)
+    page(0x102, mapcount=_type_raw(kernel, "table"))
+    want[base + 0x102] = ("pgtable", 1)
+    page(0x103)  # a kernel page: no mapping, off the LRU
+    want[base + 0x103] = ("kernel", 1)
+    page(0x104, mapcount=0, mapping=anon)  # an anon page off the LRU
+    want[base + 0x104] = ("non_lru", 1)
+    page(0x105, mapcount=-1, mapping=0xFFFFFFFF81000000 | 2)  # movable_ops: migratable
+    page(0x106, flags.mask("PG_lru"), refcount=1, mapcount=0, mapping=anon)  # a mapped anon page
+    page(0x107, flags.mask("PG_lru"), refcount=0, mapcount=-1, mapping=0)  # being freed
+    page(0x108, mapcount=_type_raw(kernel, "buddy"), refcount=0)  # free
+    # An order-2 compound kernel allocation: one blocker of 4 pages.
+    page(0x110, flags.mask("PG_head"))
+    head = chunk.start_pfn  # (any address: tails only need bit 0)
+    for tail in range(0x111, 0x114):
+        page(tail, refcount=0)
+        put(tail, layout.compound_head, head | 1, 8)
+    put(0x110, layout.folio.order, 2, 1)
+    want[base + 0x110] = ("kernel", 4)
+    found = _Classifier(kernel).blockers(PageChunk(kernel, base, raw), "reserved")
+    got = {b.pfn: (b.cause, b.nr_pages) for b in found}
+    # The sample's own blockers stay; the rewritten pages add theirs and nothing else.
+    original = {b.pfn: (b.cause, b.nr_pages)
+                for b in _Classifier(kernel).blockers(chunk, "reserved")}
+    assert got == {**original, **want}
