@@ -142,14 +142,30 @@ def _colour(text: str, code: str, on: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if on and code != "0" else text
 
 
-def _symbol(grid: Grid, value: int, marked: bool, colour: bool) -> str:
+def _symbol(grid: Grid, value: int, marked: bool) -> tuple[str, str]:
+    """A cell's symbol and ANSI colour code."""
     if grid.labels:
         sym, code, _ = MIGRATETYPE_STYLE.get(grid.labels[value], UNKNOWN_STYLE)
-        if marked:
-            return _colour(sym.upper(), "1;41", colour) if colour else sym.upper()
-        return _colour(sym, code, colour)
+        return (sym.upper(), "1;41") if marked else (sym, code)
     sym, _, code, _ = CMA_STYLE[value]
-    return _colour(sym, code, colour)
+    return sym, code
+
+
+def _row_text(grid: Grid, start: int, colour: bool) -> str:
+    """One row of cells; with *colour*, one escape sequence per run of equal cells."""
+    symbols = [_symbol(grid, v, m) for v, m in zip(grid.cells[start:start + grid.width],
+                                                   grid.marked[start:start + grid.width],
+                                                   strict=True)]
+    if not colour:
+        return "".join(sym for sym, _ in symbols)
+    out, i = [], 0
+    while i < len(symbols):
+        j = i
+        while j < len(symbols) and symbols[j][1] == symbols[i][1]:
+            j += 1
+        out.append(_colour("".join(sym for sym, _ in symbols[i:j]), symbols[i][1], True))
+        i = j
+    return "".join(out)
 
 
 def draw_text(grids: Sequence[Grid], colour: bool = False) -> list[str]:
@@ -167,9 +183,7 @@ def draw_text(grids: Sequence[Grid], colour: bool = False) -> list[str]:
         lines.append(" " * (label_width + 2) + marks.rstrip())
         lines.append(" " * (label_width + 2) + ruler.rstrip())
         for row in range(0, len(grid.cells), grid.width):
-            cells = "".join(_symbol(grid, v, m, colour) for v, m in
-                            zip(grid.cells[row:row + grid.width],
-                                grid.marked[row:row + grid.width], strict=True))
+            cells = _row_text(grid, row, colour)
             pfn = grid.first_pfn + row * grid.pages_per_cell
             lines.append(f"{pfn:#0{label_width}x}  {cells}")
         lines.append("")
