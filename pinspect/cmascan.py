@@ -184,8 +184,12 @@ class _Classifier:
                                           int(found.refcount[j]), int(found.mapcount[j]),
                                           int(found.expected[j]), int(found.pins[j]),
                                           int(found.extra[j]), int(found.flags[j]))
-        # Unmovable kinds, over every page read (heads and small pages; tails go with them).
+        # Unmovable kinds, over the pages in use (_refcount > 0: free pages and the tails of
+        # compound pages have none) and off the LRU (LRU pages move unless pinned, above).
+        # Tails go with their heads.
         idx = chunk.indices()
+        idx = idx[chunk.refcount[idx] > 0]
+        idx = idx[(chunk.flags[idx] & np.uint64(self.lru)) == 0]
         flags = chunk.flags[idx]
         refcount = chunk.refcount[idx].astype(np.int64)
         raw = chunk.mapcount[idx].astype(np.int64)
@@ -201,16 +205,15 @@ class _Classifier:
         cause = np.zeros(len(idx), dtype=np.int8)
         low = mapping & np.uint64(constants.PAGE_MAPPING_FLAGS)
         movable_ops = (low == constants.PAGE_MAPPING_MOVABLE) & (mapping != 0)
-        on_lru = (flags & np.uint64(self.lru)) != 0
-        in_use = (refcount > 0) & ~tail
+        in_use = ~tail
         other_typed = typed & ~free_typed & ~hugetlb & ~tail
         # In order of precedence, the later assignments win: lowest first.
-        user = in_use & ~typed & (mapping != 0) & ~movable_ops & ~on_lru
+        user = in_use & ~typed & (mapping != 0) & ~movable_ops
         cause[user] = _CAUSE_CODE["non_lru"]
         cause[other_typed & ~movable_ops] = _CAUSE_CODE["non_lru"]
         if "large_kmalloc" in types:
             cause[types["large_kmalloc"] & ~tail] = _CAUSE_CODE["kernel"]
-        cause[in_use & ~typed & (mapping == 0) & ~on_lru] = _CAUSE_CODE["kernel"]
+        cause[in_use & ~typed & (mapping == 0)] = _CAUSE_CODE["kernel"]
         cause[((flags & np.uint64(masks.reserved)) != 0) & ~tail] = _CAUSE_CODE["reserved"]
         if "table" in types:
             cause[types["table"] & ~tail] = _CAUSE_CODE["pgtable"]
