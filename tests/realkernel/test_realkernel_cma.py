@@ -4,11 +4,14 @@ control pages in the area are not, and ``--try`` agrees with the blockers."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from tests.realkernel.rksupport import Booted, run_pinspect
+from tests.realkernel.rksupport import CLI, REPO, Booted, run_pinspect, target_args
 
 HOST_TARGETS = ["elf", "kdump", "qmp"]
 
@@ -125,3 +128,15 @@ def test_cma_debugfs_allocations_agree(cma_booted: Booted) -> None:
                 area["allocated_pages"], area
     if area["available_count"] is not None:
         assert area["available_count"] == area["free_pages"], area
+
+
+def test_kernels_without_areas_are_refused(booted: Booted) -> None:
+    """On the kernels booted without cma=: one line that says why, exit code 2."""
+    if booted.kernel.spec.cma:
+        pytest.skip(f"{booted.name} has a CMA area")
+    proc = subprocess.run([sys.executable, "-c", CLI, *target_args(booted, "elf"), "cma"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 2, proc
+    first = proc.stderr.splitlines()[0]
+    assert re.fullmatch(r"pinspect: error: 'cma' needs cma, which is (absent|off) here", first), \
+        proc.stderr
