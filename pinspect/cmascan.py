@@ -158,6 +158,7 @@ class _Classifier:
         self.places = Places(kernel)
         self.lru = kernel.flags.mask("PG_lru")
         self.pin_mask = pinner_mask(kernel)
+        self.movable_ops_flag = kernel.flags.mask("PG_movable_ops")
 
     def _type_names(self, raw: np.ndarray) -> dict[str, np.ndarray]:
         """For each page type this kernel has, which pages of *raw* (page_type) carry it."""
@@ -205,6 +206,13 @@ class _Classifier:
         cause = np.zeros(len(idx), dtype=np.int8)
         low = mapping & np.uint64(constants.PAGE_MAPPING_FLAGS)
         movable_ops = (low == constants.PAGE_MAPPING_MOVABLE) & (mapping != 0)
+        if self.movable_ops_flag:
+            # 6.17+: PG_movable_ops on an offline (balloon) or zsmalloc page replaces the
+            # PAGE_MAPPING_MOVABLE bit (page_has_movable_ops()).
+            flagged = (flags & np.uint64(self.movable_ops_flag)) != 0
+            for name in ("offline", "zsmalloc"):
+                if name in types:
+                    movable_ops |= flagged & types[name]
         in_use = ~tail
         other_typed = typed & ~free_typed & ~hugetlb & ~tail
         # In order of precedence, the later assignments win: lowest first.

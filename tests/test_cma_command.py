@@ -412,6 +412,10 @@ def test_every_cause_on_synthetic_pages(name: str) -> None:
     page(0x106, flags.mask("PG_lru"), refcount=1, mapcount=0, mapping=anon)  # a mapped anon page
     page(0x107, flags.mask("PG_lru"), refcount=0, mapcount=-1, mapping=0)  # being freed
     page(0x108, mapcount=_type_raw(kernel, "buddy"), refcount=0)  # free
+    # A balloon page (offline type) with movable_ops: migratable; without: not.
+    page(0x109, mapcount=_type_raw(kernel, "offline"), mapping=0xFFFFFFFF81000000 | 2)
+    page(0x10A, mapcount=_type_raw(kernel, "offline"))
+    want[base + 0x10A] = ("non_lru", 1)
     # An order-2 compound kernel allocation: one blocker of 4 pages.
     page(0x110, flags.mask("PG_head"))
     head = chunk.start_pfn  # (any address: tails only need bit 0)
@@ -420,7 +424,15 @@ def test_every_cause_on_synthetic_pages(name: str) -> None:
         put(tail, layout.compound_head, head | 1, 8)
     put(0x110, layout.folio.order, 2, 1)
     want[base + 0x110] = ("kernel", 4)
-    found = _Classifier(kernel).blockers(PageChunk(kernel, base, raw), "reserved")
+    classifier = _Classifier(kernel)
+    if "zsmalloc" in kernel.page_types:
+        # 6.17+ marks movable_ops pages with PG_movable_ops (= PG_uptodate) instead of the
+        # mapping bit; pretend this kernel does.
+        classifier.movable_ops_flag = flags.mask("PG_uptodate")
+        page(0x10B, flags.mask("PG_uptodate"), mapcount=_type_raw(kernel, "zsmalloc"))
+        page(0x10C, mapcount=_type_raw(kernel, "zsmalloc"))
+        want[base + 0x10C] = ("non_lru", 1)
+    found = classifier.blockers(PageChunk(kernel, base, raw), "reserved")
     got = {b.pfn: (b.cause, b.nr_pages) for b in found}
     # The sample's own blockers stay; the rewritten pages add theirs and nothing else.
     original = {b.pfn: (b.cause, b.nr_pages)
