@@ -6,6 +6,7 @@ Inside a drgn session::
     report = pinspect.find_pinned(prog, zone_names=["Normal"])
 """
 
+from pinspect.cmascan import AreaReport, Blocker, CmaReport, TryResult, cma_report, try_alloc
 from pinspect.kernel import probe
 from pinspect.owner import OwnerRecord, OwnerReport, owner_records
 from pinspect.pageview import PageVerdict, inspect_page
@@ -16,6 +17,7 @@ from pinspect.target import open_program
 
 __version__ = "0.1.0"
 
-__all__ = ["Frame", "OwnerRecord", "OwnerReport", "PageVerdict", "PinnedPage", "PinnedReport",
-           "Stack", "ZonePins", "find_pinned", "inspect_page", "open_program", "owner_records",
-           "probe", "stack_depot", "zone_pins"]
+__all__ = ["AreaReport", "Blocker", "CmaReport", "Frame", "OwnerRecord", "OwnerReport",
+           "PageVerdict", "PinnedPage", "PinnedReport", "Stack", "TryResult", "ZonePins",
+           "cma_report", "find_pinned", "inspect_page", "open_program", "owner_records", "probe",
+           "stack_depot", "try_alloc", "zone_pins"]

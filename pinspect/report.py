@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from drgn import Program
 
 from pinspect.buddy import free_blocks
+from pinspect.cma import area_named
 from pinspect.errors import FeatureMissing
 from pinspect.evidence import EVIDENCE_KINDS, KIND_NAMES, Candidates, FlagMasks, evaluate_chunk
 from pinspect.features import Feature
@@ -81,8 +82,10 @@ def find_pinned(
     min_extra: int = 1,
     progress: Callable[[int, int], None] | None = None,
     owners: bool = True,
+    cma: str | None = None,
 ) -> PinnedReport:
-    """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns.
+    """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns,
+    or in the CMA area called *cma* (only its pages are read).
 
     Reads the ``struct page`` array (``vmemmap`` or ``mem_map``) in bulk and judges every
     in-use page by the kernel's rules: ``folio_maybe_dma_pinned()`` for FOLL_PIN, the
@@ -112,6 +115,10 @@ def find_pinned(
     if pfn_range is not None:
         windows = [(max(lo, pfn_range[0]), min(hi, pfn_range[1])) for lo, hi in windows]
         windows = [w for w in windows if w[0] < w[1]]
+    if cma is not None:
+        areas = [(r.base_pfn, r.end_pfn) for r in area_named(kernel, cma).ranges]
+        windows = [(max(lo, a_lo), min(hi, a_hi)) for lo, hi in windows for a_lo, a_hi in areas]
+        windows = [w for w in windows if w[0] < w[1]]
     ranges = clip_ranges(valid_ranges(kernel), windows)
     # Free buddy blocks hold no references: their struct pages need not be read (dumps only).
     free = free_blocks(kernel)
@@ -140,6 +147,8 @@ def find_pinned(
             if (zone_names or nodes) and (row.node, row.zone) not in chosen_keys:
                 continue
             if wanted and not wanted & set(row.evidence):
+                continue
+            if cma is not None and row.cma != cma:
                 continue
             pages.append(row)
     if progress is not None:

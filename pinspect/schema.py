@@ -36,6 +36,19 @@ FEATURE = ("name", "state", "detail")
 
 # Where ``info``'s types and symbols come from (DWARF or BTF; ELF symbols or kallsyms).
 SOURCE = ("name", "origin", "lacks")
+# ``cma``: one CMA area, one blocker, one free run of ``--try``.
+CMA_AREA = ("name", "base_pfn", "end_pfn", "count", "order_per_bit", "ranges",
+            "allocated_pages", "free_pages", "largest_free_run", "largest_clean_run",
+            "blockers", "blocked_pages", "by_cause", "nr_pages_succeeded", "nr_pages_failed",
+            "nr_pages_released", "available_count")
+CMA_RANGE = ("base_pfn", "count", "bitmap_bits")
+CMA_BY_CAUSE = ("foll_pin", "extra", "slab", "pgtable", "reserved", "kernel", "non_lru")
+CMA_BLOCKER = ("area", "pfn", "nr_pages", "cause", "evidence", "state", "migratetype",
+               "refcount", "mapcount", "expected_refcount", "pins", "extra", "flags", "lru",
+               "owner", "stack")
+CMA_RUN = ("pfn", "pages", "candidates", "working", "first_working_pfn", "blocked_pages")
+CMA_TRY = ("area", "pages", "align", "succeeds", "pfn", "attempts_before", "candidates",
+           "reason", "runs", "best_failing", "best_failing_blockers")
 
 # Keys of each command's document after HEADER, and of the objects its keys hold.
 DOCUMENTS: dict[str, tuple[str, ...]] = {
@@ -46,6 +59,7 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
              "raw", "flags", "flag_names", "folio", "owner", "sources", "warnings"),
     "info": ("release", "arch", "page_size", "memory", "zones", "pageblock_order", "features",
              "type_source", "symbol_source"),
+    "cma": ("areas", "problems", "blockers", "try", "scanned", "unreadable"),
 }
 
 OBJECTS: dict[str, tuple[str, ...]] = {
@@ -64,6 +78,14 @@ OBJECTS: dict[str, tuple[str, ...]] = {
     "info.features[]": FEATURE,
     "info.type_source": SOURCE,
     "info.symbol_source": SOURCE,
+    "cma.areas[]": CMA_AREA,
+    "cma.areas[].ranges[]": CMA_RANGE,
+    "cma.areas[].by_cause": CMA_BY_CAUSE,
+    "cma.problems[]": ("name", "problem"),
+    "cma.blockers[]": CMA_BLOCKER,
+    "cma.try": CMA_TRY,
+    "cma.try.runs[]": CMA_RUN,
+    "cma.try.best_failing": ("pfn", "pages", "blocked"),
 }
 
 

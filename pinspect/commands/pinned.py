@@ -113,13 +113,13 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None,
 
 def run(prog: Program, options: Options, *, zone_names: Sequence[str] = (),
         nodes: Sequence[int] = (), pfn_range: tuple[int, int] | None = None,
-        evidence: Sequence[str] = (), min_extra: int = 1, sort: str = "pfn",
-        limit: int | None = None, stacks: bool = False, exit_status: bool = False
-        ) -> PinnedReport:
+        evidence: Sequence[str] = (), cma_name: str | None = None, min_extra: int = 1,
+        sort: str = "pfn", limit: int | None = None, stacks: bool = False,
+        exit_status: bool = False) -> PinnedReport:
     """``pinned`` on an open program: find the pinned pages, write them, return the report."""
     report = find_pinned(prog, zone_names=zone_names, nodes=nodes, pfn_range=pfn_range,
                          evidence=evidence, min_extra=min_extra, progress=Progress(),
-                         owners=True)
+                         owners=True, cma=cma_name)
     emit(document(report, sort, limit, stacks), options)
     return report
 
@@ -143,6 +143,8 @@ def _pfn_range(ctx: click.Context, param: click.Parameter,
               help="only pfns in START-END (inclusive; decimal or 0x hex).")
 @click.option("--evidence", "evidence", multiple=True, type=click.Choice(EVIDENCE_KINDS),
               help="only pages with this evidence (repeatable).")
+@click.option("--cma", "cma_name", metavar="NAME", default=None,
+              help="only pages in this CMA area (pinspect cma lists them).")
 @click.option("--min-extra", type=int, default=1, show_default=True,
               help="report extra references only from this many up.")
 @click.option("--sort", type=click.Choice(tuple(SORT_KEYS)), default="pfn", show_default=True)
@@ -163,6 +165,7 @@ def command(ctx: click.Context, **values: Any) -> None:
       pinspect -c vmcore -s vmlinux pinned --evidence foll_pin --sort pins --limit 20
       pinspect pinned --pfn 0x100000-0x10ffff --format json -o pinned.json
       pinspect -c vmcore -s vmlinux pinned --stacks --limit 10
+      pinspect pinned --cma reserved
       pinspect pinned --zone Normal --exit-status >/dev/null || echo "pinned pages in Normal"
     """
     options, params = split_options(ctx, values)
