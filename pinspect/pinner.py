@@ -313,7 +313,7 @@ def pinner_records(prog: Program, pfns: Iterable[int], stacks: bool = True,
             if ring.kind == "failure":
                 for rec in ring.records:
                     by_pfn.setdefault(rec.pfn, []).append(rec)
-    size = layout and client and max(o + s for o, s, _ in layout.values())
+    size: int | None = max(o + s for o, s, _ in layout.values()) if layout else None
     for row in np.flatnonzero(readable).tolist():
         pfn = wanted[row]
         word = int(flags[row])
@@ -382,7 +382,7 @@ def _read_slots(prog: Program, address: int, size: int, record_size: int
         except FaultError:
             pass
         pos += chunk
-    readable = ok.reshape(size, record_size).all(axis=1)
+    readable: np.ndarray = ok.reshape(size, record_size).all(axis=1)
     return bytes(out), readable
 
 
