@@ -382,7 +382,7 @@ def _read_slots(prog: Program, address: int, size: int, record_size: int
         except FaultError:
             pass
         pos += chunk
-    readable: np.ndarray = ok.reshape(size, record_size).all(axis=1)
+    readable = np.asarray(ok.reshape(size, record_size).all(axis=1), dtype=bool)
     return bytes(out), readable
 
 
