@@ -178,8 +178,8 @@ class PinnerPage:
             return self.stack, "page_pinner"
         for record in self.records:
             if record.stack is not None:
-                what = (record.state or record.buffer).lower()
-                return record.stack, f"page_pinner {record.buffer} ({what})"
+                what = f" ({record.state})" if record.state else ""
+                return record.stack, f"page_pinner {record.buffer}{what}"
         return None, ""
 
 
