@@ -73,7 +73,8 @@ def pinner_feature(prog: Program, page_ext: PageExtLayout | None, variant: str |
                    ) -> Feature:
     """Whether page_pinner is compiled in and enabled, and which variant."""
     if variant is None:
-        return Feature("page_pinner", ABSENT, "no page_pinner (an Android common kernel feature)")
+        return Feature("page_pinner", ABSENT, "kernel built without CONFIG_PAGE_PINNER (an "
+                       "Android common kernel feature, enabled with page_pinner=on)")
     client = page_ext.client(CLIENT.name) if page_ext is not None else None
     if page_ext is not None and ((client is not None and client.enabled) or variant == "rfc"):
         enabled = static_key_enabled(prog, CLIENT.enabled_key)
