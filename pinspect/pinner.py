@@ -690,3 +690,83 @@ def _page_flags(kernel: Kernel, pfn: int) -> int:
 
     data = read_page_bytes(kernel, pfn, 1)
     return int.from_bytes(data[kernel.layout.flags:kernel.layout.flags + 8], "little")
+
+
+# -- counts for info ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RecordCounts:
+    """How many pages carry records of each page_ext client (a walk over every page_ext
+    entry; only clients enabled at boot are read)."""
+
+    owner_pages: int | None  # PAGE_EXT_OWNER set (None: page_owner not enabled)
+    owner_allocated: int | None  # PAGE_EXT_OWNER_ALLOCATED set
+    pinner_flagged: int | None  # a page_pinner flag set (None: page_pinner not enabled)
+    pinner_with_record: int | None  # struct page_pinner not all zero
+    unreadable: int  # pfns whose page_ext could not be read
+
+
+def record_counts(kernel: Kernel) -> RecordCounts:
+    """Count the pages that carry page_owner and page_pinner records, a section at a time."""
+    from pinspect.owner import CLIENT as OWNER_CLIENT
+    from pinspect.pageext import _flatmem_entry, _section_table
+    from pinspect.scan import valid_ranges
+    from pinspect.variables import required_variable
+
+    ext = kernel.page_ext
+    none = RecordCounts(None, None, None, None, 0)
+    if ext is None or ext.entry_size == 0:
+        return none
+    owner = ext.client(OWNER_CLIENT.name)
+    pinner = ext.client(CLIENT.name)
+    owner_on = owner is not None and owner.enabled and ext.has_flags_word
+    pinner_on = kernel.pinner_variant is not None and (
+        (pinner is not None and pinner.enabled) or kernel.pinner_variant == "rfc")
+    if not owner_on and not pinner_on:
+        return none
+    bits = ext.flag_bits
+    owner_mask = 1 << bits["PAGE_EXT_OWNER"] if owner_on and "PAGE_EXT_OWNER" in bits else 0
+    alloc_mask = (1 << bits["PAGE_EXT_OWNER_ALLOCATED"]
+                  if owner_on and "PAGE_EXT_OWNER_ALLOCATED" in bits else 0)
+    pin_mask = pinner_mask(kernel) if pinner_on else 0
+    record = _page_record_layout(kernel.prog) if pinner_on and pinner is not None else None
+    rec_span = (pinner.offset, max(o + s for o, s, _ in record.values())) \
+        if record and pinner is not None else None
+    size = ext.entry_size
+    prog = kernel.prog
+    counts = [0, 0, 0, 0]
+    unreadable = 0
+    section_pages = 1 << (int(required_variable(prog, "SECTION_SIZE_BITS").value_())
+                          - kernel.page_shift) if ext.sparse else 1 << 30
+    for start, end, _ in valid_ranges(kernel):
+        pfn = start
+        while pfn < end:
+            stop = min(end, (pfn // section_pages + 1) * section_pages)
+            try:
+                if ext.sparse:
+                    table = _section_table(kernel, pfn)
+                    address = None if table is None else (table + size * pfn) % (1 << 64)
+                else:
+                    address = _flatmem_entry(kernel, pfn)
+                if address is None:
+                    unreadable += stop - pfn
+                else:
+                    data = np.frombuffer(prog.read(address, (stop - pfn) * size),
+                                         np.uint8).reshape(-1, size)
+                    words = np.ascontiguousarray(data[:, :8]).view("<u8").reshape(-1) \
+                        if ext.has_flags_word else np.zeros(len(data), np.uint64)
+                    for i, mask in enumerate((owner_mask, alloc_mask, pin_mask)):
+                        if mask:
+                            counts[i] += int(np.count_nonzero(words & np.uint64(mask)))
+                    if rec_span is not None and rec_span[0] + rec_span[1] <= size:
+                        part = data[:, rec_span[0]:rec_span[0] + rec_span[1]]
+                        counts[3] += int(np.count_nonzero(part.any(axis=1)))
+            except FaultError:
+                unreadable += stop - pfn
+            pfn = stop
+    return RecordCounts(
+        owner_pages=counts[0] if owner_on else None,
+        owner_allocated=counts[1] if owner_on else None,
+        pinner_flagged=counts[2] if pinner_on else None,
+        pinner_with_record=counts[3] if rec_span is not None else None,
+        unreadable=unreadable)
