@@ -9,6 +9,15 @@ Inside a drgn session::
 from pinspect.kernel import probe
 from pinspect.owner import OwnerRecord, OwnerReport, owner_records
 from pinspect.pageview import PageVerdict, inspect_page
+from pinspect.pinner import (
+    PinnerLog,
+    PinnerPage,
+    PinnerRecord,
+    PinnerReport,
+    Ring,
+    pinner_log,
+    pinner_records,
+)
 from pinspect.report import PinnedPage, PinnedReport, find_pinned, zone_pins
 from pinspect.stackdepot import Frame, Stack, stack_depot
 from pinspect.summary import ZonePins
@@ -17,5 +26,6 @@ from pinspect.target import open_program
 __version__ = "0.1.0"
 
 __all__ = ["Frame", "OwnerRecord", "OwnerReport", "PageVerdict", "PinnedPage", "PinnedReport",
-           "Stack", "ZonePins", "find_pinned", "inspect_page", "open_program", "owner_records",
-           "probe", "stack_depot", "zone_pins"]
+           "PinnerLog", "PinnerPage", "PinnerRecord", "PinnerReport", "Ring", "Stack",
+           "ZonePins", "find_pinned", "inspect_page", "open_program", "owner_records",
+           "pinner_log", "pinner_records", "probe", "stack_depot", "zone_pins"]
