@@ -65,7 +65,8 @@ DEFAULT_IGNORED_FRAMES: dict[str, tuple[str, ...]] = {
 DEFAULT_PATTERNS: tuple[str, ...] = tuple(p for ps in DEFAULT_IGNORED_FRAMES.values() for p in ps)
 
 BY = ("pinner", "alloc", "free")  # and "auto", the default
-COLUMNS = ("rank", "pages", "folios", "pins", "extra", "zones", "cma", "processes", "stack")
+COLUMNS = ("rank", "pages", "folios", "pins", "extra", "zones", "cma", "processes", "source",
+           "stack")
 
 
 @dataclass
@@ -213,6 +214,7 @@ def _row(group: StackGroup) -> dict[str, Any]:
         "rank": group.rank, "pages": group.pages, "folios": group.folios, "pins": group.pins,
         "extra": group.extra, "zones": _counts(group.zones), "cma": _counts(group.cma),
         "processes": Lines(_process_text(*p) for p in _processes(group)),
+        "source": Lines(group.source.split("; ")),
         "stack": Lines(group.stack),
     }
 
