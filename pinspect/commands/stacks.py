@@ -42,9 +42,9 @@ from pinspect.stackdepot import Frame, Stack
 # the output print it.
 DEFAULT_IGNORED_FRAMES: dict[str, tuple[str, ...]] = {
     "page allocator and freeing": (
-        "__alloc_pages*", "alloc_pages*", "get_page_from_freelist", "prep_new_page",
-        "post_alloc_hook", "__folio_alloc*", "folio_alloc*", "vma_alloc_folio*",
-        "alloc_page_interleave", "__set_page_owner", "set_page_owner*", "free_pages_prepare",
+        "__alloc_pages*", "alloc_pages*", "__alloc_frozen_pages*", "alloc_frozen_pages*",
+        "get_page_from_freelist", "prep_new_page", "post_alloc_hook", "__folio_alloc*",
+        "folio_alloc*", "vma_alloc_folio*", "vma_alloc_anon_folio_pmd", "alloc_page_interleave", "__set_page_owner", "set_page_owner*", "free_pages_prepare",
         "free_pcp_prepare", "free_unref_page*", "free_unref_folios", "__free_pages*",
         "__folio_put*", "folio_put", "put_page", "release_pages"),
     "page_pinner's own": (
