@@ -9,8 +9,9 @@ same place group together however the page was allocated or reached.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +45,9 @@ DEFAULT_IGNORED_FRAMES: dict[str, tuple[str, ...]] = {
     "page allocator and freeing": (
         "__alloc_pages*", "alloc_pages*", "__alloc_frozen_pages*", "alloc_frozen_pages*",
         "get_page_from_freelist", "prep_new_page", "post_alloc_hook", "__folio_alloc*",
-        "folio_alloc*", "vma_alloc_folio*", "vma_alloc_anon_folio_pmd", "alloc_page_interleave", "__set_page_owner", "set_page_owner*", "free_pages_prepare",
-        "free_pcp_prepare", "free_unref_page*", "free_unref_folios", "__free_pages*",
+        "folio_alloc*", "vma_alloc_folio*", "vma_alloc_anon_folio_pmd", "alloc_page_interleave",
+        "__set_page_owner", "set_page_owner*", "free_pages_prepare", "free_pcp_prepare",
+        "free_unref_page*", "free_unref_folios", "__free_pages*",
         "__folio_put*", "folio_put", "put_page", "release_pages"),
     "page_pinner's own": (
         "__set_page_pinner", "__reset_page_pinner", "__free_page_pinner", "__page_pinner_*"),
@@ -100,12 +102,22 @@ class StacksReport:
     warnings: list[str]
 
 
-def _ignored(frame: Frame, patterns: Sequence[str]) -> bool:
-    if frame.symbol is None:
-        return False
-    base = frame.symbol.split(".", 1)[0]
-    return any(fnmatch.fnmatchcase(frame.symbol, p) or fnmatch.fnmatchcase(base, p)
-               for p in patterns)
+def ignore_matcher(patterns: Sequence[str]) -> Callable[[Frame], bool]:
+    """Whether a frame's function matches one of *patterns* (fnmatch; a compiler suffix such
+    as ``.constprop.0`` is ignored), each function name decided once."""
+    regex = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
+    decided: dict[str, bool] = {}
+
+    def ignored(frame: Frame) -> bool:
+        name = frame.symbol
+        if name is None or regex is None:
+            return False
+        found = decided.get(name)
+        if found is None:
+            found = decided[name] = bool(regex.match(name)
+                                         or regex.match(name.split(".", 1)[0]))
+        return found
+    return ignored
 
 
 def _key(frame: Frame) -> str:
@@ -147,7 +159,10 @@ def group_stacks(pages: Sequence[PinnedPage], by: str, ignored: Sequence[str]
                  ) -> tuple[list[StackGroup], Counter[str]]:
     """Group *pages* by their ``--by`` stack without the frames matching *ignored*, largest
     group (pages) first."""
-    groups: dict[tuple[str, ...], StackGroup] = {}
+    is_ignored = ignore_matcher(ignored)
+    buckets: dict[tuple[str, ...], list[PinnedPage]] = {}
+    sources: dict[tuple[str, ...], dict[str, None]] = {}  # in order of appearance
+    handles: dict[tuple[str, ...], set[int]] = {}
     no_stack: Counter[str] = Counter()
     kept: dict[int, tuple[str, ...]] = {}  # per handle: frames are decided once
     for page in pages:
@@ -157,25 +172,39 @@ def group_stacks(pages: Sequence[PinnedPage], by: str, ignored: Sequence[str]
             continue
         key = kept.get(stack.handle)
         if key is None:
-            frames = [f for f in stack.frames if not _ignored(f, ignored)]
+            frames = [f for f in stack.frames if not is_ignored(f)]
             key = kept[stack.handle] = tuple(_key(f) for f in frames) or ("(all frames ignored)",)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = StackGroup(key, source)
-        elif source not in group.source.split("; "):
-            group.source += f"; {source}"
-        group.handles.add(stack.handle)
-        group.pages += page.nr_pages
-        group.folios += 1
-        group.pins += page.pins
-        group.extra += max(page.extra, 0)
-        group.zones[page.zone] += page.nr_pages
-        if page.cma:
-            group.cma[page.cma] += page.nr_pages
-        owner = page.owner
-        group.processes[(owner.pid, owner.comm) if owner else (None, None)] += page.nr_pages
-        group.pfns.append(page.pfn)
-    ordered = sorted(groups.values(), key=lambda g: (-g.pages, -g.folios, g.stack))
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = []
+            sources[key] = {}
+            handles[key] = set()
+        bucket.append(page)
+        sources[key][source] = None
+        handles[key].add(stack.handle)
+    groups = []
+    for key, members in buckets.items():
+        group = StackGroup(key, "; ".join(sources[key]), handles[key])
+        zones: dict[str, int] = {}
+        cma: dict[str, int] = {}
+        processes: dict[tuple[int | None, str | None], int] = {}
+        for page in members:
+            n = page.nr_pages
+            zones[page.zone] = zones.get(page.zone, 0) + n
+            if page.cma:
+                cma[page.cma] = cma.get(page.cma, 0) + n
+            owner = page.owner
+            who = (owner.pid, owner.comm) if owner is not None else (None, None)
+            processes[who] = processes.get(who, 0) + n
+        group.pages = sum(p.nr_pages for p in members)
+        group.folios = len(members)
+        group.pins = sum(p.pins for p in members)
+        group.extra = sum(max(p.extra, 0) for p in members)
+        group.zones, group.cma = Counter(zones), Counter(cma)
+        group.processes = Counter(processes)
+        group.pfns = [p.pfn for p in members]
+        groups.append(group)
+    ordered = sorted(groups, key=lambda g: (-g.pages, -g.folios, g.stack))
     for rank, group in enumerate(ordered, 1):
         group.rank = rank
     return ordered, no_stack
