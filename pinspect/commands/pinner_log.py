@@ -246,8 +246,7 @@ def command(ctx: click.Context, **values: Any) -> None:
     \b
     Examples:
       pinspect -c vmcore -s vmlinux pinner-log
-      pinspect -c vmcore -s vmlinux pinner-log --format text --buffer pp_buffer > buffer.txt
-      diff buffer.txt <(adb shell cat /sys/kernel/debug/page_pinner/buffer)
+      pinspect -c vmcore -s vmlinux pinner-log --format text --buffer buffer -o buffer.txt
       pinspect pinner-log --state fail_detected --reason cma --since 1301.0
       pinspect pinner-log --pfn 0x100490-0x1004ff --format json
     """
