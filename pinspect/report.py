@@ -19,9 +19,10 @@ from pinspect.evidence import EVIDENCE_KINDS, KIND_NAMES, Candidates, FlagMasks,
 from pinspect.features import Feature
 from pinspect.kernel import probe
 from pinspect.owner import OwnerRecord, owner_records
-from pinspect.pinner import pinner_mask
+from pinspect.pinner import PinnerPage, pinner_mask, pinner_records
 from pinspect.places import Places
 from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, outside, valid_ranges
+from pinspect.stackdepot import Stack
 from pinspect.summary import ZonePins, summarize, zone_counts
 from pinspect.zones import zones
 
@@ -48,6 +49,18 @@ class PinnedPage:
     flags: int  # raw page->flags of the head
     lru: bool  # PG_lru is set
     owner: OwnerRecord | None = None  # page_owner's record of the (head) page
+    pinner: PinnerPage | None = None  # page_pinner's record of the (head) page
+
+    def stack_source(self) -> tuple[Stack | None, str]:
+        """The stack that best says who holds the page, and its source: page_pinner's when
+        present, page_owner's allocation stack otherwise."""
+        if self.pinner is not None:
+            stack, source = self.pinner.best_stack
+            if stack is not None:
+                return stack, source
+        if self.owner is not None and self.owner.stack is not None:
+            return self.owner.stack, "page_owner"
+        return None, ""
 
 
 @dataclass
@@ -73,6 +86,15 @@ def attach_owners(prog: Program, pages: Sequence[PinnedPage]) -> tuple[Feature, 
     return found.feature, found.warnings()
 
 
+def attach_pinners(prog: Program, pages: Sequence[PinnedPage]) -> tuple[Feature, list[str]]:
+    """Read the page_pinner records of *pages* in bulk (with their ring buffer records) and
+    set each page's ``pinner``; returns page_pinner's state and the counted problems."""
+    found = pinner_records(prog, [p.pfn for p in pages])
+    for page in pages:
+        page.pinner = found.pages.get(page.pfn)
+    return found.feature, found.warnings()
+
+
 def find_pinned(
     prog: Program,
     zone_names: Sequence[str] = (),
@@ -95,7 +117,8 @@ def find_pinned(
 
     *evidence* keeps pages with at least one of the given kinds (``foll_pin``, ``extra``,
     ``pinner``); empty keeps all. *progress* is called with (pages done, pages in total).
-    With *owners*, each page gets its page_owner record (read for the reported pages only).
+    With *owners*, each page gets its page_owner record and, on a kernel with page_pinner, its
+    page_pinner record (read for the reported pages only).
     """
     kernel = probe(prog)
     kernel.check_layout()
@@ -159,6 +182,10 @@ def find_pinned(
         feature, warnings = attach_owners(prog, pages)
         report.sources.append(feature)
         report.warnings += warnings
+        if kernel.pinner_variant is not None:
+            feature, warnings = attach_pinners(prog, pages)
+            report.sources.append(feature)
+            report.warnings += warnings
     return report
 
 

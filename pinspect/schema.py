@@ -16,12 +16,27 @@ HEADER = ("schema_version", "command")
 # One pinned page or folio (``pinned``'s "pages", ``page``'s "folio").
 PINNED_PAGE = ("pfn", "nr_pages", "node", "zone", "migratetype", "cma", "order", "refcount",
                "mapcount", "expected_refcount", "pins", "extra", "evidence", "mapping", "flags",
-               "lru", "owner")
+               "lru", "owner", "pinner")
 
 # A page_owner record (``owner`` of a page object, and of ``page``).
 OWNER = ("source", "allocated", "order", "gfp_mask", "gfp_flags", "pid", "tgid", "comm",
          "ts_nsec", "free_ts_nsec", "free_pid", "free_tgid", "last_migrate_reason", "handle",
          "free_handle", "stack", "free_stack")
+
+# page_pinner's state of a page (``pinner`` of a page object, and of ``page``).
+PINNER = ("source", "flags", "handle", "ts_usec", "count", "stack", "records")
+
+# A record of a page_pinner ring buffer (``pinner-log``'s "records", a PINNER's "records").
+PINNER_RECORD = ("source", "buffer", "slot", "pfn", "handle", "state", "reason", "ts_usec",
+                 "elapsed", "time_usec", "count", "mapcount", "mapping", "flags", "page_mt",
+                 "stack", "text")
+
+# A ring buffer as ``pinner-log`` and ``info`` describe it.
+RING = ("name", "file", "kind", "size", "index", "records", "rejected", "wrapped")
+
+# One group of ``stacks``.
+STACK_GROUP = ("rank", "stack", "source", "handles", "pages", "folios", "pins", "extra",
+               "zones", "cma", "processes", "pfns")
 
 SUMMARY = ("pages", "folios", "by_evidence", "by_zone")
 
@@ -56,10 +71,12 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
                "warnings"),
     "zones": ("zones", "scanned", "unreadable"),
     "page": ("pfn", "phys", "page", "head_pfn", "state", "node", "zone", "migratetype", "cma",
-             "raw", "flags", "flag_names", "folio", "owner", "sources", "warnings"),
+             "raw", "flags", "flag_names", "folio", "owner", "pinner", "sources", "warnings"),
     "info": ("release", "arch", "page_size", "memory", "zones", "pageblock_order", "features",
-             "type_source", "symbol_source"),
+             "type_source", "symbol_source", "records"),
     "cma": ("areas", "problems", "blockers", "try", "scanned", "unreadable"),
+    "stacks": ("by", "ignored_frames", "groups", "pages", "no_stack", "sources", "warnings"),
+    "pinner-log": ("variant", "buffers", "records", "warnings"),
 }
 
 OBJECTS: dict[str, tuple[str, ...]] = {
@@ -73,6 +90,15 @@ OBJECTS: dict[str, tuple[str, ...]] = {
     "page.folio": PINNED_PAGE,
     "page.owner": OWNER,
     "page.sources[]": FEATURE,
+    "stacks.groups[]": STACK_GROUP,
+    "stacks.groups[].processes[]": ("pid", "comm", "pages"),
+    "stacks.sources[]": FEATURE,
+    "pinner-log.buffers[]": RING,
+    "pinner-log.records[]": PINNER_RECORD,
+    "info.records": ("page_owner", "page_pinner", "stack_depot"),
+    "info.records.page_owner": ("state", "pages", "allocated"),
+    "info.records.stack_depot": ("state", "pools_in_use", "pools_capacity", "pool_size",
+                                 "bytes_used"),
     "info.memory": ("present_pages", "managed_pages", "present_bytes"),
     "info.zones[]": ("node", "zone", "start_pfn", "spanned", "present"),
     "info.features[]": FEATURE,
@@ -86,6 +112,16 @@ OBJECTS: dict[str, tuple[str, ...]] = {
     "cma.try": CMA_TRY,
     "cma.try.runs[]": CMA_RUN,
     "cma.try.best_failing": ("pfn", "pages", "blocked"),
+}
+
+
+# Objects only a kernel with page_pinner has (checked on android-d, not mainline-6.1).
+PINNER_OBJECTS: dict[str, tuple[str, ...]] = {
+    "pinned.pages[].pinner": PINNER,
+    "pinned.pages[].pinner.records[]": PINNER_RECORD,
+    "page.pinner": PINNER,
+    "info.records.page_pinner": ("state", "variant", "flagged", "with_record", "rings"),
+    "info.records.page_pinner.rings[]": RING,
 }
 
 

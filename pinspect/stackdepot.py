@@ -236,6 +236,7 @@ class Symbolizer:
         self._base = 1 << 63
         self._modules: list[_ModuleText] | None = None
         self._module_symbols: dict[int, tuple[list[int], list[str]]] = {}
+        self._table: tuple[np.ndarray, list[tuple[int, int, str]]] | None = None
 
     def frame(self, address: int) -> Frame:
         found = self._frames.get(address)
@@ -249,14 +250,37 @@ class Symbolizer:
             named = self._module_symbol(module, address)
             if named is not None:
                 return named
-        try:
-            symbol = self.prog.symbol(address)
-        except LookupError:
-            return Frame(address, None, 0, 0, module.name if module else None)
-        start = int(symbol.address)
-        size = self._kallsyms_size(start, int(symbol.size))
-        return Frame(address, symbol.name, address - start, size,
-                     module.name if module else None)
+        found = self._table_symbol(address)
+        if found is None:
+            try:
+                symbol = self.prog.symbol(address)
+            except LookupError:
+                return Frame(address, None, 0, 0, module.name if module else None)
+            found = (symbol.name, int(symbol.address), int(symbol.size))
+        name, start, elf_size = found
+        size = self._kallsyms_size(start, elf_size)
+        return Frame(address, name, address - start, size, module.name if module else None)
+
+    def _table_symbol(self, address: int) -> tuple[str, int, int] | None:
+        """(name, start, ELF size) of the one symbol that starts closest below *address* and
+        covers it, from a table of every symbol made once (``prog.symbol()`` costs about a
+        millisecond a call on a full vmlinux); None where several symbols start there or none
+        covers the address, which ``prog.symbol()`` then decides."""
+        if self._table is None:
+            symbols = sorted((s.address, s.size, s.name) for s in self.prog.symbols()
+                             if s.address >= self._base)
+            offsets = np.array([a - self._base for a, _, _ in symbols], dtype=np.int64)
+            self._table = (offsets, symbols)
+            if self._starts is None:  # the same symbols give kallsyms' sizes
+                self._starts = np.unique(offsets)
+        offsets, symbols = self._table
+        i = int(np.searchsorted(offsets, address - self._base, side="right")) - 1
+        if i < 0 or address < self._base:
+            return None
+        start, size, name = symbols[i]
+        if (i > 0 and symbols[i - 1][0] == start) or not start <= address < start + size:
+            return None
+        return name, start, size
 
     def _kallsyms_size(self, start: int, elf_size: int) -> int:
         """kallsyms' size of the symbol at *start*: the distance to the next symbol."""

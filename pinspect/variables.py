@@ -75,6 +75,18 @@ _DECLARED = (
                    "page_pinner ring buffer of failures (variants A1, A2, B)"),
     KernelVariable("lt_pinner", "struct captured_pinner_buffer",
                    "page_pinner ring buffer of long-term pins (variants A0 to B)"),
+    KernelVariable("pp_buf_size", "unsigned long",
+                   "records in page_pinner's pp_buffer (variant D)"),
+    KernelVariable("failure_tracking", "struct static_key_true",
+                   "page_pinner records migration failures (variants A1 to D)"),
+    KernelVariable("migratetype_names", "const char * const []",
+                   "names of enum migratetype as page_pinner's debugfs prints them"),
+    KernelVariable("pageflag_names", "const struct trace_print_flags []",
+                   "the kernel's own page flag names, as %pGp prints them"),
+    KernelVariable("pff", "const struct page_flags_fields []",
+                   "the page->flags fields %pGp prints (5.14+: node=, zone=, ...)"),
+    KernelVariable("__per_cpu_offset", "unsigned long []",
+                   "NR_CPUS (the width of page->flags' last_cpupid field)"),
     # stack depot
     KernelVariable("stack_pools", "void *[]", "stack depot pools (6.3+)",
                    # commit "stackdepot: make max number of pools boot-time configurable"

@@ -151,10 +151,10 @@ def test_pinned_stacks_columns_and_page_section() -> None:
     report = pinspect.find_pinned(prog)
     table = render(pinned_command.document(report, stacks=True), "table")
     header = table.splitlines()[0].split()
-    assert header[-3:] == ["pid", "comm", "stack"]
+    assert header[-4:] == ["pid", "comm", "source", "stack"]
     assert "allocation stacks, pid and comm: page_owner present" in table
     csv_text = render(pinned_command.document(report, stacks=True), "csv")
-    assert csv_text.splitlines()[0].endswith("pid,comm,stack")
+    assert csv_text.splitlines()[0].endswith("pid,comm,source,stack")
     pfn = truth["pinned"][0]["pfn"]
     want = next(r for r in truth["page_owner"]["records"] if r["pfn"] == pfn)
     page = render(page_command.document(pinspect.inspect_page(prog, pfn)), "table")

@@ -23,13 +23,14 @@ from pinspect.commands.common import (
 from pinspect.evidence import EVIDENCE_KINDS
 from pinspect.features import Feature
 from pinspect.owner import OwnerRecord
+from pinspect.pinner import PinnerPage, PinnerRecord
 from pinspect.render import Document, Lines, Rows
 from pinspect.report import PinnedPage, PinnedReport, find_pinned
-from pinspect.schema import FEATURE, OWNER, PINNED_PAGE, pick
+from pinspect.schema import FEATURE, OWNER, PINNED_PAGE, PINNER, PINNER_RECORD, pick
 
 COLUMNS = ("pfn", "nr_pages", "zone", "migratetype", "cma", "order", "refcount", "mapcount",
            "pins", "extra", "evidence", "mapping")
-STACK_COLUMNS = ("pid", "comm", "stack")
+STACK_COLUMNS = ("pid", "comm", "source", "stack")
 SORT_KEYS = {
     "pfn": lambda p: p.pfn,
     "extra": lambda p: (-p.extra, p.pfn),
@@ -49,10 +50,30 @@ def owner_object(record: OwnerRecord | None) -> dict[str, Any] | None:
     return obj
 
 
+def record_object(record: PinnerRecord) -> dict[str, Any]:
+    """A page_pinner ring record in JSON (:data:`pinspect.schema.PINNER_RECORD`)."""
+    obj = pick(record, PINNER_RECORD)
+    obj["stack"] = record.stack.lines() if record.stack else None
+    obj["text"] = list(record.text)
+    return obj
+
+
+def pinner_object(page: PinnerPage | None) -> dict[str, Any] | None:
+    """page_pinner's state of a page in JSON (:data:`pinspect.schema.PINNER`)."""
+    if page is None:
+        return None
+    obj = pick(page, PINNER)
+    obj["flags"] = list(page.flags)
+    obj["stack"] = page.stack.lines() if page.stack else None
+    obj["records"] = [record_object(r) for r in page.records]
+    return obj
+
+
 def page_object(page: PinnedPage) -> dict[str, Any]:
     """One page of the JSON document (:data:`pinspect.schema.PINNED_PAGE`)."""
     obj = pick(page, PINNED_PAGE)
     obj["owner"] = owner_object(page.owner)
+    obj["pinner"] = pinner_object(page.pinner)
     return obj
 
 
@@ -61,7 +82,9 @@ def _row(page: PinnedPage) -> dict[str, Any]:
     owner = page.owner
     row["pid"] = owner.pid if owner else None
     row["comm"] = owner.comm if owner else None
-    row["stack"] = Lines(owner.stack.lines()) if owner and owner.stack else None
+    stack, source = page.stack_source()
+    row["source"] = source or None
+    row["stack"] = Lines(stack.lines()) if stack else None
     return row
 
 
@@ -69,7 +92,9 @@ def source_notes(sources: list[Feature], warnings: list[str]) -> list[str]:
     """Lines saying where stacks come from and what could not be decoded."""
     notes = []
     for f in sources:
-        what = "allocation stacks, pid and comm" if f.name == "page_owner" else "records"
+        what = {"page_owner": "allocation stacks, pid and comm",
+                "page_pinner": "pin and release stacks (preferred where present)"}.get(
+                    f.name, "records")
         notes.append(f"{what}: {f.name} {f.state}"
                      + ("" if f.state == "present" else f" ({f.detail})"))
     notes += [f"warning: {w}" for w in warnings]
@@ -150,8 +175,9 @@ def _pfn_range(ctx: click.Context, param: click.Parameter,
 @click.option("--sort", type=click.Choice(tuple(SORT_KEYS)), default="pfn", show_default=True)
 @click.option("--limit", type=int, default=None, help="show at most N rows.")
 @click.option("--stacks", is_flag=True,
-              help="add pid, comm and allocation stack columns (from page_owner) to the table "
-                   "and CSV; JSON always has them.")
+              help="add pid, comm, source and stack columns to the table and CSV: "
+                   "page_pinner's stack where it has one, page_owner's allocation stack "
+                   "otherwise; JSON always has both records.")
 @click.option("--exit-status", is_flag=True,
               help="exit with status 1 when pinned pages are reported, 0 when none.")
 @global_options
