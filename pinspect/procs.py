@@ -174,8 +174,8 @@ def _open_files(prog: Program, procs: list[Proc], problems: Problems) -> Iterato
 # --- mm_struct hints -------------------------------------------------------------------------
 
 # MMF_HAS_PINNED is a #define (no DWARF or BTF for it), set once FOLL_PIN ran on the mm.
-# Its history: mm->has_pinned (an atomic_t, 5.9: commit 008cfe4418b3 "mm: Introduce
-# mm_struct.has_pinned") became MMF_HAS_PINNED bit 28 in 5.15 (commit a458b76a4147 "mm: gup:
+# Its history: mm->has_pinned (an atomic_t, 5.9: commit "mm: Introduce
+# mm_struct.has_pinned") became MMF_HAS_PINNED bit 28 in 5.15 (commit "mm: gup:
 # pack has_pinned in MMF_HAS_PINNED"), and bit 27 in 6.0 (commit "mm: delete unused
 # MMF_OOM_VICTIM flag" renumbered the bits after it). A kernel that names it in an enum wins;
 # otherwise the maple tree (mm->mm_mt, 6.1) tells 27 from 28 (6.0 itself reads as 28), and

@@ -6,8 +6,8 @@ Rings are found through the open files of every process (``f_op == &io_uring_fop
 
 * ``ctx->user_bufs`` (``struct io_mapped_ubuf **``) and ``ctx->nr_user_bufs``, up to 6.12;
 * ``ctx->buf_table`` (``struct io_rsrc_data``: ``nr`` and ``nodes``, each
-  ``io_rsrc_node->buf``), 6.13+ (commit 7029acd8a950 "io_uring/rsrc: get rid of per-ring
-  io_rsrc_node list" and its series), or ``ctx->buf_table.data`` where it is wrapped in
+  ``io_rsrc_node->buf``), 6.13+ (the io_uring/rsrc rework of 6.13 that replaced
+  ``user_bufs``), or ``ctx->buf_table.data`` where it is wrapped in
   ``struct io_buf_table``.
 
 One bvec is one pin on its folio: 6.1 has one bvec per page (a THP's 512 pins), and 6.3+

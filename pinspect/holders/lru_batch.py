@@ -2,9 +2,9 @@
 that holds one reference until the batch is drained. Transient: labelled
 ``transient: lru batch (cpu N)``, so that it is not blamed as a pinner.
 
-The batches are ``cpu_fbatches`` (6.1+: commit 82ac64d86f3b "mm/swap: convert
-lru_add to a folio_batch" and the series that made ``struct cpu_fbatches``) or ``lru_pvecs``
-(5.8 to 6.0), plus ``lru_rotate`` (up to 6.2) and the mlock batch (``mlock_pvec`` 6.1,
+The batches are ``cpu_fbatches`` (6.1+: the series of "mm/swap: convert lru_add to a
+folio_batch", which made ``struct cpu_fbatches``) or ``lru_pvecs`` (5.8 to 6.0), plus
+``lru_rotate`` (up to 6.2) and the mlock batch (``mlock_pvec`` 6.1,
 ``mlock_fbatch`` 6.2+). Every ``struct folio_batch`` or ``struct pagevec`` member is read.
 """
 
@@ -58,7 +58,7 @@ def find(ctx: HolderContext) -> Iterator[Hold]:
             label = f"transient: lru batch (cpu {cpu})"
             try:
                 obj = per_cpu(var, cpu)
-                for where, batch in _batches(obj, name):
+                for _where, batch in _batches(obj, name):
                     array = batch.member_(BATCH_TYPES[batch.type_.unqualified().tag or ""])
                     nr = min(int(batch.nr), len(array))
                     raw = prog.read(array.address_, 8 * nr) if nr else b""

@@ -1,8 +1,9 @@
 """Pipe buffers (vmsplice, splice): each buffer of a pipe holds one reference to its page.
 
-Pipes are found through the open files of every process (``f_op == &pipefifo_fops``,
+Pipes are found through the open files of every process (``f_op`` is ``pipefifo_fops`` or
+``pipeanon_fops``,
 ``private_data`` is the ``pipe_inode_info``). The ring is ``bufs[tail .. head)`` modulo
-``ring_size`` (5.5+: commit 8cefc107ca54 "pipe: Use head and tail pointers for the ring, not
+``ring_size`` (5.5+: commit "pipe: Use head and tail pointers for the ring, not
 cursor and length"; older pipes with ``nrbufs``/``curbuf`` are counted as not read).
 """
 
@@ -26,7 +27,9 @@ MAX_RING = 1 << 20  # buffers of one pipe (pipe-max-size is 1 MiB of pages by de
 def find(ctx: HolderContext) -> Iterator[Hold]:
     prog = ctx.prog
     pipes: dict[int, list] = {}
-    for f in ctx.files_with_fops("pipefifo_fops"):
+    # Anonymous pipes have their own file operations from 6.16 on (commit "pipe: don't
+    # update {a,c,m}time for anonymous pipes"); FIFOs keep pipefifo_fops.
+    for f in [*ctx.files_with_fops("pipefifo_fops"), *ctx.files_with_fops("pipeanon_fops")]:
         if f.private_data:
             pipes.setdefault(f.private_data, []).append(f)
     if not pipes:
