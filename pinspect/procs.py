@@ -62,6 +62,8 @@ class ProcIndex:
             address = self.prog.symbol(symbol).address
         except LookupError:
             return []
+        if not self.procs:
+            return []
         return [f for f in self.open_files() if f.f_op == address]
 
     def owners_of_mm(self, mm: int) -> list[Proc]:
@@ -103,8 +105,13 @@ def _proc(task: Object, address: int) -> Proc:
 def _index(prog: Program) -> ProcIndex:
     problems = Problems()
     procs: list[Proc] = []
-    init = variable(prog, "init_task")
-    if init is not None:
+    try:
+        init = variable(prog, "init_task")
+    except LookupError:
+        init = None
+    if init is None:
+        problems.add("processes unknown: no init_task")
+    else:
         offset = prog.type("struct task_struct").member("tasks").offset  # type: ignore[union-attr]
         head = init.address_of_().value_() + offset
         for node in list_nodes(prog, head, problems, "task list"):

@@ -94,6 +94,8 @@ def attach_mappers(prog: Program, pages: Sequence[PinnedPage]) -> RmapSummary:
     Holders run first: io_uring rings tell which mm flag bit is MMF_HAS_PINNED."""
     held = find_holders(prog, [(p.pfn, p.nr_pages) for p in pages])
     rmap = reverse_map(prog, [(p.pfn, p.nr_pages, p.mapcount) for p in pages])
+    if rmap.unavailable:
+        rmap.unresolved = sum(p.mapcount > 0 for p in pages)
     no_process = transient = unexplained_pins = unexplained_extra = with_mappers = 0
     for page in pages:
         page.mappers = rmap.mappers.get(page.pfn, [])
@@ -214,7 +216,6 @@ def find_pinned(
         report.warnings += warnings
     if mappers:
         report.rmap = attach_mappers(prog, pages)
-        report.warnings += report.rmap.warnings
     return report
 
 

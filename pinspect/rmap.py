@@ -80,6 +80,7 @@ class ReverseMap:
     unresolved: int  # folios with page-table mappings of which none was found
     problems: Problems
     trees: int = 0  # anon_vma, i_mmap and stable-node trees walked
+    unavailable: str | None = None  # why no reverse map could be made (types missing)
 
     def warnings(self) -> list[str]:
         return self.problems.lines()
@@ -271,9 +272,13 @@ def reverse_map(prog: Program, folios: Sequence[tuple[int, int, int]]) -> Revers
     ``struct page`` cannot be read, or with mappings none of which is found, counts as
     unresolved; failed reads, loops and cut walks are counted in ``problems``."""
     kernel = probe(prog)
-    procs = proc_index(prog)
     problems = Problems()
-    reader = _Reader(prog, kernel, procs, problems)
+    try:
+        procs = proc_index(prog)
+        reader = _Reader(prog, kernel, procs, problems)
+    except LookupError as e:  # a dump's debug info without the mm types (pinspect's samples)
+        problems.add(f"reverse map unavailable: {e}")
+        return ReverseMap({}, 0, problems, 0, str(e))
     shift = kernel.page_shift
     result: dict[int, list[Mapper]] = {}
     unresolved = 0

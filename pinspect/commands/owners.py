@@ -133,7 +133,8 @@ def document(result: OwnersReport) -> Document:
               "holders": [_obj(g) for g in result.holders],
               "unexplained": dict(result.unexplained),
               "rmap": pick(report.rmap, RMAP_SUMMARY) if report.rmap else None,
-              "scanned": report.scanned, "warnings": list(report.warnings)},
+              "scanned": report.scanned,
+              "warnings": list(report.warnings) + (report.rmap.warnings if report.rmap else [])},
         rows=rows, columns=COLUMNS, notes=notes)
 
 

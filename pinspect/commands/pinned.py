@@ -107,6 +107,7 @@ def rmap_notes(rmap: RmapSummary | None) -> list[str]:
     notes.append(f"unexplained by holders ({', '.join(rmap.holders)}): pins "
                  f"{rmap.unexplained_pins}, extra {rmap.unexplained_extra}"
                  + (f"; transient (LRU batches): {rmap.transient}" if rmap.transient else ""))
+    notes += [f"owners warning: {w}" for w in rmap.warnings]
     return notes
 
 

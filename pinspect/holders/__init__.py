@@ -16,7 +16,7 @@ Walks must be bounded (:mod:`pinspect.bounded`); a read that fails is counted in
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -130,7 +130,11 @@ def find_holders(prog: Program, folios: Sequence[tuple[int, int]]) -> HolderResu
     ran = []
     for module in modules():
         ran.append(module.NAME)
-        holds: Iterator[Hold] = module.find(ctx)
+        try:
+            holds = list(module.find(ctx))
+        except LookupError as e:  # a type or symbol this kernel (or its debug info) lacks
+            ctx.problems.add(f"{module.NAME}: not read ({e})")
+            continue
         for hold in holds:
             start = ctx.pfn(hold.page)
             if start is None:
