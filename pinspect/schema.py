@@ -16,7 +16,23 @@ HEADER = ("schema_version", "command")
 # One pinned page or folio (``pinned``'s "pages", ``page``'s "folio").
 PINNED_PAGE = ("pfn", "nr_pages", "node", "zone", "migratetype", "cma", "order", "refcount",
                "mapcount", "expected_refcount", "pins", "extra", "evidence", "mapping", "flags",
-               "lru", "owner", "pinner")
+               "lru", "owner", "pinner", "mappers", "holders", "unexplained_pins",
+               "unexplained_extra")
+
+# A process mapping a folio (``mappers[]`` of a page object; the reverse map).
+MAPPER = ("pid", "tgid", "comm", "vaddr", "vaddr_end", "vma", "vm_flags", "flags", "file", "mm",
+          "pinned_vm", "has_pinned", "verified", "others")
+
+# A kernel object holding references to a folio (``holders[]`` of a page object).
+HELD = ("holder", "kind", "counts_as", "count", "pid", "comm", "fds", "address", "transient")
+
+# ``pinned``'s "rmap": what the reverse map and the holders found and missed.
+RMAP_SUMMARY = ("folios", "with_mappers", "unresolved", "no_process", "unexplained_pins",
+                "unexplained_extra", "transient", "holders", "warnings")
+
+# One group of ``owners``: a process or a holder, and the pinned folios it maps or holds.
+OWNER_GROUP = ("group", "name", "pid", "comm", "folios", "pages", "pins", "extra", "refs",
+               "zones", "cma")
 
 # A page_owner record (``owner`` of a page object, and of ``page``).
 OWNER = ("source", "allocated", "order", "gfp_mask", "gfp_flags", "pid", "tgid", "comm",
@@ -68,10 +84,12 @@ CMA_TRY = ("area", "pages", "align", "succeeds", "pfn", "attempts_before", "cand
 # Keys of each command's document after HEADER, and of the objects its keys hold.
 DOCUMENTS: dict[str, tuple[str, ...]] = {
     "pinned": ("pages", "summary", "scanned", "skipped_free", "unreadable", "sources",
-               "warnings"),
+               "warnings", "rmap"),
+    "owners": ("processes", "holders", "unexplained", "rmap", "scanned", "warnings"),
     "zones": ("zones", "scanned", "unreadable"),
     "page": ("pfn", "phys", "page", "head_pfn", "state", "node", "zone", "migratetype", "cma",
-             "raw", "flags", "flag_names", "folio", "owner", "pinner", "sources", "warnings"),
+             "raw", "flags", "flag_names", "folio", "owner", "pinner", "sources", "warnings",
+             "mappers", "holders"),
     "info": ("release", "arch", "page_size", "memory", "zones", "pageblock_order", "features",
              "type_source", "symbol_source", "records"),
     "cma": ("areas", "problems", "blockers", "try", "scanned", "unreadable"),
@@ -82,6 +100,15 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
 OBJECTS: dict[str, tuple[str, ...]] = {
     "pinned.pages[]": PINNED_PAGE,
     "pinned.pages[].owner": OWNER,
+    "pinned.pages[].mappers[]": MAPPER,
+    "pinned.pages[].holders[]": HELD,
+    "pinned.rmap": RMAP_SUMMARY,
+    "owners.processes[]": OWNER_GROUP,
+    "owners.holders[]": OWNER_GROUP,
+    "owners.unexplained": ("pins", "extra", "folios"),
+    "owners.rmap": RMAP_SUMMARY,
+    "page.mappers[]": MAPPER,
+    "page.holders[]": HELD,
     "pinned.summary": SUMMARY,
     "pinned.sources[]": FEATURE,
     "zones.zones[]": ZONE,
