@@ -14,14 +14,12 @@ from pinspect.commands.common import (
     FOUND_EXIT_STATUS,
     Options,
     Progress,
-    complete_zone,
     emit,
     global_options,
     open_target,
-    parse_pfn_range,
+    page_filter_options,
     split_options,
 )
-from pinspect.evidence import EVIDENCE_KINDS
 from pinspect.features import Feature
 from pinspect.owner import OwnerRecord
 from pinspect.pinner import PinnerPage, PinnerRecord
@@ -250,25 +248,9 @@ def run(prog: Program, options: Options, *, zone_names: Sequence[str] = (),
     return report
 
 
-def _pfn_range(ctx: click.Context, param: click.Parameter,
-               value: str | None) -> tuple[int, int] | None:
-    try:
-        return parse_pfn_range(value) if value else None
-    except ValueError as e:
-        raise click.BadParameter(str(e), ctx, param) from e
-
-
 @register(Needs(features=("folio layout",)), run)
 @click.command("pinned")
-@click.option("--zone", "zone_names", multiple=True, metavar="NAME",
-              shell_complete=complete_zone,
-              help="only this zone (repeatable): DMA, DMA32, Normal, Movable, ...")
-@click.option("--node", "nodes", multiple=True, type=int, metavar="N",
-              help="only this NUMA node (repeatable).")
-@click.option("--pfn", "pfn_range", metavar="START-END", default=None, callback=_pfn_range,
-              help="only pfns in START-END (inclusive; decimal or 0x hex).")
-@click.option("--evidence", "evidence", multiple=True, type=click.Choice(EVIDENCE_KINDS),
-              help="only pages with this evidence (repeatable).")
+@page_filter_options
 @click.option("--cma", "cma_name", metavar="NAME", default=None,
               help="only pages in this CMA area (pinspect cma lists them).")
 @click.option("--min-extra", type=int, default=1, show_default=True,

@@ -21,7 +21,7 @@ from pinspect.commands.common import (
     emit,
     global_options,
     open_target,
-    parse_pfn_range,
+    pfn_range_callback,
     split_options,
 )
 from pinspect.commands.pinned import record_object
@@ -199,14 +199,6 @@ def run(prog: Program, options: Options, *, buffers: Sequence[str] = (),
     return result
 
 
-def _pfn_range(ctx: click.Context, param: click.Parameter,
-               value: str | None) -> tuple[int, int] | None:
-    try:
-        return parse_pfn_range(value) if value else None
-    except ValueError as e:
-        raise click.BadParameter(str(e), ctx, param) from e
-
-
 def _timestamp(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     try:
         return parse_timestamp(value) if value else None
@@ -228,7 +220,7 @@ def _timestamp(ctx: click.Context, param: click.Parameter, value: str | None) ->
               help="only records of failures detected by this path (repeatable): from the "
                    "failure's stack (cma_alloc, offline_pages, compaction, alloc_contig_range, "
                    "a long-term GUP pin's migration), longterm for the long-term pin buffer.")
-@click.option("--pfn", "pfn_range", metavar="START-END", default=None, callback=_pfn_range,
+@click.option("--pfn", "pfn_range", metavar="START-END", default=None, callback=pfn_range_callback,
               help="only pfns in START-END (inclusive; decimal or 0x hex).")
 @click.option("--since", metavar="TIMESTAMP", default=None, callback=_timestamp,
               help="only records made at or after TIMESTAMP (CLOCK_BOOTTIME seconds as "

@@ -22,16 +22,14 @@ from pinspect.commands import Needs, register
 from pinspect.commands.common import (
     Options,
     Progress,
-    complete_zone,
     emit,
     global_options,
     open_target,
-    parse_pfn_range,
+    page_filter_options,
     split_options,
 )
 from pinspect.commands.pinned import source_notes
 from pinspect.errors import FeatureMissing
-from pinspect.evidence import EVIDENCE_KINDS
 from pinspect.features import PRESENT, Feature
 from pinspect.render import Document, Lines, Rows
 from pinspect.report import PinnedPage, find_pinned
@@ -331,14 +329,6 @@ def run(prog: Program, options: Options, *, zone_names: Sequence[str] = (),
     return result
 
 
-def _pfn_range(ctx: click.Context, param: click.Parameter,
-               value: str | None) -> tuple[int, int] | None:
-    try:
-        return parse_pfn_range(value) if value else None
-    except ValueError as e:
-        raise click.BadParameter(str(e), ctx, param) from e
-
-
 def _ignored_help() -> str:
     return "\n".join(f"  {path}: {' '.join(patterns)}"
                      for path, patterns in DEFAULT_IGNORED_FRAMES.items())
@@ -365,15 +355,7 @@ Examples:
   pinspect stacks --by alloc --ignore-frame 'shmem_*' --format json
   pinspect stacks --no-default-ignores --evidence foll_pin
 """)
-@click.option("--zone", "zone_names", multiple=True, metavar="NAME",
-              shell_complete=complete_zone,
-              help="only this zone (repeatable): DMA, DMA32, Normal, Movable, ...")
-@click.option("--node", "nodes", multiple=True, type=int, metavar="N",
-              help="only this NUMA node (repeatable).")
-@click.option("--pfn", "pfn_range", metavar="START-END", default=None, callback=_pfn_range,
-              help="only pfns in START-END (inclusive; decimal or 0x hex).")
-@click.option("--evidence", "evidence", multiple=True, type=click.Choice(EVIDENCE_KINDS),
-              help="only pages with this evidence (repeatable).")
+@page_filter_options
 @click.option("--min-extra", type=int, default=1, show_default=True,
               help="report extra references only from this many up.")
 @click.option("--by", type=click.Choice(BY), default=None,
