@@ -226,6 +226,10 @@ class _ModuleText:
     kallsyms: int  # struct mod_kallsyms * (0: none)
 
 
+# Symbol kinds the kernel's kallsyms leaves out (scripts/kallsyms.c keeps text and data).
+_NOT_IN_KALLSYMS = (drgn.SymbolKind.SECTION, drgn.SymbolKind.FILE)
+
+
 class Symbolizer:
     """Turns return addresses into :class:`Frame` s, each address once."""
 
@@ -262,24 +266,30 @@ class Symbolizer:
         return Frame(address, name, address - start, size, module.name if module else None)
 
     def _table_symbol(self, address: int) -> tuple[str, int, int] | None:
-        """(name, start, ELF size) of the one symbol that starts closest below *address* and
-        covers it, from a table of every symbol made once (``prog.symbol()`` costs about a
-        millisecond a call on a full vmlinux); None where several symbols start there or none
-        covers the address, which ``prog.symbol()`` then decides."""
+        """(name, start, ELF size) of the symbol %pS names for *address*: as kallsyms does, the
+        closest symbol starting at or below it, of several at one address the first in
+        kallsyms' order (not weak, then fewest leading underscores); from a table of every
+        symbol made once (``prog.symbol()`` costs about a millisecond a call on a full vmlinux
+        and goes by ELF sizes, which asm labels lack)."""
         if self._table is None:
-            symbols = sorted((s.address, s.size, s.name) for s in self.prog.symbols()
-                             if s.address >= self._base)
-            offsets = np.array([a - self._base for a, _, _ in symbols], dtype=np.int64)
-            self._table = (offsets, symbols)
+            symbols = sorted(
+                (s.address, s.binding == drgn.SymbolBinding.WEAK,
+                 len(s.name) - len(s.name.lstrip("_")), s.name, s.size)
+                for s in self.prog.symbols()
+                if s.address >= self._base and s.kind not in _NOT_IN_KALLSYMS)
+            offsets = np.array([entry[0] - self._base for entry in symbols], dtype=np.int64)
+            self._table = (offsets, [(a, size, name) for a, _, _, name, size in symbols])
             if self._starts is None:  # the same symbols give kallsyms' sizes
                 self._starts = np.unique(offsets)
-        offsets, symbols = self._table
+        offsets, table = self._table
+        if address < self._base:
+            return None
         i = int(np.searchsorted(offsets, address - self._base, side="right")) - 1
-        if i < 0 or address < self._base:
+        if i < 0:
             return None
-        start, size, name = symbols[i]
-        if (i > 0 and symbols[i - 1][0] == start) or not start <= address < start + size:
-            return None
+        # the first of the symbols that start where the closest one does
+        i = int(np.searchsorted(offsets, offsets[i], side="left"))
+        start, size, name = table[i]
         return name, start, size
 
     def _kallsyms_size(self, start: int, elf_size: int) -> int:
