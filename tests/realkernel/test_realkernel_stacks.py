@@ -48,7 +48,8 @@ def test_stacks_group_by_the_guests_page_owner_records(booted: Booted, target: s
     assert doc["by"] == "auto" and doc["warnings"] == []
     assert [s["state"] for s in doc["sources"] if s["name"] == "page_owner"] == ["present"]
     pinned = run_pinspect(booted, target, "pinned")
-    assert doc["pages"] == pinned["summary"]["pages"]
+    if target != "qmp":  # a live kernel's other pages come and go between the two runs
+        assert doc["pages"] == pinned["summary"]["pages"]
     assert sum(g["pages"] for g in doc["groups"]) == doc["pages"]
     problems = []
     for rec in booted.gt.page_owner:
