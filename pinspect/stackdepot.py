@@ -173,6 +173,9 @@ def depot_layout(prog: Program) -> DepotLayout | None:
             address, capacity = int(pools.address_ or 0), pools.type_.length
     except FaultError:
         return None
+    if capacity is None:  # an array whose length the type source does not know (BTF)
+        capacity = (constants.DEPOT_POOLS_CAP if pools_name == "stack_pools"  # up to 6.2:
+                    else min(1 << index.width, constants.DEPOT_POOLS_CAP))  # ..._MAX_SLABS
     # Pools in use: pools_num (6.4+), else the index of the current pool (pool_index in 6.3,
     # depot_index before) + 1.
     in_use = _int(prog, "pools_num")
