@@ -11,7 +11,8 @@ import tempfile
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(HERE, "csrc")
 LAYOUTS = os.path.join(HERE, "layouts")
-UNITS = ["mm.c", "page_ext.c", "page_owner.c", "cma.c", "stackdepot.c", "page_pinner.c", "funcs.c"]
+UNITS = ["mm.c", "page_ext.c", "page_owner.c", "cma.c", "stackdepot.c", "page_pinner.c", "funcs.c",
+         "tasks.c"]
 CFLAGS = [
     "-g",
     "-gdwarf-5",

@@ -23,6 +23,7 @@ from .pages import add_free_pages, add_reserved_pages, add_scenario_pages, write
 from .percpu import NR_CPUS_ONLINE, setup_percpu
 from .scenario import Scenario
 from .stackdepot import StackDepot
+from .tasks import Tasks, setup_tasks
 from .types import Types
 from .variants import Variant
 from .vmcoreinfo import make_vmcoreinfo
@@ -49,6 +50,7 @@ class Built:
     zone_info: list[dict[str, Any]]
     cma: list[CmaBitmap]  # per S.CMA_AREAS entry
     free_blocks: list[tuple[int, int, str]]
+    tasks: Tasks
 
     def client(self, cls: type[C]) -> C | None:
         """The page_ext client of a class, if the variant boots with it."""
@@ -77,6 +79,7 @@ def build(variant: Variant, debug_path: str, sc: Scenario) -> Built:
     add_scenario_pages(m)
     depot = StackDepot(m)
     objs = setup_objects(m)
+    tasks = setup_tasks(m, objs)
     cma = setup_cma(m)
     ext = PageExt(m, secs, page_ext_clients(m, depot, objs))
     pgd_phys = m.sym("init_top_pgt") - m.arch.start_kernel_map
@@ -116,4 +119,5 @@ def build(variant: Variant, debug_path: str, sc: Scenario) -> Built:
         zone_info,
         cma,
         blocks,
+        tasks,
     )

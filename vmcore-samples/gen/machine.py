@@ -52,6 +52,7 @@ class Machine:
         self.kmalloc_pages = sorted(f.pfn for f in sc.folios if f.kind == "slab")
         self.kmalloc_cur = 0
         self.kmalloc_off = 0
+        self.percpu_offsets: list[int] = []  # __per_cpu_offset[cpu] (gen/percpu.py)
 
     def sym(self, name: str) -> int:
         """Address of a global symbol of the debug file."""
@@ -84,7 +85,10 @@ class Machine:
         return pfn
 
     def kmalloc(self, size: int, align: int = 8) -> int:
-        """Bump allocator over the scenario's slab pages (direct-map addresses)."""
+        """Bump allocator over the scenario's slab pages (direct-map addresses); an object
+        larger than a page (task_struct) takes consecutive fresh pages."""
+        if size > self.ps:
+            return self._kmalloc_pages((size + self.ps - 1) // self.ps)
         self.kmalloc_off = (self.kmalloc_off + align - 1) // align * align
         if self.kmalloc_off + size > self.ps:
             self.kmalloc_cur += 1
@@ -93,6 +97,16 @@ class Machine:
         addr = self.direct(self.kmalloc_pages[self.kmalloc_cur]) + self.kmalloc_off
         self.kmalloc_off += size
         return addr
+
+    def _kmalloc_pages(self, n: int) -> int:
+        first = self.kmalloc_cur + (1 if self.kmalloc_off else 0)
+        pages = self.kmalloc_pages
+        while pages[first + n - 1] - pages[first] != n - 1:
+            first += 1
+        self.kmalloc_cur = first + n
+        self.kmalloc_off = 0
+        assert self.kmalloc_cur < len(pages)
+        return self.direct(pages[first])
 
     def write_ulong(self, addr: int, value: int) -> None:
         self.mem.write(addr, value.to_bytes(8, "little"))

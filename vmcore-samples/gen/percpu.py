@@ -9,6 +9,23 @@ from .zones import zone_addr
 
 NR_CPUS_ONLINE = 2
 PCPU_BASE = 0x2E000  # per-CPU offset of the first dynamic per-CPU object
+# the static per-CPU variables (csrc/kernel.ld's .data..percpu, linked at 0x2d000) come first
+# in each CPU's chunk, as in a real kernel's first chunk
+PCPU_STATIC = 0x2D000
+
+
+def _chunk(m: Machine, dynamic: int) -> int:
+    """One CPU's chunk (memblock): the static per-CPU area, then *dynamic* bytes; returns the
+    chunk's __per_cpu_offset (an address minus a per-CPU offset)."""
+    static = PCPU_BASE - PCPU_STATIC
+    assert m.sym("__per_cpu_end") <= PCPU_BASE, "static per-CPU area too large"
+    chunk = m.direct(m.memblock_alloc(static + dynamic))
+    return (chunk - PCPU_STATIC) & (2**64 - 1)
+
+
+def per_cpu_addr(m: Machine, symbol: str, cpu: int) -> int:
+    """Address of CPU *cpu*'s copy of a static per-CPU variable (per_cpu_ptr())."""
+    return (m.sym(symbol) + m.percpu_offsets[cpu]) & (2**64 - 1)
 
 
 def _cacheline(size: int) -> int:
@@ -30,8 +47,9 @@ def setup_percpu(m: Machine, pgdat: int) -> None:
     nlists = t.type("struct per_cpu_pages").member("lists").type.length
     offs = []
     for _cpu in range(NR_CPUS_ONLINE):
-        chunk = m.direct(m.memblock_alloc(total))
-        offs.append((chunk - PCPU_BASE) & (2**64 - 1))
+        off = _chunk(m, total)
+        offs.append(off)
+        chunk = (off + PCPU_BASE) & (2**64 - 1)
         for zi in range(nz):
             pcp = chunk + zi * pcp_size
             t.put(pcp, "struct per_cpu_pages", "high", 0x400)
@@ -63,8 +81,9 @@ def _setup_percpu_510(m: Machine, pgdat: int) -> None:
     nlists = t.type("struct per_cpu_pages").member("lists").type.length
     offs = []
     for _cpu in range(NR_CPUS_ONLINE):
-        chunk = m.direct(m.memblock_alloc(total))
-        offs.append((chunk - PCPU_BASE) & (2**64 - 1))
+        off = _chunk(m, total)
+        offs.append(off)
+        chunk = (off + PCPU_BASE) & (2**64 - 1)
         for zi in range(nz):
             ps = chunk + zi * ps_size
             t.put(ps, "struct per_cpu_pageset", "pcp.high", 0x400)
@@ -84,6 +103,7 @@ def _setup_percpu_510(m: Machine, pgdat: int) -> None:
 
 def _cpus_online(m: Machine, offs: list[int]) -> None:
     """__per_cpu_offset[] of the online CPUs, the cpumasks and nr_cpu_ids."""
+    m.percpu_offsets = list(offs)
     for cpu, off in enumerate(offs):
         m.write_ulong(m.sym("__per_cpu_offset") + 8 * cpu, off)
     mask = (1 << NR_CPUS_ONLINE) - 1

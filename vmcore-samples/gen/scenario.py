@@ -99,6 +99,8 @@ class Folio:
     pid: int = 1
     comm: str = "init"
     compound: bool = True  # large folios are compound; False = plain high-order
+    file: str | None = None  # shmem/file folios: the FileSpec key of their file (None: the
+    #                          default shmem or ext4 mapping of pages no process maps)
 
     @property
     def nr_pages(self) -> int:
@@ -124,24 +126,84 @@ class LongtermRecord:
     stack: str
 
 
+@dataclass(frozen=True)
+class FileSpec:
+    """A file: its pages are folios with ``Folio.file`` = key; processes map and open it."""
+
+    key: str
+    # "root": a path on the root mount (ext4); "tmpfs": below the tmpfs mounted at /dev/shm;
+    # "shm": a pseudo file of the kernel's internal shmem mount (memfd, SysV shm)
+    mount: str
+    names: tuple[bytes, ...]  # dentry names from the mount's root down (pseudo: one name)
+    path: str  # as /proc/PID/maps shows it
+    shmem: bool = True
+
+
+@dataclass(frozen=True)
+class VmaSpec:
+    """A VMA: [start, end) at page offset pgoff, of a file (key) or anonymous (None)."""
+
+    start: int
+    end: int
+    pgoff: int
+    flags: tuple[str, ...]  # vm_flags bit names (rmap.VM_FLAG_BITS' names)
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcSpec:
+    """A process (thread group leader) with its own mm and fd table."""
+
+    pid: int
+    comm: bytes
+    vmas: tuple[VmaSpec, ...]
+    # fd -> ("file", FileSpec key) | ("pipe", PipeSpec key) | ("io_uring", RingSpec key)
+    fds: tuple[tuple[int, str, str], ...] = ()
+    parent: int | None = None  # forked from (its open files are the parent's)
+    has_pinned: bool = False  # FOLL_PIN ran on its mm (MMF_HAS_PINNED / mm->has_pinned)
+    pinned_vm: int = 0  # mm->pinned_vm
+
+
+@dataclass(frozen=True)
+class PipeSpec:
+    """A pipe holding page references: (pfn, "user" (vmsplice) | "page_cache" (splice))."""
+
+    key: str
+    bufs: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    """An io_uring ring: registered buffers, each the pfns of its bvecs (one page each)."""
+
+    key: str
+    buffers: tuple[tuple[int, ...], ...]
+
+
 @dataclass
 class Scenario:
     folios: list[Folio] = field(default_factory=list)
     freed: list[FreedRecord] = field(default_factory=list)
     longterm: list[LongtermRecord] = field(default_factory=list)
+    files: list[FileSpec] = field(default_factory=list)
+    procs: list[ProcSpec] = field(default_factory=list)
+    pipes: list[PipeSpec] = field(default_factory=list)
+    rings: list[RingSpec] = field(default_factory=list)
+    lru: dict[int, tuple[int, ...]] = field(default_factory=dict)  # cpu -> lru_add batch pfns
 
     def add(self, *fs: Folio) -> None:
         self.folios.extend(fs)
 
 
 def _gpu_held_shmem(pfn: int, note: str, migration_failed: bool = False,
-                    puts: tuple[str, ...] = ()) -> Folio:
+                    puts: tuple[str, ...] = (), file: str | None = None,
+                    mapcount: int = 1) -> Folio:
     """A mapped shmem page with one extra reference from a GPU driver's get_page (the case of
     the LKML page-pinner thread)."""
     return Folio(
         pfn,
         "shmem",
-        mapcount=1,
+        mapcount=mapcount,
         extra=1,
         alloc="gpu_shmem",
         pin_stack="gpu_get",
@@ -150,6 +212,7 @@ def _gpu_held_shmem(pfn: int, note: str, migration_failed: bool = False,
         pid=812,
         comm="gpu-submit",
         note=note,
+        file=file,
     )
 
 
@@ -180,7 +243,8 @@ def default() -> Scenario:
                 0x1442 + i,
                 migration_failed=True,
                 puts=("gpu_put",) if i == 0 else (),
-                note="GPU driver get_page on a shmem page (LKML page-pinner thread case)",
+                note="GPU driver get_page on a memfd page (LKML page-pinner thread case)",
+                file="memfd",
             )
         )
     s.add(
@@ -215,6 +279,7 @@ def default() -> Scenario:
             pid=812,
             comm="gpu-submit",
             note="migration failed earlier; the extra reference has been dropped since",
+            file="memfd",
         )
     )
     # DMA32 Movable block
@@ -240,7 +305,8 @@ def default() -> Scenario:
             extra=2,
             alloc="file_read",
             pin_stack="gup_get",
-            note="file page with two extra references",
+            note="file page with two extra references: two pipe buffers (splice)",
+            file="data",
         )
     )
     # Normal: pinned THP
@@ -281,13 +347,25 @@ def default() -> Scenario:
             pin_stack="pin_io_uring",
             pid=700,
             comm="io_uring-app",
-            note="two FOLL_PIN pins and one extra reference",
+            note="two io_uring registered buffers and a pipe buffer (vmsplice)",
         )
     )
     s.add(*(A(0x100209 + i, "shmem", mapcount=i % 2, alloc="shmem_fault") for i in range(7)))
     s.add(A(0x100210, "file", mapcount=0, alloc="file_read", note="unmapped page cache page"))
     for i in range(3):
-        s.add(_gpu_held_shmem(0x100211 + i, note="GPU driver get_page on a shmem page"))
+        s.add(
+            _gpu_held_shmem(
+                0x100211 + i,
+                note=(
+                    "GPU driver get_page on a tmpfs page mapped MAP_SHARED by two processes"
+                    if i < 2
+                    else "tmpfs page mapped by two processes; cpu 1's LRU batch holds a "
+                    "reference"
+                ),
+                file="frames",
+                mapcount=2,
+            )
+        )
     # Normal: CMA area "vidbuf"
     s.add(
         A(
@@ -308,7 +386,8 @@ def default() -> Scenario:
                 0x100491 + i,
                 migration_failed=True,
                 puts=("gpu_put", "lru_drain") if i == 0 else ("gpu_put",),
-                note="GPU driver get_page on a shmem page in CMA: cma_alloc fails here",
+                note="GPU driver get_page on a SysV shm page in CMA: cma_alloc fails here",
+                file="sysv",
             )
         )
     s.add(
@@ -326,6 +405,8 @@ def default() -> Scenario:
     s.add(*(A(0x100C00 + i, "slab", alloc="slab") for i in range(16)))
     s.add(*(A(0x100C10 + i, "pgtable", alloc="pgtable") for i in range(8)))
     s.add(A(0x100C18, "kernel", order=3, compound=False, alloc="driver"))
+    # task_struct, mm_struct, files, pipe and io_uring objects (gen/tasks.py)
+    s.add(*(A(0x100D00 + i, "slab", alloc="slab") for i in range(32)))
     s.add(*(A(0x100E00 + i, "slab", alloc="slab_reclaim") for i in range(8)))
     s.add(*(A(0x100E08 + i, "movable_ops", alloc="zsmalloc") for i in range(2)))
     # Movable zone
@@ -361,4 +442,64 @@ def default() -> Scenario:
     s.longterm.append(LongtermRecord(0x1600, 412000, "pin_io_uring_lt"))
     s.longterm.append(LongtermRecord(0x100209, 1530000, "pin_vb2_lt"))
     s.longterm.append(LongtermRecord(0x101200, 987654, "pin_rdma_lt"))
+    add_processes(s)
     return s
+
+
+def anon_vaddr(pfn: int) -> int:
+    """The user address of an anon page of the scenario (its page->index is vaddr >> 12)."""
+    return (0x7F0000000 + pfn) << 12
+
+
+def anon_vma(first: int, end: int, *flags: str) -> VmaSpec:
+    """An anonymous VMA over the anon pages [first, end) of the scenario."""
+    start = anon_vaddr(first)
+    return VmaSpec(start, anon_vaddr(end), start >> 12, ("read", "write", *flags))
+
+
+def file_vma(base: int, key: str, first: int, end: int, *flags: str) -> VmaSpec:
+    """A VMA of file *key* over its page indexes [first, end) (shmem/file page->index is
+    pfn & 0xfff), at base + index * 4096."""
+    return VmaSpec(base + (first << 12), base + (end << 12), first, flags, key)
+
+
+SHARED = ("read", "write", "shared", "mayshare")
+
+
+def add_processes(s: Scenario) -> None:
+    """The processes of the sample: who maps the pinned pages, and the pipe, io_uring ring
+    and LRU batch that hold references to some of them."""
+    s.files += [
+        FileSpec("data", "root", (b"srv", b"data.bin"), "/srv/data.bin", shmem=False),
+        FileSpec("frames", "tmpfs", (b"frames",), "/dev/shm/frames"),
+        FileSpec("memfd", "shm", (b"memfd:gpu-heap",), "memfd:gpu-heap (deleted)"),
+        FileSpec("sysv", "shm", (b"SYSV0000abcd",), "SYSV0000abcd (deleted)"),
+    ]
+    s.pipes.append(PipeSpec("splice", ((0x1614, "page_cache"), (0x1614, "page_cache"),
+                                       (0x100208, "user"))))
+    s.rings.append(RingSpec("ring", ((0x100200, 0x100201, 0x100202, 0x100203), (0x100208,),
+                                     (0x100208,))))
+    s.lru[1] = (0x100213,)
+    s.procs += [
+        ProcSpec(1, b"init", (anon_vma(0x1441, 0x1446), anon_vma(0x100494, 0x100495),
+                              file_vma(0x7F3000000000, "data", 0x614, 0x615, "read")),
+                 fds=((3, "file", "data"),), has_pinned=True),
+        ProcSpec(700, b"io_uring-app", (anon_vma(0x100200, 0x100209),),
+                 fds=((3, "io_uring", "ring"), (4, "pipe", "splice"), (5, "pipe", "splice")),
+                 has_pinned=True, pinned_vm=5),
+        ProcSpec(812, b"gpu-submit",
+                 (file_vma(0x7F4000000000, "memfd", 0x442, 0x447, *SHARED),
+                  file_vma(0x7F5000000000, "frames", 0x211, 0x214, *SHARED),
+                  file_vma(0x7F6000000000, "sysv", 0x491, 0x494, *SHARED)),
+                 fds=((3, "file", "memfd"), (4, "file", "frames"))),
+        # forked from gpu-submit, sharing its MAP_SHARED tmpfs mapping; its name carries an
+        # escape character and a byte that is not UTF-8 (prctl(PR_SET_NAME) allows both)
+        ProcSpec(813, b"gpu-peer\x1b[1m\xfe",
+                 (file_vma(0x7F5000000000, "frames", 0x211, 0x214, *SHARED),),
+                 fds=((4, "file", "frames"),), parent=812),
+        ProcSpec(900, b"rdma-app", (anon_vma(0x100000, 0x100200, "hugepage"),
+                                    anon_vma(0x101208, 0x101209, "locked")),
+                 has_pinned=True, pinned_vm=513),
+        ProcSpec(1000, b"camera", (anon_vma(0x100490, 0x100491),), has_pinned=True,
+                 pinned_vm=1),
+    ]

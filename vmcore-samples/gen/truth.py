@@ -10,6 +10,7 @@ from .machine import PageState
 from .pageowner import PageOwner
 from .pagepinner import PagePinner
 from .pages import GUP_PIN_COUNTING_BIAS
+from .tasks import rmap_truth
 
 SCHEMA_VERSION = 1
 MOVABLE_KINDS = ("anon", "ksm", "shmem", "file")
@@ -274,4 +275,15 @@ def build_truth(b: Built) -> dict[str, Any]:
         "page_owner": owner,
         "page_pinner": pinner,
         "stacks": {f"{h:#010x}": fr for h, fr in sorted(b.stacks.items())},
+        "rmap": rmap_truth(
+            b.facts["page_size"],
+            b.tasks,
+            b.scenario.files,
+            pinned,
+            {
+                pfn: (st.folio.kind, st.folio.file)
+                for pfn, st in b.pages.items()
+                if st.folio is not None
+            },
+        ),
     }

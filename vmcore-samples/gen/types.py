@@ -61,7 +61,7 @@ class Types:
         try:
             self.field(tname, path)
             return True
-        except (KeyError, LookupError):
+        except (KeyError, LookupError, AttributeError):  # AttributeError: not a struct
             return False
 
     def enum(self, name: str) -> int:

@@ -235,7 +235,9 @@ class Emitter:
         lines = [f"enum{name} {{"]
         for e in t.enumerators or ():
             lines.append(f"{sp}\t{e.name} = {e.value},")
-        lines.append(f"{sp}}}")
+        # an enum declared __packed (6.12's enum rw_hint: one byte)
+        packed = " __attribute__((packed))" if t.is_complete() and drgn.sizeof(t) < 4 else ""
+        lines.append(f"{sp}}}{packed}")
         return "\n".join(lines)
 
     def padding(self, pos: int, target: int, ind: int) -> tuple[list[str], int]:

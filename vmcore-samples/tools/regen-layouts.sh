@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PINSPECT_CACHE:-$HOME/.cache/pinspect}
 v61=${V61:-$cache/kernels/linux-6.1-cma/vmlinux}
-v612=${V612:-$cache/samples/x-6.12.117+deb12/usr/lib/debug/boot/vmlinux-6.12.117+deb12-cloud-amd64}
+v612=${V612:-$cache/kernels/linux-image-6.12.117+deb12-cloud-amd64/vmlinux}
 v510=${V510:-$cache/kernels/linux-image-5.10.0-32-cloud-amd64/vmlinux}
 v72=${V72:-$cache/kernels/linux-image-7.2.13+deb14-cloud-amd64/vmlinux}
 
@@ -56,3 +56,24 @@ python3 "$here/dwarf2c.py" -o "$here/../layouts/linux-7.2.h" --comment \
   --insert 'struct mem_section:usage:struct page_ext *:page_ext' \
   --insert 'struct mem_section:usage:unsigned long:pad' \
   "${args72[@]}" "$v72"
+
+# Processes, files, pipes, io_uring and LRU batches (the reverse map and the kernel holders):
+# a header of their own, included by csrc/tasks.c only, so that the other units' DWARF stays
+# as it was (every unit repeats the types of the headers it includes).
+tasks=('struct task_struct' 'struct mm_struct' 'struct vm_area_struct' 'struct anon_vma'
+  'struct anon_vma_chain' 'struct file' 'struct dentry' 'struct inode' 'struct qstr'
+  'struct mount' 'struct vfsmount' 'struct path' 'struct files_struct' 'struct fdtable'
+  'struct pipe_inode_info' 'struct pipe_buffer' 'struct pipe_buf_operations'
+  'struct file_operations' 'struct io_ring_ctx' 'struct io_mapped_ubuf' 'struct bio_vec')
+# 6.1+: VMAs in a maple tree (mm->mm_mt), LRU batches in struct cpu_fbatches; 5.10: mm->mmap
+# list and mm_rb tree, struct lru_pvecs
+mt=('struct maple_tree' 'struct maple_node' 'enum maple_type' 'struct cpu_fbatches')
+tasks_header() {
+  local out=$1 comment=$2 vmlinux=$3; shift 3
+  local args=(); for t in "${tasks[@]}" "$@"; do args+=(-t "$t"); done
+  python3 "$here/dwarf2c.py" -o "$here/../layouts/$out" --comment "$comment" "${args[@]}" "$vmlinux"
+}
+tasks_header tasks-5.10.h "Linux 5.10 (Debian 5.10.223 cloud vmlinux DWARF): tasks, mm, VMAs (mmap list + mm_rb), files, pipes, io_uring, lru_pvecs." "$v510" 'struct lru_pvecs'
+tasks_header tasks-6.1.h "Linux 6.1 (the custom 6.1.192 build): tasks, mm, VMAs (maple tree), files, pipes, io_uring, cpu_fbatches." "$v61" "${mt[@]}"
+tasks_header tasks-6.12.h "Linux 6.12 (Debian 6.12.117 cloud vmlinux DWARF): tasks, mm, VMAs (maple tree), files, pipes, io_uring (user_bufs), cpu_fbatches." "$v612" "${mt[@]}"
+tasks_header tasks-7.2.h "Linux 7.2 (Debian 7.2.13 cloud vmlinux DWARF): tasks, mm, VMAs (maple tree), files, pipes, io_uring (6.13+ buf_table of io_rsrc_nodes), cpu_fbatches." "$v72" "${mt[@]}" 'struct io_rsrc_node' 'struct io_rsrc_data'
