@@ -326,3 +326,31 @@ def test_loops_and_wild_pointers_are_bounded_and_counted(name: str) -> None:
     for pfn in untouched:
         assert sorted((m.pid, m.vaddr) for m in got[pfn]) == \
             sorted((m["pid"], m["vaddr"]) for m in want[pfn]["mappers"]), hex(pfn)
+
+
+def test_pinned_filters_match_truth() -> None:
+    """``pinned --pid/--comm/--file/--holder`` keep the folios the truth says: those a process
+    maps or holds, those mapped from a matching file, those with a holder of that kind."""
+    name = "mainline-7.2"
+    core, debug = sample_paths(name)
+    rmap = _truth(name)["rmap"]
+    pages = rmap["pages"]
+
+    def pfns(*args: str) -> list[int]:
+        result = subprocess.run([sys.executable, "-m", "pinspect", "-c", str(core), "-s",
+                                 str(debug), "--format", "csv", "pinned", *args],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return [int(r["pfn"], 16) for r in csv.DictReader(io.StringIO(result.stdout))]
+
+    def by_pid(pid: int) -> list[int]:
+        return [p["pfn"] for p in pages if any(m["pid"] == pid for m in p["mappers"])
+                or any(h["pid"] == pid for h in p["holders"])]
+
+    assert pfns("--pid", "813") == by_pid(813) and len(by_pid(813)) == 3
+    assert pfns("--comm", "gpu-peer*") == by_pid(813)
+    assert pfns("--file", "SYSV") == [p["pfn"] for p in pages
+                                      if any(m["file"].startswith("SYSV") for m in p["mappers"])]
+    for kind in ("pipe", "lru_batch"):
+        assert pfns("--holder", kind) == [p["pfn"] for p in pages
+                                          if any(h["kind"] == kind for h in p["holders"])]
