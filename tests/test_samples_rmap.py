@@ -31,7 +31,7 @@ from tests.sampledata import SAMPLE_NAMES, SAMPLES_DIR, open_sample, sample_path
 
 WILD = 0xDEAD000000000000
 MAPPER_KEYS = ("pid", "tgid", "comm", "vaddr", "vaddr_end", "vma", "vm_flags", "file", "mm",
-               "pinned_vm", "has_pinned")
+               "pinned_vm", "has_pinned", "verified")
 HOLDER_KEYS = ("holder", "kind", "counts_as", "count", "pid", "comm", "fds", "address",
                "transient")
 
@@ -91,6 +91,9 @@ def test_truth_covers_the_kinds() -> None:
         assert {"[anon]", "/srv/data.bin", "/dev/shm/frames", "memfd:gpu-heap (deleted)",
                 "SYSV0000abcd (deleted)"} <= files, name
         assert any(len({m["pid"] for m in p["mappers"]}) == 2 for p in pages), name
+        # a forked child's copy of an anon VMA that does not map the page: checked in the
+        # page tables
+        assert any(m["verified"] for p in pages for m in p["mappers"]), name
         assert any("\x1b" in p["comm"] and "\\xfe" in p["comm"] for p in rmap["processes"])
 
 
@@ -181,7 +184,7 @@ def test_kernel_structures_through_drgn(sample: tuple[str, drgn.Program, dict[st
     list, each mm's VMAs (maple tree on 6.1+, mmap list on 5.10), the rbtrees (valid red-black
     trees in their key order) and the per-CPU LRU batch."""
     from drgn.helpers.linux.list import list_for_each_entry
-    from drgn.helpers.linux.mm import for_each_vma, page_to_pfn
+    from drgn.helpers.linux.mm import follow_pfn, for_each_vma, page_to_pfn
     from drgn.helpers.linux.percpu import per_cpu
     from drgn.helpers.linux.rbtree import rbtree_inorder_for_each_entry, validate_rbtree
 
@@ -212,7 +215,18 @@ def test_kernel_structures_through_drgn(sample: tuple[str, drgn.Program, dict[st
             av = Object(prog, "struct anon_vma", address=p["anon_vma"])
             validate_rbtree("struct anon_vma_chain", av.rb_root.rb_root.address_of_(), "rb",
                             lambda a, b: (a.vma.vm_pgoff > b.vma.vm_pgoff)
-                            - (a.vma.vm_pgoff < b.vma.vm_pgoff), False)
+                            - (a.vma.vm_pgoff < b.vma.vm_pgoff), True)  # a forked copy: equal
+    # the mappers checked in the page tables: drgn's follow_pfn() finds the page there, and
+    # not in the forked child whose copy of the VMA is a candidate too
+    checked = [(p["pfn"], m) for p in truth["rmap"]["pages"] for m in p["mappers"]
+               if m["verified"]]
+    assert checked
+    for pfn, m in checked:
+        mm = Object(prog, "struct mm_struct *", m["mm"])
+        assert follow_pfn(mm, m["vaddr"]).value_() == pfn
+        for child in (p for p in procs if p["parent"] == m["pid"]):
+            with pytest.raises(drgn.FaultError):
+                follow_pfn(Object(prog, "struct mm_struct *", child["mm"]), m["vaddr"])
     for batch in truth["rmap"]["lru_batches"]:
         name_ = "cpu_fbatches" if "cpu_fbatches" in [s.name for s in prog.symbols()] \
             else "lru_pvecs"

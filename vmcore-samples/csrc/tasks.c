@@ -38,6 +38,10 @@ struct maple_node *__dwarf_maple_node;
 enum maple_type __dwarf_maple_type;
 #endif
 
+/* include/linux/types.h: drgn's follow_phys() returns one */
+typedef u64 phys_addr_t;
+phys_addr_t __dwarf_phys_addr_t;
+
 /* types only reached through pointers of the objects the generator writes */
 struct anon_vma_chain *__dwarf_anon_vma_chain;
 struct mount *__dwarf_mount;

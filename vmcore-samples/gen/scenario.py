@@ -6,7 +6,7 @@ derives the expected answers from the same description."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Zone layout (4 KiB pfns).  Sections are 1 << (SECTION_SIZE_BITS - PAGE_SHIFT)
 # = 1024 pages.  Normal has a one-section hole.
@@ -148,6 +148,7 @@ class VmaSpec:
     pgoff: int
     flags: tuple[str, ...]  # vm_flags bit names (rmap.VM_FLAG_BITS' names)
     file: str | None = None
+    faulted: bool = True  # False: the pages of its range are not mapped in this mm
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class ProcSpec:
     parent: int | None = None  # forked from (its open files are the parent's)
     has_pinned: bool = False  # FOLL_PIN ran on its mm (MMF_HAS_PINNED / mm->has_pinned)
     pinned_vm: int = 0  # mm->pinned_vm
+    pagetables: bool = False  # give the mm user page tables (mm->pgd) for its faulted pages
 
 
 @dataclass(frozen=True)
@@ -501,5 +503,11 @@ def add_processes(s: Scenario) -> None:
                                     anon_vma(0x101208, 0x101209, "locked")),
                  has_pinned=True, pinned_vm=513),
         ProcSpec(1000, b"camera", (anon_vma(0x100490, 0x100491),), has_pinned=True,
-                 pinned_vm=1),
+                 pinned_vm=1, pagetables=True),
+        # forked from camera before its buffer was touched again: the child's copy of the VMA
+        # sits in camera's anon_vma tree too (anon_vma_fork()), but its page tables do not map
+        # the page, so the reverse map must check both candidates in the page tables
+        ProcSpec(1001, b"camera-worker",
+                 (replace(anon_vma(0x100490, 0x100491), faulted=False),), parent=1000,
+                 pagetables=True),
     ]

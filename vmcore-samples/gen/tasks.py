@@ -41,6 +41,9 @@ PIPE_RING = 16  # PIPE_DEF_BUFFERS
 NR_OPEN_DEFAULT = 64
 IORING_RSRC_BUFFER = 1
 RB_BLACK = 1
+# x86-64 PTE bits: present, rw, user, accessed, dirty (_PAGE_TABLE); a page adds NX
+USER_TABLE = 0x67
+USER_PAGE = 0x67 | 1 << 63
 
 
 def vm_flags(names: tuple[str, ...]) -> int:
@@ -151,6 +154,8 @@ class _Builder:
         self.rb = _Rb(m)
         self.out = Tasks()
         self.hashed = m.kmalloc(64)  # a dentry hash bucket: hashed dentries' d_hash.pprev
+        # the scenario's page-table pages, for the user page tables of some mms
+        self.pt_pages = sorted(f.pfn for f in m.folios if f.kind == "pgtable")
 
     # --- files -------------------------------------------------------------------------
 
@@ -352,6 +357,32 @@ class _Builder:
         t.put(files, fs, "next_fd", max(fds, default=-1) + 1)
         return files
 
+    def page_tables(self, mm: int, mapped: list[tuple[int, int]]) -> None:
+        """User page tables of *mm* (x86-64, 4 levels, 4 KiB pages) mapping each (address,
+        pfn), in the scenario's page-table pages; mm->pgd is the top table's direct-map
+        address."""
+        m = self.m
+
+        def table() -> int:
+            return self.pt_pages.pop(0)
+
+        def entry(table_pfn: int, idx: int) -> int:
+            return int.from_bytes(m.mem.read_phys(table_pfn * m.ps + 8 * idx, 8), "little")
+
+        pgd = table()
+        for vaddr, pfn in mapped:
+            cur = pgd
+            for level in (4, 3, 2):
+                idx = (vaddr >> (12 + 9 * (level - 1))) & 511
+                e = entry(cur, idx)
+                if not e & 1:
+                    e = table() << 12 | USER_TABLE
+                    m.mem.write_phys(cur * m.ps + 8 * idx, e.to_bytes(8, "little"))
+                cur = e >> 12 & (2**40 - 1)
+            pte = pfn << 12 | USER_PAGE
+            m.mem.write_phys(cur * m.ps + 8 * (vaddr >> 12 & 511), pte.to_bytes(8, "little"))
+        self.t.put(mm, "struct mm_struct", "pgd", m.direct(pgd))
+
     # --- holders -------------------------------------------------------------------------
 
     def pipe(self, bufs: tuple[tuple[int, str], ...]) -> int:
@@ -458,35 +489,45 @@ def setup_tasks(m: Machine, objs: Objects) -> Tasks:
     avc_size = t.sizeof("struct anon_vma_chain")
     ringed = {key: pid for pid, p in procs.items() for _fd, kind, key in p.fds
               if kind == "io_uring"}
+    anon_vmas: dict[int, int] = {}
+    chains: dict[int, list[tuple[int, int, int]]] = {}  # anon_vma -> (pgoff, avc, last)
     for p in sc.procs:
+        mapped: list[tuple[int, int]] = []  # (user address, pfn) for the page tables
         mm = b.mm(p)
         vmas = [b.vma(v, mm) for v in p.vmas]
         b.vma_tree(mm, vmas)
         anon = [v for v in vmas if v.spec.file is None]
         av = b.anon_vma() if anon else 0
-        chains = []
+        anon_vmas[p.pid] = av
+        # anon_vma_fork(): a child's VMA is chained to its parent's anon_vma too
+        linked = [av] + ([anon_vmas[p.parent]] if p.parent and anon_vmas.get(p.parent) else [])
         for v in anon:
-            avc = m.kmalloc(avc_size)
-            t.put(avc, "struct anon_vma_chain", "vma", v.address)
-            t.put(avc, "struct anon_vma_chain", "anon_vma", av)
-            _list_add_tail(m, v.address + t.offsetof("struct vm_area_struct", "anon_vma_chain"),
-                           avc + t.offsetof("struct anon_vma_chain", "same_vma"))
+            for target in linked:
+                avc = m.kmalloc(avc_size)
+                t.put(avc, "struct anon_vma_chain", "vma", v.address)
+                t.put(avc, "struct anon_vma_chain", "anon_vma", target)
+                _list_add_tail(m, v.address + t.offsetof("struct vm_area_struct",
+                                                         "anon_vma_chain"),
+                               avc + t.offsetof("struct anon_vma_chain", "same_vma"))
+                chains.setdefault(target, []).append(
+                    (v.spec.pgoff, avc, v.spec.pgoff + (v.spec.end - v.spec.start) // m.ps - 1))
             t.put(v.address, "struct vm_area_struct", "anon_vma", av)
-            chains.append((v.spec.pgoff, avc, v.spec.pgoff + (v.spec.end - v.spec.start) // m.ps
-                           - 1))
+            if not v.spec.faulted:
+                continue
             for f in m.folios:  # the anon pages this VMA maps are of this anon_vma
                 if f.kind == "anon" and v.spec.start <= anon_vaddr(f.pfn) < v.spec.end:
                     m.pages[f.pfn].mapping = av | PAGE_MAPPING_ANON
+                    if p.pagetables:
+                        mapped.append((anon_vaddr(f.pfn), f.pfn))
         if av:
-            chains.sort()
-            rb = t.offsetof("struct anon_vma_chain", "rb")
-            root = av + t.offsetof("struct anon_vma", "rb_root")
-            b.rb.build([c[1] + rb for c in chains], root, root + 8,
-                       [(c[1] + t.offsetof("struct anon_vma_chain", "rb_subtree_last"), c[2])
-                        for c in chains])
             t.put(av, "struct anon_vma", "num_children", 1)
             if t.has_member("struct anon_vma", "num_active_vmas"):
                 t.put(av, "struct anon_vma", "num_active_vmas", len(anon))
+            if p.parent and anon_vmas.get(p.parent):
+                t.put(av, "struct anon_vma", "parent", anon_vmas[p.parent])
+                t.put(av, "struct anon_vma", "root", anon_vmas[p.parent])
+        if p.pagetables:
+            b.page_tables(mm, mapped)
         for v in vmas:
             if v.spec.file is not None:
                 by_file.setdefault(v.spec.file, []).append(v)
@@ -514,6 +555,14 @@ def setup_tasks(m: Machine, objs: Objects) -> Tasks:
         if t.has_member("struct mm_struct", "owner"):
             t.put(mm, "struct mm_struct", "owner", tasks[p.pid])
         out.procs.append(BuiltProc(p, tasks[p.pid], mm, files, vmas, av))
+    # the anon_vmas' interval trees of anon_vma_chains, keyed by pgoff
+    for av, items in chains.items():
+        items.sort()
+        rb = t.offsetof("struct anon_vma_chain", "rb")
+        root = av + t.offsetof("struct anon_vma", "rb_root")
+        b.rb.build([c[1] + rb for c in items], root, root + 8,
+                   [(c[1] + t.offsetof("struct anon_vma_chain", "rb_subtree_last"), c[2])
+                    for c in items])
     # i_mmap interval trees of the mapped files, keyed by pgoff
     for key, vmas in by_file.items():
         vmas = sorted(vmas, key=lambda v: (v.spec.pgoff, v.address))
@@ -600,26 +649,34 @@ def rmap_truth(m_ps: int, tasks: Tasks, files: list[FileSpec], pinned: list[dict
     for row in pinned:
         pfn, nr = row["pfn"], row["nr_pages"]
         kind, key = kinds[pfn]
-        mappers = []
+        # the VMAs the kernel's rmap walk meets (the anon_vma tree holds the owner's VMAs and
+        # its forked children's; the i_mmap tree every VMA of the file), and the ones whose
+        # page tables map the folio
+        candidates = []
+        owner = next((bp.spec.pid for bp in tasks.procs for v in bp.vmas
+                      if kind == "anon" and v.spec.file is None and v.spec.faulted
+                      and v.spec.start <= anon_vaddr(pfn) < v.spec.end), None)
         for bp in tasks.procs if row["mapcount"] > 0 else ():
             for v in bp.vmas:
                 s = v.spec
-                if kind == "anon" and s.file is None:
+                if kind == "anon" and s.file is None and owner in (bp.spec.pid, bp.spec.parent):
                     start = anon_vaddr(pfn)
                 elif kind in ("shmem", "file") and s.file is not None and s.file == key:
                     start = s.start + ((pfn & 0xFFF) - s.pgoff) * m_ps
                 else:
                     continue
                 lo, hi = max(start, s.start), min(start + nr * m_ps, s.end)
-                if lo >= hi:
-                    continue
-                mappers.append({
-                    "pid": bp.spec.pid, "tgid": bp.spec.pid, "comm": comm[bp.spec.pid],
-                    "vaddr": lo, "vaddr_end": hi, "vma": v.address, "vm_flags": v.flags,
-                    "flags": [n for n in SHOWN if n in s.flags],
-                    "file": paths[s.file] if s.file else "[anon]", "mm": bp.mm,
-                    "pinned_vm": bp.spec.pinned_vm, "has_pinned": bp.spec.has_pinned,
-                })
+                if lo < hi:
+                    candidates.append((bp, v, lo, hi))
+        verified = len(candidates) > (row["mapcount"] if nr == 1 else 1)
+        mappers = [{
+            "pid": bp.spec.pid, "tgid": bp.spec.pid, "comm": comm[bp.spec.pid],
+            "vaddr": lo, "vaddr_end": hi, "vma": v.address, "vm_flags": v.flags,
+            "flags": [n for n in SHOWN if n in v.spec.flags],
+            "file": paths[v.spec.file] if v.spec.file else "[anon]", "mm": bp.mm,
+            "pinned_vm": bp.spec.pinned_vm, "has_pinned": bp.spec.has_pinned,
+            "verified": verified,
+        } for bp, v, lo, hi in candidates if v.spec.faulted]
         held: dict[str, dict[str, Any]] = {}
         for hpfn, label, hkind, counts_as, pid, fds, address, transient in holds:
             if not pfn <= hpfn < pfn + nr:
