@@ -19,7 +19,7 @@ from .memmap import pfn_to_page
 from .objects import Objects
 from .pages import PAGE_MAPPING_ANON
 from .percpu import NR_CPUS_ONLINE, per_cpu_addr
-from .scenario import FileSpec, ProcSpec, VmaSpec, anon_vaddr
+from .scenario import FileSpec, ProcSpec, VmaSpec, anon_vaddr, cma_area_of
 
 # vm_flags bits (include/linux/mm.h, unchanged since 4.3)
 VM_BITS = {
@@ -155,7 +155,9 @@ class _Builder:
         self.out = Tasks()
         self.hashed = m.kmalloc(64)  # a dentry hash bucket: hashed dentries' d_hash.pprev
         # the scenario's page-table pages, for the user page tables of some mms
-        self.pt_pages = sorted(f.pfn for f in m.folios if f.kind == "pgtable")
+        # (outside CMA areas, where page-table pages stand for blockers)
+        self.pt_pages = sorted(f.pfn for f in m.folios
+                               if f.kind == "pgtable" and cma_area_of(f.pfn) is None)
 
     # --- files -------------------------------------------------------------------------
 
