@@ -89,6 +89,19 @@ def add_folio(m: Machine, f: Folio) -> None:
         head.mapcount_raw = page_type_value(m, "table")
     elif f.kind == "kernel":
         head.refcount = 1
+    elif f.kind == "reserved":
+        # a driver's page with SetPageReserved (e.g. before remap_pfn_range)
+        head.refcount = 1
+        head.flags |= pg(m, "reserved")
+    elif f.kind in ("offline", "balloon"):
+        # a balloon page: PageOffline; with balloon compaction it also has movable_ops
+        # (6.18+: PG_movable_ops; before: a mapping with PAGE_MAPPING_MOVABLE)
+        head.refcount = 1
+        head.mapcount_raw = page_type_value(m, "offline")
+        if f.kind == "balloon" and m.t.has_enum("PG_movable_ops"):
+            head.flags |= pg(m, "movable_ops")
+        elif f.kind == "balloon":
+            head.mapping = m.sym("balloon_mops") | PAGE_MAPPING_MOVABLE
     elif f.kind == "movable_ops" and m.t.has_enum("PG_movable_ops"):
         # 6.18+ zsmalloc page: PG_movable_ops and the PGTY_zsmalloc type say
         # whose movable_ops apply (mm/zpdesc.h); PG_private marks the first
