@@ -419,7 +419,7 @@ def test_document_has_exactly_the_schema_keys() -> None:
             assert tuple(obj) == keys, path
 
 
-@pytest.mark.parametrize("name", ["mainline-6.1", "android-d"])
+@pytest.mark.parametrize("name", ["mainline-6.1", "android-d", "mainline-7.2"])
 def test_pinned_cma_filter(name: str) -> None:
     t = truth(name)
     for area in t["cma"]:

@@ -20,6 +20,7 @@ from drgn import Object, Program, ProgramFlags  # noqa: E402
 from drgn.helpers.linux.cpumask import for_each_online_cpu  # noqa: E402
 from drgn.helpers.linux.mm import (  # noqa: E402
     PageSlab,
+    compound_head,
     compound_order,
     decode_page_flags,
     for_each_valid_page_range,
@@ -315,6 +316,15 @@ def test_cma_areas(name: str) -> None:
             assert c.flags.value_() == tc["flags"]
             assert tc["flags"] & (1 << prog.constant("CMA_ACTIVATED").value_())
     assert any(len(c["ranges"]) > 1 for c in t["cma"]) == (name == "mainline-7.2")
+    # the compound blockers are compound pages to drgn too (5.10/6.1 compound_head, 7.x
+    # compound_info in its mask form)
+    big = [b for c in t["cma"] for b in c["blockers"] if b["nr_pages"] > 1]
+    assert big
+    for b in big:
+        head = pfn_to_page(prog, b["pfn"])
+        assert 1 << compound_order(head).value_() == b["nr_pages"]
+        for i in range(1, b["nr_pages"]):
+            assert compound_head(pfn_to_page(prog, b["pfn"] + i)) == head
     assert any(c["order_per_bit"] > 0 for c in t["cma"])
 
 

@@ -405,6 +405,8 @@ def _cma_blockers(s: Scenario) -> None:
         s.add(A(base + 8, "anon", mapcount=1, note="LRU anon page, no extra reference"))
         s.add(A(base + 9, "file", mapcount=0, alloc="file_read",
                 note="LRU page cache page, no extra reference"))
+        s.add(A(base + 0x10, "kernel", order=2, alloc="driver",
+                note="compound driver allocation (__GFP_COMP), order 2" + where))
     # vidbuf's second range (6.14+): a blocker on either side of the allocation at 0x100700,
     # so that on mainline-7.2 no window of 193-256 pages works
     s.add(A(0x1006C0, "slab", alloc="slab",
