@@ -18,7 +18,17 @@ from drgn import Program
 
 import pinspect
 from pinspect.cma import CmaBitmapError, cma_areas
-from pinspect.cmamap import ALLOCATED, BLOCKED, FREE, PARTLY, area_cells, draw_svg, draw_text
+from pinspect.cmamap import (
+    ALLOCATED,
+    BLOCKED,
+    CMA_STYLE,
+    DEFAULT_WIDTH,
+    FREE,
+    PARTLY,
+    area_cells,
+    draw_svg,
+    draw_text,
+)
 from pinspect.cmascan import CAUSES, AreaReport, cma_report, try_alloc
 from pinspect.commands import Needs
 from pinspect.errors import FeatureMissing
@@ -263,14 +273,50 @@ def test_map_cells_match_the_bitmap(sample: tuple[str, list[AreaReport]], width:
 
 
 def test_svg_is_well_formed(sample: tuple[str, list[AreaReport]]) -> None:
-    _, reports = sample
+    name, reports = sample
+    t = truth(name)
     grids = [g for r in reports for g in area_cells(r)]
     root = ET.fromstring(draw_svg(grids, "a <title> & more"))
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     cells = [e for e in root.iter("{http://www.w3.org/2000/svg}rect") if "data-state" in e.attrib]
-    assert len(cells) == sum(len(g.cells) for g in grids)
-    blocked = [e for e in cells if e.attrib["data-state"].startswith("free but blocked")]
-    assert len(blocked) == sum(c == BLOCKED for g in grids for c in g.cells)
+    # One rect per cell, in order, each with the state and first pfn the truth gives it.
+    want = []
+    for report in reports:
+        area = next(a for a in t["cma"] if a["name"] == report.area.name)
+        for rng in area["ranges"]:
+            per, states = _cells_from_truth(t, rng, blocked_truth(area), DEFAULT_WIDTH)
+            want += [(CMA_STYLE[c][1], rng["base_pfn"] + i * per) for i, c in enumerate(states)]
+    got = []
+    for e in cells:
+        title = e.find("{http://www.w3.org/2000/svg}title")
+        assert title is not None and title.text is not None
+        got.append((e.attrib["data-state"], int(title.text.split()[1].split("+")[0], 16)))
+    assert got == want
+    assert any(state.startswith("free but blocked") for state, _ in got)
+
+
+def test_json_document_equals_the_truth(sample: tuple[str, list[AreaReport]]) -> None:
+    """What ``pinspect cma --blockers --format json`` prints, from the same reports."""
+    from pinspect.commands.cma import document
+    from pinspect.render import render
+
+    name, reports = sample
+    t = truth(name)
+    doc = json.loads(render(document(reports, [], blockers=True), "json"))
+    for obj in doc["areas"]:
+        area = next(a for a in t["cma"] if a["name"] == obj["name"])
+        assert obj["ranges"] == [{k: r[k] for k in ("base_pfn", "count", "bitmap_bits")}
+                                 for r in area["ranges"]]
+        for key in ("count", "order_per_bit", "allocated_pages", "free_pages",
+                    "largest_free_run", "blocked_pages", "by_cause"):
+            assert obj[key] == area[key], key
+        assert obj["blockers"] == len(area["blockers"])
+        for key, value in area["counters"].items():
+            assert obj[key] == value, key
+    want = sorted((a["name"], b["pfn"], b["nr_pages"], b["cause"]) for a in t["cma"]
+                  for b in a["blockers"])
+    assert sorted((b["area"], b["pfn"], b["nr_pages"], b["cause"])
+                  for b in doc["blockers"]) == want
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
