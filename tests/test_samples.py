@@ -20,6 +20,7 @@ from drgn import Object, Program, ProgramFlags  # noqa: E402
 from drgn.helpers.linux.cpumask import for_each_online_cpu  # noqa: E402
 from drgn.helpers.linux.mm import (  # noqa: E402
     PageSlab,
+    compound_head,
     compound_order,
     decode_page_flags,
     for_each_valid_page_range,
@@ -283,15 +284,47 @@ def test_cma_areas(name: str) -> None:
         c = prog["cma_areas"][i]
         assert c.name.string_().decode() == tc["name"]
         # 6.14+: base_pfn and bitmap of each range in struct cma_memrange
-        r = c.ranges[0] if c.type_.has_member("ranges") else c
-        if c.type_.has_member("ranges"):
-            assert c.nranges.value_() == 1 and r.count.value_() == tc["count"]
-        assert r.base_pfn.value_() == tc["base_pfn"]
-        assert c.count.value_() == tc["count"]
+        multi = c.type_.has_member("ranges")
+        ranges = [c.ranges[j] for j in range(c.nranges.value_())] if multi else [c]
+        assert len(ranges) == len(tc["ranges"])
+        assert c.count.value_() == tc["count"] == sum(r["count"] for r in tc["ranges"])
         assert c.order_per_bit.value_() == tc["order_per_bit"]
-        nbits = tc["count"] >> tc["order_per_bit"]
-        words = prog.read(r.bitmap.value_(), (nbits + 63) // 64 * 8)
-        assert bin(int.from_bytes(words, "little")).count("1") == tc["allocated_bits"]
+        for r, tr in zip(ranges, tc["ranges"], strict=True):
+            assert r.base_pfn.value_() == tr["base_pfn"]
+            if multi:
+                assert r.count.value_() == tr["count"]
+            nbits = tr["count"] >> tc["order_per_bit"]
+            assert nbits == tr["bitmap_bits"]
+            words = int.from_bytes(prog.read(r.bitmap.value_(), (nbits + 63) // 64 * 8), "little")
+            assert bin(words).count("1") == tr["allocated_bits"]
+            # the runs of the truth are the bitmap's runs
+            for lo, hi, state in tr["runs"]:
+                for pfn in range(lo, hi, 1 << tc["order_per_bit"]):
+                    bit = (pfn - tr["base_pfn"]) >> tc["order_per_bit"]
+                    assert bool(words >> bit & 1) == (state == "allocated")
+        assert tc["allocated_bits"] == sum(r["allocated_bits"] for r in tc["ranges"])
+        # the kernel's counters where the layout has them (7.2: CONFIG_CMA_SYSFS, 6.13+
+        # available_count), and CMA_ACTIVATED on a 6.14+ area
+        for member, value in tc["counters"].items():
+            if value is None:
+                assert not c.type_.has_member(member)
+            else:
+                obj = getattr(c, member)
+                got = obj.counter.value_() if member.startswith("nr_pages_") else obj.value_()
+                assert got == value
+        if multi:
+            assert c.flags.value_() == tc["flags"]
+            assert tc["flags"] & (1 << prog.constant("CMA_ACTIVATED").value_())
+    assert any(len(c["ranges"]) > 1 for c in t["cma"]) == (name == "mainline-7.2")
+    # the compound blockers are compound pages to drgn too (5.10/6.1 compound_head, 7.x
+    # compound_info in its mask form)
+    big = [b for c in t["cma"] for b in c["blockers"] if b["nr_pages"] > 1]
+    assert big
+    for b in big:
+        head = pfn_to_page(prog, b["pfn"])
+        assert 1 << compound_order(head).value_() == b["nr_pages"]
+        for i in range(1, b["nr_pages"]):
+            assert compound_head(pfn_to_page(prog, b["pfn"] + i)) == head
     assert any(c["order_per_bit"] > 0 for c in t["cma"])
 
 

@@ -63,6 +63,8 @@ const struct address_space_operations anon_aops;
 
 /* stand-in for zsmalloc's struct movable_operations (only its address matters) */
 const void *const zsmalloc_mops[3];
+/* stand-in for the balloon's movable_operations (before 6.18: its mapping) */
+const void *const balloon_mops[3];
 
 /* keep the enums that only macros use in the DWARF */
 enum migratetype __dwarf_migratetype;

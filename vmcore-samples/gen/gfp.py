@@ -27,6 +27,7 @@ GFP_BY_STACK = {
     "driver": GFP_KERNEL | G_DMA32,
     "depot": GFP_KERNEL | G_NOWARN,
     "cma_alloc": GFP_KERNEL,
+    "balloon": GFP_HIGHUSER_MOVABLE | G_NOMEMALLOC | G_NORETRY | G_NOWARN,
     "zsmalloc": (GFP_KERNEL | G_MOVABLE | G_HIGHMEM | G_NOWARN | G_NORETRY) & ~G_RECLAIM
     | G_KSWAPD_RECLAIM,
 }

@@ -49,7 +49,10 @@ class Machine:
         self.folios: list[Folio] = []
         self.reserved: set[int] = set()
         self.memblock_next = S.MEMBLOCK[0]
-        self.kmalloc_pages = sorted(f.pfn for f in sc.folios if f.kind == "slab")
+        # (the slab pages placed in CMA areas as blockers hold no objects)
+        self.kmalloc_pages = sorted(
+            f.pfn for f in sc.folios if f.kind == "slab" and S.cma_area_of(f.pfn) is None
+        )
         self.kmalloc_cur = 0
         self.kmalloc_off = 0
         self.percpu_offsets: list[int] = []  # __per_cpu_offset[cpu] (gen/percpu.py)

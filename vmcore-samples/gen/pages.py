@@ -89,6 +89,21 @@ def add_folio(m: Machine, f: Folio) -> None:
         head.mapcount_raw = page_type_value(m, "table")
     elif f.kind == "kernel":
         head.refcount = 1
+        if f.order and f.compound:
+            head.flags |= pg(m, "head")  # alloc_pages(__GFP_COMP)
+    elif f.kind == "reserved":
+        # a driver's page with SetPageReserved (e.g. before remap_pfn_range)
+        head.refcount = 1
+        head.flags |= pg(m, "reserved")
+    elif f.kind in ("offline", "balloon"):
+        # a balloon page: PageOffline; with balloon compaction it also has movable_ops
+        # (6.18+: PG_movable_ops; before: a mapping with PAGE_MAPPING_MOVABLE)
+        head.refcount = 1
+        head.mapcount_raw = page_type_value(m, "offline")
+        if f.kind == "balloon" and m.t.has_enum("PG_movable_ops"):
+            head.flags |= pg(m, "movable_ops")
+        elif f.kind == "balloon":
+            head.mapping = m.sym("balloon_mops") | PAGE_MAPPING_MOVABLE
     elif f.kind == "movable_ops" and m.t.has_enum("PG_movable_ops"):
         # 6.18+ zsmalloc page: PG_movable_ops and the PGTY_zsmalloc type say
         # whose movable_ops apply (mm/zpdesc.h); PG_private marks the first
@@ -198,6 +213,29 @@ def _write_compound(m: Machine, f: Folio) -> None:
         # low half (a real 5.10 THP's page[1] shows 0xdead000000000200)
         if i >= 2 or (i == 1 and m.k.version == "5.10"):
             t.put(a, "struct page", "mapping", TAIL_MAPPING)
+    user = f.kind in ("anon", "ksm", "shmem", "file")
+    if not user:
+        # a compound kernel allocation (__GFP_COMP): the plain compound destructor, order and
+        # nr_pages only; no mapcounts, pins or deferred split list
+        p1 = pfn_to_page(m, f.pfn + 1)
+        if m.k.version in ("5.10", "6.1"):
+            t.put(p1, "struct page", "compound_dtor", m.enum("COMPOUND_PAGE_DTOR"))
+            t.put(p1, "struct page", "compound_order", f.order)
+            t.put(p1, "struct page", "compound_mapcount", -1)
+            t.put(p1, "struct page", "compound_nr", nr)
+        else:
+            fo = "struct folio"
+            t.put(head, fo, "_flags_1", t.get(head, fo, "_flags_1") | f.order)
+            t.put(head, fo, "_large_mapcount", -1)
+            t.put(head, fo, "_entire_mapcount", -1)
+            if t.has_member(fo, "_folio_nr_pages"):
+                t.put(head, fo, "_folio_nr_pages", nr)
+            if t.has_member(fo, "_nr_pages"):
+                t.put(head, fo, "_nr_pages", nr)
+            if t.has_member(fo, "_mm_ids"):
+                t.put(head, fo, "_mm_id_mapcount[0]", -1)
+                t.put(head, fo, "_mm_id_mapcount[1]", -1)
+        return
     if m.k.version == "5.10":
         # page[1]: dtor, order, compound_mapcount, compound_nr; page[2]:
         # hpage_pinned_refcount (orders > 1) and the deferred split list

@@ -7,6 +7,7 @@ derives the expected answers from the same description."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 # Zone layout (4 KiB pfns).  Sections are 1 << (SECTION_SIZE_BITS - PAGE_SHIFT)
 # = 1024 pages.  Normal has a one-section hole.
@@ -50,11 +51,26 @@ class CmaArea:
     count: int
     order_per_bit: int
     allocated: tuple[tuple[int, int], ...]  # pfn ranges handed out by cma_alloc
+    # the kernel's counters (CONFIG_CMA_SYSFS, 6.10+ for released): pages cma_release() gave
+    # back and pages of failed cma_alloc() calls; nr_pages_succeeded = allocated + released
+    released: int = 0
+    failed: int = 0
+    # 6.14+ multi-range struct cma: pfns at which a new struct cma_memrange starts (where the
+    # layout has ranges; one range elsewhere)
+    splits: tuple[int, ...] = ()
+
+    def ranges(self, multi: bool) -> list[tuple[int, int]]:
+        """(base_pfn, count) of each range: one unless *multi* (struct cma_memrange)."""
+        edges = [self.base_pfn, *(self.splits if multi else ()), self.base_pfn + self.count]
+        return [(lo, hi - lo) for lo, hi in pairwise(edges)]
 
 
 CMA_AREAS = (
-    CmaArea("reserved", 0x1400, 0x200, 0, ((0x1400, 0x1440),)),
-    CmaArea("vidbuf", 0x100400, 0x400, 2, ((0x100400, 0x100480), (0x100500, 0x100540))),
+    CmaArea("reserved", 0x1400, 0x200, 0, ((0x1400, 0x1440), (0x1480, 0x14C0)),
+            released=0x40, failed=0x80),
+    CmaArea("vidbuf", 0x100400, 0x400, 2,
+            ((0x100400, 0x100480), (0x100500, 0x100540), (0x100700, 0x100740)),
+            released=0x100, failed=0x400, splits=(0x100600,)),
 )
 
 
@@ -84,7 +100,10 @@ class Folio:
     """One allocated folio (or non-compound allocation head)."""
 
     pfn: int
-    kind: str  # anon ksm shmem file slab pgtable kernel movable_ops
+    # anon ksm shmem file slab pgtable kernel movable_ops; reserved (a driver's page with
+    # PG_reserved), offline (balloon page: PageOffline, no movable_ops), balloon (PageOffline
+    # with the balloon's movable_ops)
+    kind: str
     order: int = 0
     mapcount: int = 0
     pins: int = 0  # FOLL_PIN pins
@@ -438,6 +457,7 @@ def default() -> Scenario:
         )
     )
     s.add(A(0x101209, "file", mapcount=2, alloc="file_read"))
+    _cma_blockers(s)
     # page_pinner history
     s.freed.append(FreedRecord(0x1447, "gpu_put", "free_page"))
     s.freed.append(FreedRecord(0x100495, "gpu_put", "free_page"))
@@ -511,3 +531,34 @@ def add_processes(s: Scenario) -> None:
                  (replace(anon_vma(0x100490, 0x100491), faulted=False),), parent=1000,
                  pagetables=True),
     ]
+
+
+def _cma_blockers(s: Scenario) -> None:
+    """In the free runs of both CMA areas: a page of every unmovable kind pinspect cma names
+    as a blocker, and pages that look busy but migrate (movable_ops, LRU pages)."""
+    A = Folio
+    for base, tag in ((0x1450, "reserved"), (0x1005A0, "vidbuf")):
+        where = f" in CMA area {tag}: cma_alloc fails on it"
+        s.add(A(base, "slab", alloc="slab", note="slab page" + where))
+        s.add(A(base + 1, "pgtable", alloc="pgtable", note="page table page" + where))
+        s.add(A(base + 2, "reserved", alloc="driver",
+                note="driver page marked PG_reserved (remap_pfn_range)" + where))
+        s.add(A(base + 3, "kernel", alloc="driver",
+                note="driver allocation with no mapping, off the LRU" + where))
+        s.add(A(base + 4, "offline", alloc="balloon", pid=60, comm="kworker/0:2",
+                note="balloon page (PageOffline) without movable_ops" + where))
+        s.add(A(base + 5, "balloon", alloc="balloon", pid=60, comm="kworker/0:2",
+                note="balloon page with the balloon's movable_ops: migrates"))
+        s.add(*(A(base + 6 + i, "movable_ops", alloc="zsmalloc",
+                  note="zsmalloc page with movable_ops: migrates") for i in range(2)))
+        s.add(A(base + 8, "anon", mapcount=1, note="LRU anon page, no extra reference"))
+        s.add(A(base + 9, "file", mapcount=0, alloc="file_read",
+                note="LRU page cache page, no extra reference"))
+        s.add(A(base + 0x10, "kernel", order=2, alloc="driver",
+                note="compound driver allocation (__GFP_COMP), order 2" + where))
+    # vidbuf's second range (6.14+): a blocker on either side of the allocation at 0x100700,
+    # so that on mainline-7.2 no window of 193-256 pages works
+    s.add(A(0x1006C0, "slab", alloc="slab",
+            note="slab page in vidbuf's second range: cma_alloc fails on it"))
+    s.add(A(0x100780, "kernel", alloc="driver",
+            note="driver allocation in vidbuf's second range: cma_alloc fails on it"))

@@ -77,6 +77,16 @@ STACKS: dict[str, list[str]] = {
     ]
     + _SYSCALL,
     "depot": _ALLOC + ["kmem_cache_alloc", "start_kernel"],
+    "balloon": _ALLOC
+    + [
+        "balloon_page_alloc",
+        "fill_balloon",
+        "update_balloon_size_func",
+        "process_one_work",
+        "worker_thread",
+        "kthread",
+        "ret_from_fork",
+    ],
     "cma_alloc": [
         "alloc_contig_range",
         "cma_alloc",

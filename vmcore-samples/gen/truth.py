@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import scenario as S
+from .cma import CmaBitmap
 from .kernel import Built
 from .machine import PageState
 from .pageowner import PageOwner
@@ -84,6 +85,98 @@ def ranges(pfns: list[int]) -> list[list[int]]:
     return out
 
 
+# what pinspect cma calls each unmovable kind of page found in a CMA area's free runs
+BLOCKER_KINDS = {"slab": "slab", "pgtable": "pgtable", "reserved": "reserved",
+                 "kernel": "kernel", "offline": "non_lru"}
+
+
+def _bit_runs(bits: list[bool]) -> list[tuple[int, int, bool]]:
+    """(start, end, value) of the runs of equal bits."""
+    out: list[tuple[int, int, bool]] = []
+    for i, v in enumerate(bits):
+        if out and out[-1][2] == v:
+            out[-1] = (out[-1][0], i + 1, v)
+        else:
+            out.append((i, i + 1, v))
+    return out
+
+
+def cma_truth(b: Built, c: S.CmaArea, bitmap: CmaBitmap,
+              pinned: list[dict[str, Any]]) -> dict[str, Any]:
+    """One area: its ranges' bitmaps as runs, the kernel's counters, and what cma_alloc()
+    would meet in the free runs (blockers by cause, pages that look busy but migrate)."""
+    order = c.order_per_bit
+    ranges = []
+    free_runs: list[list[int]] = []
+    for r in bitmap.ranges:
+        bits = [False] * r.bits
+        for s, e in c.allocated:
+            for pfn in range(max(s, r.base_pfn), min(e, r.base_pfn + r.count)):
+                bits[(pfn - r.base_pfn) >> order] = True
+        runs = [[r.base_pfn + (lo << order), r.base_pfn + (hi << order),
+                 "allocated" if v else "free"] for lo, hi, v in _bit_runs(bits)]
+        free_runs += [[lo, hi] for lo, hi, state in runs if state == "free"]
+        ranges.append({"base_pfn": r.base_pfn, "count": r.count, "bitmap_bits": r.bits,
+                       "allocated_bits": r.allocated_bits, "runs": runs})
+
+    def in_free_run(pfn: int) -> bool:
+        return any(lo <= pfn < hi for lo, hi in free_runs)
+
+    rows = {p["pfn"]: p for p in pinned}
+    blockers: list[dict[str, Any]] = []
+    non_blockers: list[dict[str, Any]] = []
+    for pfn in sorted(b.pages):
+        st = b.pages[pfn]
+        f = st.folio
+        if f is None or not in_free_run(pfn):
+            continue
+        row = rows.get(pfn)
+        cause = None
+        if row is not None and "foll_pin" in row["evidence"]:
+            cause = "foll_pin"
+        elif row is not None and "extra" in row["evidence"]:
+            cause = "extra"
+        elif f.kind in BLOCKER_KINDS:
+            cause = BLOCKER_KINDS[f.kind]
+        if cause is not None:
+            blockers.append({"pfn": pfn, "nr_pages": f.nr_pages, "cause": cause,
+                             "kind": f.kind})
+            continue
+        why = {"movable_ops": "movable_ops", "balloon": "movable_ops"}.get(f.kind, "lru")
+        if row is not None:
+            why = "pinner_only"  # page_pinner's flag of an old failure, no reference now
+        non_blockers.append({"pfn": pfn, "nr_pages": f.nr_pages, "kind": f.kind, "why": why})
+    free_pages = [p for lo, hi in free_runs for p in range(lo, hi)]
+    buddy = sum(1 for p in free_pages if b.pages.get(p) is None
+                or b.pages[p].kind in ("free", "buddy_tail"))
+    by_cause = {k: 0 for k in ("foll_pin", "extra", "slab", "pgtable", "reserved", "kernel",
+                               "non_lru")}
+    for x in blockers:
+        by_cause[x["cause"]] += x["nr_pages"]
+    inside = [p for p in pinned if c.base_pfn <= p["pfn"] < c.base_pfn + c.count]
+    return {
+        "name": c.name,
+        "base_pfn": c.base_pfn,
+        "count": c.count,
+        "order_per_bit": order,
+        "bitmap_bits": bitmap.bits,
+        "allocated_bits": bitmap.allocated_bits,
+        "allocated_pages": bitmap.allocated_bits << order,
+        "free_pages": c.count - (bitmap.allocated_bits << order),
+        "largest_free_run": max((hi - lo for lo, hi in free_runs), default=0),
+        "ranges": ranges,
+        "flags": bitmap.flags,
+        "counters": bitmap.counters,
+        "blockers": blockers,
+        "blocked_pages": sum(x["nr_pages"] for x in blockers),
+        "by_cause": by_cause,
+        "non_blockers": non_blockers,
+        "free_buddy_pages": buddy,
+        "pinned_pages": sum(p["nr_pages"] for p in inside),
+        "pinned_pfns": [p["pfn"] for p in inside],
+    }
+
+
 def build_truth(b: Built) -> dict[str, Any]:
     v = b.variant
     pinned: list[dict[str, Any]] = []
@@ -145,22 +238,7 @@ def build_truth(b: Built) -> dict[str, Any]:
             }
         )
     # CMA areas
-    cmas = []
-    for c, bitmap in zip(S.CMA_AREAS, b.cma, strict=True):
-        inside = [p for p in pinned if c.base_pfn <= p["pfn"] < c.base_pfn + c.count]
-        cmas.append(
-            {
-                "name": c.name,
-                "base_pfn": c.base_pfn,
-                "count": c.count,
-                "order_per_bit": c.order_per_bit,
-                "bitmap_bits": bitmap.bits,
-                "allocated_bits": bitmap.allocated_bits,
-                "allocated_pages": bitmap.allocated_bits << c.order_per_bit,
-                "pinned_pages": sum(p["nr_pages"] for p in inside),
-                "pinned_pfns": [p["pfn"] for p in inside],
-            }
-        )
+    cmas = [cma_truth(b, c, bitmap, pinned) for c, bitmap in zip(S.CMA_AREAS, b.cma, strict=True)]
     # page_owner records of the truth pages
     owner: dict[str, Any]
     page_owner = b.client(PageOwner)

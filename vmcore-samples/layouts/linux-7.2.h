@@ -1170,3 +1170,10 @@ struct __attribute__((packed)) cma {
 };
 
 _Static_assert(sizeof(struct cma) == 360, "size");
+
+enum cma_flags {
+	CMA_RESERVE_PAGES_ON_ERROR = 0,
+	CMA_ZONES_VALID = 1,
+	CMA_ZONES_INVALID = 2,
+	CMA_ACTIVATED = 3,
+};

@@ -29,7 +29,7 @@ args510=(); for t in "${common[@]}" 'struct per_cpu_pageset' 'enum compound_dtor
   case $t in 'struct folio'|'struct per_cpu_zonestat'|'union handle_parts'|'struct stack_record'|\
     'depot_stack_handle_t') ;; *) args510+=(-t "$t") ;; esac
 done
-args72=(); for t in "${common[@]}" 'enum pagetype' 'refcount_t' 'struct cma' 'struct cma_memrange'
+args72=(); for t in "${common[@]}" 'enum pagetype' 'refcount_t' 'struct cma' 'struct cma_memrange' 'enum cma_flags'
   do args72+=(-t "$t"); done
 
 python3 "$here/dwarf2c.py" -o "$here/../layouts/linux-6.1.h" --comment \
