@@ -110,7 +110,10 @@ def _vaddr(m: Mapper) -> str:
 
 
 def _row(page: PinnedPage, owners: bool = False) -> dict[str, Any]:
-    row = dict(page_object(page), pfn=hex(page.pfn))
+    """The table and CSV cells of *page*: the columns of :func:`document`, nothing more (the
+    whole JSON object per row cost ~0.1 ms: 10 s for 100 000 rows)."""
+    row: dict[str, Any] = {c: getattr(page, c) for c in COLUMNS}
+    row["pfn"] = hex(page.pfn)
     owner = page.owner
     alloc = ("alloc_pid", "alloc_comm") if owners else ("pid", "comm")
     row[alloc[0]] = owner.pid if owner else None
@@ -124,7 +127,8 @@ def _row(page: PinnedPage, owners: bool = False) -> dict[str, Any]:
         row["comm"] = Lines(m.comm or "?" for m in mappers)
         row["vaddr"] = Lines(_vaddr(m) for m in mappers)
         row["file"] = Lines(m.file for m in mappers)
-        row["holders"] = Lines(holder_text(page).split(", ")) if holder_text(page) else "-"
+        held = holder_text(page)
+        row["holders"] = Lines(held.split(", ")) if held else "-"
     return row
 
 
