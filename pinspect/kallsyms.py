@@ -77,13 +77,16 @@ def long_names(release: str) -> bool:
     return major > 6 or (major == 6 and minor >= 1)
 
 
-def _read_more(prog: Program, address: int) -> bytes:
-    """A megabyte from *address*, or up to the end of its page if the megabyte runs into
-    memory the target lacks."""
-    try:
-        return prog.read(address, CHUNK)
-    except FaultError:
-        return prog.read(address, 4096 - address % 4096)
+def _read_more(prog: Program, address: int, need: int) -> bytes:
+    """A megabyte from *address*; if that runs into memory the target lacks, up to the end of
+    the page, or at least *need* bytes."""
+    for size in (CHUNK, 4096 - address % 4096):
+        if size >= need:
+            try:
+                return prog.read(address, size)
+            except FaultError:
+                pass
+    return prog.read(address, need)
 
 
 def _read_names(prog: Program, address: int, num_syms: int, two_byte: bool) -> bytes:
@@ -91,8 +94,10 @@ def _read_names(prog: Program, address: int, num_syms: int, two_byte: bool) -> b
     data = bytearray()
     pos = 0
     for _ in range(num_syms):
-        while pos + 2 > len(data):
-            data += _read_more(prog, address + len(data))
+        if pos + 2 > len(data):  # (a length may take two bytes)
+            data += _read_more(prog, address + len(data), pos + 1 - len(data))
+        if pos + 2 > len(data) and data[pos] & 0x80 and two_byte:
+            data += prog.read(address + len(data), 1)
         length = data[pos]
         if length & 0x80 and two_byte:
             length = (length & 0x7F) | (data[pos + 1] << 7)
