@@ -190,55 +190,61 @@ def table_lines(cells: list[list[str]], headers: list[str] | None) -> Iterator[s
         return
     ncols = len(cells[0])
     rows = [[c.strip() for c in row] for row in cells]
-    multiline = any("\n" in c for row in cells for c in row)  # before stripping
+    multiline = any("\n" in "".join(row) for row in cells)  # before stripping
     widths = [len(h) + 2 for h in headers] if headers is not None else [0] * ncols
+    columns = list(zip(*rows, strict=True))
+    # columns whose cells have several lines; the others are sized and written as they are
+    multi = [i for i, col in enumerate(columns) if "\n" in "".join(col)] if multiline else []
     split: dict[str, list[str]] = {}  # cell -> its lines (a shared stack is split once)
-    if multiline:
-        # (as tabulate: a trailing newline makes no line, an empty cell none at all)
-        for row in rows:
-            for i, c in enumerate(row):
-                lines = split.get(c)
-                if lines is None:
-                    lines = split[c] = c.splitlines()
-                w = max(map(len, lines), default=0)
-                if w > widths[i]:
-                    widths[i] = w
-    else:
-        for i in range(ncols):
-            w = max(len(row[i]) for row in rows)
-            if w > widths[i]:
-                widths[i] = w
+    for i, col in enumerate(columns):
+        if i in multi:
+            # (as tabulate: a trailing newline makes no line, an empty cell none at all)
+            for c in col:
+                if c not in split:
+                    split[c] = c.splitlines()
+            w = max((max(map(len, split[c]), default=0) for c in set(col)), default=0)
+        else:
+            w = max(map(len, col), default=0)
+        widths[i] = max(widths[i], w)
     if headers is not None:
-        yield "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+        yield "  ".join(map(str.ljust, headers, widths)).rstrip()
         yield "  ".join("-" * w for w in widths)
     if not multiline:
         for row in rows:
-            yield "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            yield "  ".join(map(str.ljust, row, widths)).rstrip()
         return
     # A row's lines after its first hold only its cells of several lines (a stack): each at
     # its column's offset. They are made once per such set of cells and yielded as one chunk.
+    single = [i for i in range(ncols) if i not in multi]
     offsets = [sum(widths[:i]) + 2 * i for i in range(ncols)]
     rest: dict[tuple[tuple[int, str], ...], str] = {}
     for row in rows:
-        row_lines = [split[c] for c in row]
-        n = max(map(len, row_lines))  # 0 for a row of empty cells: no line at all
-        if not n:
+        n = 1 if any([row[i] for i in single]) else 0  # an empty cell has no line
+        first = list(row)
+        key = []
+        for i in multi:
+            lines = split[row[i]]
+            first[i] = lines[0] if lines else ""
+            if len(lines) > n:
+                n = len(lines)
+            if len(lines) > 1:
+                key.append((i, row[i]))
+        if not n:  # a row of empty cells: no line at all
             continue
-        yield "  ".join((lines[0] if lines else "").ljust(w)
-                        for lines, w in zip(row_lines, widths, strict=True)).rstrip()
+        yield "  ".join(map(str.ljust, first, widths)).rstrip()
         if n == 1:
             continue
-        key = tuple((i, c) for i, c in enumerate(row) if len(row_lines[i]) > 1)
-        chunk = rest.get(key)
+        chunk_key = tuple(key)
+        chunk = rest.get(chunk_key)
         if chunk is None:
             out = []
             for k in range(1, n):
                 line = ""
-                for i, c in key:
+                for i, c in chunk_key:
                     if k < len(split[c]):
                         line = line.ljust(offsets[i]) + split[c][k]
                 out.append(line.rstrip())
-            chunk = rest[key] = "\n".join(out)
+            chunk = rest[chunk_key] = "\n".join(out)
         yield chunk
 
 
