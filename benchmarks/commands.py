@@ -12,8 +12,9 @@ peak RSS; ratios against ``pinned`` alone. Per page and per unique stack: the ex
 of ``--stacks`` over ``pinned``, divided by the pages and by the distinct stack depot handles.
 
 **CMA scan**: in one process, ``cma_report`` of the 4 GiB area (the struct pages of its free
-bitmap ranges) against ``find_pinned`` over the area's pfns, best of ``--repeat``; rates are
-pages covered per second (read or skipped as free buddy blocks).
+bitmap ranges, blockers with their page_owner task and stack) against ``find_pinned`` over the
+area's pfns (with page_owner records, as ``pinned`` runs it), best of ``--repeat``; rates are
+the area's pages per second.
 
 **Start-up**: ``pinspect info`` with ``--btf`` (no vmlinux: BTF from memory, kallsyms) and
 with ``-s vmlinux`` (DWARF), best and median of ``--repeat`` fresh processes, on the dev
@@ -91,7 +92,7 @@ cma, scan = [], []
 for _ in range(repeat):
     t = time.perf_counter(); r = cma_report(prog, area.name); cma.append(time.perf_counter() - t)
     t = time.perf_counter()
-    p = find_pinned(prog, pfn_range=(area.base_pfn, area.end_pfn), owners=False)
+    p = find_pinned(prog, pfn_range=(area.base_pfn, area.end_pfn))  # with owners, as `pinned`
     scan.append(time.perf_counter() - t)
 a = r.areas[0]
 out.update(cma_s=min(cma), cma_read=a.scanned, cma_skipped=a.skipped, blockers=len(a.blockers),

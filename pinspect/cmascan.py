@@ -49,7 +49,7 @@ from pinspect.evidence import (
     evaluate_chunk,
 )
 from pinspect.kernel import Kernel, page_type_name, probe
-from pinspect.owner import owner_records
+from pinspect.owner import owner_tasks
 from pinspect.pinner import pinner_mask
 from pinspect.places import Places
 from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, valid_ranges
@@ -331,12 +331,13 @@ def _annotate_owners(kernel: Kernel, blockers: list[Blocker]) -> None:
     """Fill the owner and stack columns from page_owner's records, read in bulk."""
     if not blockers:
         return
-    found = owner_records(kernel.prog, [b.pfn for b in blockers]).records
+    found = owner_tasks(kernel.prog, [b.pfn for b in blockers])
     for b in blockers:
-        record = found.get(b.pfn)
-        if record is not None:
-            b.owner = {"pid": record.pid, "tgid": record.tgid, "comm": record.comm}
-            b.stack = record.stack.lines() if record.stack is not None else None
+        task = found.get(b.pfn)
+        if task is not None:
+            pid, tgid, comm, stack = task
+            b.owner = {"pid": pid, "tgid": tgid, "comm": comm}
+            b.stack = stack.lines() if stack is not None else None
 
 
 @dataclass
