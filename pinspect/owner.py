@@ -204,8 +204,18 @@ def _column(data: np.ndarray, offset: int, size: int, signed: bool) -> list[int]
     return np.ascontiguousarray(data[:, offset:offset + size]).view(dtype).reshape(-1).tolist()
 
 
-def owner_records(prog: Program, pfns: Iterable[int], stacks: bool = True) -> OwnerReport:
-    """The page_owner records of *pfns* (pfns without one are left out), read in bulk."""
+@dataclass
+class _Columns:
+    """The page_owner records of some pfns, column by column (no per-record objects)."""
+
+    pfns: list[int]  # the pfns with a record, in order
+    allocated: list[bool]
+    comms: list[str | None]
+    columns: dict[str, list[int]]  # field name -> values (the fields this kernel has)
+
+
+def _owner_columns(prog: Program, pfns: Iterable[int]) -> tuple[OwnerReport, _Columns | None]:
+    """The report's feature and unreadable count, and the records of *pfns* as columns."""
     from pinspect.kernel import probe
 
     kernel = probe(prog)
@@ -215,23 +225,23 @@ def owner_records(prog: Program, pfns: Iterable[int], stacks: bool = True) -> Ow
     layout = owner_layout(prog)
     client = ext.client(CLIENT.name) if ext is not None else None
     if feature.state != PRESENT or ext is None or client is None or layout is None:
-        return report
+        return report, None
     owner_bit = ext.flag_bits.get("PAGE_EXT_OWNER")
     allocated_bit = ext.flag_bits.get("PAGE_EXT_OWNER_ALLOCATED")
     if owner_bit is None or not ext.has_flags_word:
-        return report
+        return report, None
     wanted = sorted(set(pfns))
     if not wanted:
-        return report
+        return report, None
     entries, readable = read_entries(kernel, wanted)
     report.unreadable = int((~readable).sum())
     flags = np.ascontiguousarray(entries[:, :8]).view("<u8").reshape(-1)
     has_record = readable & ((flags >> np.uint64(owner_bit)) & np.uint64(1)).astype(bool)
     if client.offset + layout.size > ext.entry_size:
-        return report
+        return report, None
     rows = np.flatnonzero(has_record)
     if not len(rows):
-        return report
+        return report, None
     data = entries[rows, client.offset:client.offset + layout.size]
     columns = {name: _column(data, off, size, signed)
                for name, (off, size, signed) in layout.fields.items() if name != "comm"}
@@ -240,24 +250,51 @@ def owner_records(prog: Program, pfns: Iterable[int], stacks: bool = True) -> Ow
         off, size, _ = layout.fields["comm"]
         comms = [bytes(r).split(b"\0", 1)[0].decode(errors="replace")
                  for r in data[:, off:off + size]]
+    alloc = ([bool(int(w) >> allocated_bit & 1) for w in flags[rows].tolist()]
+             if allocated_bit is not None else [False] * len(rows))
+    return report, _Columns([wanted[r] for r in rows.tolist()], alloc, comms, columns)
+
+
+def owner_tasks(prog: Program, pfns: Iterable[int]
+                ) -> dict[int, tuple[int | None, int | None, str | None, Stack | None]]:
+    """pid, tgid, comm and allocation stack of the page_owner records of *pfns* (those with
+    one), without building an :class:`OwnerRecord` each (for many pages: CMA blockers)."""
+    _, cols = _owner_columns(prog, pfns)
+    if cols is None:
+        return {}
+    depot = stack_depot(prog)
+    nones: list[int | None] = [None] * len(cols.pfns)
+    pids = cols.columns.get("pid", nones)
+    tgids = cols.columns.get("tgid", nones)
+    handles = cols.columns.get("handle", nones)
+    return {pfn: (pid, tgid, comm, depot.stack(handle or 0))
+            for pfn, pid, tgid, comm, handle in zip(cols.pfns, pids, tgids, cols.comms, handles,
+                                                     strict=True)}
+
+
+def owner_records(prog: Program, pfns: Iterable[int], stacks: bool = True) -> OwnerReport:
+    """The page_owner records of *pfns* (pfns without one are left out), read in bulk."""
+    report, cols = _owner_columns(prog, pfns)
+    if cols is None:
+        return report
+    columns = cols.columns
+    comms = cols.comms
+    alloc = cols.allocated
     depot = stack_depot(prog)
     gfp_names: dict[int, tuple[str, ...]] = {}
     reasons: dict[int, str | None] = {}
-    nones: list[int | None] = [None] * len(rows)
+    nones: list[int | None] = [None] * len(cols.pfns)
 
     def column(name: str) -> list[int | None]:
         return columns.get(name, nones)  # type: ignore[return-value]
 
-    alloc = ([bool(int(w) >> allocated_bit & 1) for w in flags[rows].tolist()]
-             if allocated_bit is not None else [False] * len(rows))
     stack_of = depot.stack if stacks else (lambda handle: None)
-    for (row, allocated, comm, gfp, order, handle, free_handle, reason, pid, tgid, ts,
+    for (pfn, allocated, comm, gfp, order, handle, free_handle, reason, pid, tgid, ts,
          free_ts, free_pid, free_tgid) in zip(
-            rows.tolist(), alloc, comms, column("gfp_mask"), column("order"),
+            cols.pfns, alloc, comms, column("gfp_mask"), column("order"),
             column("handle"), column("free_handle"), column("last_migrate_reason"),
             column("pid"), column("tgid"), column("ts_nsec"), column("free_ts_nsec"),
             column("free_pid"), column("free_tgid"), strict=True):
-        pfn = wanted[row]
         gfp = gfp or 0
         names = gfp_names.get(gfp)
         if names is None:

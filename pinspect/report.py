@@ -115,10 +115,16 @@ def attach_mappers(prog: Program, pages: Sequence[PinnedPage]) -> RmapSummary:
         page.mappers = rmap.mappers.get(page.pfn, [])
         page.holders = held.held.get(page.pfn, [])
         with_mappers += bool(page.mappers)
-        no_process += sum(m.pid is None for m in page.mappers)
-        pins = sum(h.count for h in page.holders if h.counts_as == "pin")
-        refs = sum(h.count for h in page.holders if h.counts_as == "ref")
-        transient += sum(h.count for h in page.holders if h.transient)
+        for m in page.mappers:
+            no_process += m.pid is None
+        pins = refs = 0
+        for h in page.holders:
+            if h.counts_as == "pin":
+                pins += h.count
+            elif h.counts_as == "ref":
+                refs += h.count
+            if h.transient:
+                transient += h.count
         page.unexplained_pins = max(0, page.pins - pins)
         page.unexplained_extra = max(0, page.extra - refs)
         unexplained_pins += page.unexplained_pins

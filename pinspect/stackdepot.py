@@ -82,8 +82,13 @@ class Stack:
     frames: tuple[Frame, ...]
 
     def lines(self) -> list[str]:
-        """The frames as ``%pS`` strings."""
-        return [str(f) for f in self.frames]
+        """The frames as ``%pS`` strings (made once per stack: a stack is shared by every
+        page with its handle)."""
+        text = self.__dict__.get("_lines")
+        if text is None:
+            text = tuple(str(f) for f in self.frames)
+            object.__setattr__(self, "_lines", text)
+        return list(text)
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,16 @@ def test_synthetic_dump_matches_its_manifest(tmp_path: Path) -> None:
     }
     assert len(injected) == 30
     assert got == injected | original
+
+
+def test_command_benchmark_measures_a_sample() -> None:
+    """benchmarks.commands' one measurement (a pinspect run in a child: wall, CPU, peak RSS)
+    on a bundled sample; the timed rows run on the real manypins dump (README)."""
+    if not SAMPLE.exists() or not SAMPLE_DEBUG.exists():
+        pytest.skip(f"{SAMPLE.name} and {SAMPLE_DEBUG.name} are not in vmcore-samples/")
+    from benchmarks.commands import run_cli
+
+    r = run_cli(["-c", str(SAMPLE), "-s", str(SAMPLE_DEBUG)], ("pinned", "--stacks"))
+    assert r["wall_s"] > 0 and r["cpu_s"] > 0
+    assert 50 < r["rss_mib"] < 4096  # a Python process with drgn, in MiB
+    assert r["out_bytes"] > 100  # the table was written

@@ -93,3 +93,35 @@ def test_table_and_csv_escape_every_string_cell() -> None:
     assert "f+0x1/0x2|g\\x1b+0x3/0x4" in render(doc, "csv")
     assert json.loads(render(Document("pinned", {"s": Lines(["a", "b"])}, [], ()), "json"))[
         "s"] == ["a", "b"]
+
+
+def test_table_is_tabulates_text() -> None:
+    """The table writer (render.table_lines, which skips tabulate's per-cell type inference)
+    gives tabulate's own text for cells of every shape the commands make: empty, padded,
+    several lines (stacks), trailing newlines, a column of one-line and multi-line cells,
+    with and without headers; and hands non-ASCII cells to tabulate."""
+    import random
+
+    from tabulate import tabulate
+
+    from pinspect.render import table_text
+
+    rnd = random.Random(11)
+    parts = ["a", "bb", " ", "x y", "", "0x10", "1", "-", "\n", "\n", "z\n", "  lead", "trail  ",
+             "foo+0x1f/0x80 [mod]", "1.5", "None", "\n\n", "1e5", "0"]
+    checked = 0
+    for _ in range(1500):
+        ncols, nrows = rnd.randint(1, 6), rnd.randint(1, 6)
+        cells = [["".join(rnd.choice(parts) for _ in range(rnd.randint(0, 4)))
+                  for _ in range(ncols)] for _ in range(nrows)]
+        if rnd.random() < 0.1:
+            cells[0][0] += "é"  # not plain ASCII: tabulate itself
+        if rnd.random() < 0.7:
+            heads = [rnd.choice(["pfn", "a", "stack", "nr_pages", "x"]) for _ in range(ncols)]
+            want = tabulate(cells, headers=heads, tablefmt="simple", disable_numparse=True)
+            assert table_text(cells, heads) == want, (cells, heads)
+        else:
+            want = tabulate(cells, tablefmt="plain", disable_numparse=True)
+            assert table_text(cells, None) == want, cells
+        checked += 1
+    assert checked == 1500

@@ -109,22 +109,27 @@ def _vaddr(m: Mapper) -> str:
     return hex(m.vaddr)
 
 
-def _row(page: PinnedPage, owners: bool = False) -> dict[str, Any]:
-    row = dict(page_object(page), pfn=hex(page.pfn))
+def _row(page: PinnedPage, owners: bool = False, stacks: bool = True) -> dict[str, Any]:
+    """The table and CSV cells of *page*: the columns of :func:`document`, nothing more (the
+    whole JSON object per row cost ~0.1 ms: 10 s for 100 000 rows)."""
+    row: dict[str, Any] = {c: getattr(page, c) for c in COLUMNS}
+    row["pfn"] = hex(page.pfn)
     owner = page.owner
     alloc = ("alloc_pid", "alloc_comm") if owners else ("pid", "comm")
     row[alloc[0]] = owner.pid if owner else None
     row[alloc[1]] = owner.comm if owner else None
-    stack, source = page.stack_source()
-    row["source"] = source or None
-    row["stack"] = Lines(stack.lines()) if stack else None
+    if stacks:  # (the stack columns exist only with --stacks)
+        stack, source = page.stack_source()
+        row["source"] = source or None
+        row["stack"] = Lines(stack.lines()) if stack else None
     if owners:
         mappers = page.mappers or []
         row["pid"] = Lines(str(m.pid) if m.pid is not None else "?" for m in mappers)
         row["comm"] = Lines(m.comm or "?" for m in mappers)
         row["vaddr"] = Lines(_vaddr(m) for m in mappers)
         row["file"] = Lines(m.file for m in mappers)
-        row["holders"] = Lines(holder_text(page).split(", ")) if holder_text(page) else "-"
+        held = holder_text(page)
+        row["holders"] = Lines(held.split(", ")) if held else "-"
     return row
 
 
@@ -219,7 +224,7 @@ def document(report: PinnedReport, sort: str = "pfn", limit: int | None = None,
               "sources": [pick(f, FEATURE) for f in report.sources],
               "warnings": list(report.warnings),
               "rmap": pick(report.rmap, RMAP_SUMMARY) if report.rmap else None},
-        rows=Rows(shown, lambda p: _row(p, owners)),
+        rows=Rows(shown, lambda p: _row(p, owners, stacks)),
         columns=columns,
         notes=notes,
     )

@@ -140,8 +140,12 @@ def find_holders(prog: Program, folios: Sequence[tuple[int, int]]) -> HolderResu
             if start is None:
                 ctx.problems.add(f"{module.NAME}: pointer that is no struct page")
                 continue
-            touched = {head_of[p] for p in range(start, start + max(1, min(hold.pages, 1 << 18)))
-                       if p in head_of}
+            if hold.pages <= 1:  # the common case: one page per pipe buffer or bvec
+                only = head_of.get(start)
+                touched = {only} if only is not None else set()
+            else:
+                touched = {head_of[p] for p in range(start, start + min(hold.pages, 1 << 18))
+                           if p in head_of}
             for head in touched:
                 refs = held.setdefault(head, {})
                 ref = refs.get(hold.label)
