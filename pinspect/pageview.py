@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from drgn import Program
+from drgn import FaultError, Program
 
+from pinspect import unread
+from pinspect.errors import TargetError
 from pinspect.evidence import FlagMasks, evaluate_chunk
 from pinspect.features import Feature
 from pinspect.kernel import Kernel, page_type_name, probe
@@ -14,7 +16,7 @@ from pinspect.owner import OwnerRecord, owner_records
 from pinspect.pinner import pinner_mask
 from pinspect.places import Places
 from pinspect.report import PinnedPage, rows
-from pinspect.scan import PageChunk, read_page_bytes, struct_page_address
+from pinspect.scan import InvalidPfn, PageChunk, read_page_bytes, struct_page_address
 
 
 @dataclass
@@ -47,17 +49,32 @@ def _chunk(kernel: Kernel, pfn: int, count: int) -> PageChunk:
     return PageChunk(kernel, pfn, np.frombuffer(data, dtype=np.uint8))
 
 
+# The largest folio order believed (a corrupted order would make a huge read): PUD-sized
+# hugetlb folios on 4 KiB pages are order 18; 64 KiB pages make them no larger in pages.
+MAX_FOLIO_ORDER = 20
+
+
 def inspect_page(prog: Program, pfn: int) -> PageVerdict:
     """Read one page (``struct page`` of *pfn*) and judge its folio like
     :func:`pinspect.report.find_pinned` does.
 
     The page and its first neighbour are read at once; a tail page's folio is read from its
-    head, once its order is known.
+    head, once its order is known. A pfn without a struct page raises
+    :class:`~pinspect.scan.InvalidPfn`, an unreadable struct page :class:`TargetError`; a
+    corrupted page (its head pointer or folio order impossible, its head unreadable) still
+    gets its raw fields, without a folio verdict, and a warning that says why.
     """
     kernel = probe(prog)
     layout = kernel.layout
     masks = FlagMasks.of(kernel)
-    chunk = _chunk(kernel, pfn, 2)
+    address = struct_page_address(kernel, pfn)
+    try:
+        chunk = _chunk(kernel, pfn, 2)
+    except FaultError as e:
+        raise TargetError(f"cannot read the struct page of pfn {pfn:#x} at {address:#x}: "
+                          + (unread.last_file() or "it is not in the dump"),
+                          "a filtered or truncated dump may lack it; "
+                          "'pinspect pinned' reports which pages could be read") from e
     raw = {
         "flags": int(chunk.flags[0]),
         "compound_head": int(chunk.compound_head[0]),
@@ -67,26 +84,40 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         "_mapcount": int(chunk.mapcount[0]),
         "_refcount": int(chunk.refcount[0]),
     }
-    address = struct_page_address(kernel, pfn)
+    warnings: list[str] = []
     head_pfn = pfn
     info = raw["compound_head"]
+    folio_chunk: PageChunk | None = chunk
     if info & 1:
         head = address & info if layout.tail_info_is_mask else info - 1
-        head_pfn = pfn - (address - head) // layout.size
-        chunk = _chunk(kernel, head_pfn, 2)
-    if chunk.flags[0] & np.uint64(masks.head) and chunk.n > 1:
+        offset = address - head
+        if offset <= 0 or offset % layout.size or offset // layout.size >= 1 << MAX_FOLIO_ORDER:
+            warnings.append(f"compound_head {info:#x} points to no head page of this memory "
+                            "map (corrupted): no folio verdict")
+            folio_chunk = None
+        else:
+            head_pfn = pfn - offset // layout.size
+            folio_chunk = _folio_chunk(kernel, head_pfn, warnings)
+    if folio_chunk is not None and folio_chunk.flags[0] & np.uint64(masks.head) \
+            and folio_chunk.n > 1:
         # The folio's order lives in its first tail page.
-        order = int(chunk.raw[layout.folio.order])
-        if (1 << order) > chunk.n:
-            chunk = _chunk(kernel, head_pfn, 1 << order)
-    found = evaluate_chunk(kernel, chunk, masks, pinner_mask(kernel), report_all=True)
+        order = int(folio_chunk.raw[layout.folio.order])
+        if order > MAX_FOLIO_ORDER:
+            warnings.append(f"folio order {order} at pfn {head_pfn:#x} is impossible "
+                            "(corrupted): no folio verdict")
+            folio_chunk = None
+        elif (1 << order) > folio_chunk.n:
+            folio_chunk = _folio_chunk(kernel, head_pfn, warnings, 1 << order)
     places = Places(kernel)
-    folio_rows = list(rows(chunk, found, places, keep_unpinned=True))
-    folio = folio_rows[0] if folio_rows and folio_rows[0].pfn == head_pfn else None
+    folio = None
+    if folio_chunk is not None:
+        found = evaluate_chunk(kernel, folio_chunk, masks, pinner_mask(kernel),
+                               report_all=True)
+        folio_rows = list(rows(folio_chunk, found, places, keep_unpinned=True))
+        folio = folio_rows[0] if folio_rows and folio_rows[0].pfn == head_pfn else None
     flags = raw["flags"]
     state = _page_state(kernel, raw, masks, folio)
-    zone = places.locator.locate(pfn, flags)
-    area = places.cma.find(pfn)
+    node, zone_name, migratetype, cma = places.of(pfn, flags)
     owners = owner_records(prog, {pfn, head_pfn})
     if folio is not None:
         folio.owner = owners.records.get(head_pfn)
@@ -96,10 +127,10 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         page=address,
         head_pfn=head_pfn,
         state=state,
-        node=zone.node if zone else -1,
-        zone=zone.name if zone else "unknown",
-        migratetype=places.blocks.name(pfn),
-        cma=area.name if area else None,
+        node=node,
+        zone=zone_name,
+        migratetype=migratetype,
+        cma=cma,
         raw=raw,
         flags=flags,
         flag_names=kernel.flags.decode(flags),
@@ -107,8 +138,24 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         owner=owners.records.get(pfn),
         owner_unreadable=bool(owners.unreadable) and pfn not in owners.records,
         sources=[owners.feature],
-        warnings=owners.warnings(),
+        warnings=warnings + owners.warnings(),
     )
+
+
+def _folio_chunk(kernel: Kernel, head_pfn: int, warnings: list[str], count: int = 2
+                 ) -> PageChunk | None:
+    """The struct pages of the folio at *head_pfn*, or None (with a warning) if they cannot
+    be read."""
+    try:
+        return _chunk(kernel, head_pfn, count)
+    except InvalidPfn:
+        warnings.append(f"the head pfn {head_pfn:#x} has no struct page (corrupted "
+                        "compound_head?): no folio verdict")
+    except FaultError:
+        unread.count(kernel.prog, "struct pages")
+        warnings.append(f"the struct pages of the folio at pfn {head_pfn:#x} cannot be "
+                        "read: no folio verdict")
+    return None
 
 
 def _page_state(kernel: Kernel, raw: dict[str, int], masks: FlagMasks,

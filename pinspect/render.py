@@ -45,6 +45,12 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(_escaped, text)
 
 
+def escape_lines(text: str) -> str:
+    """:func:`escape` for each line of *text* (the line breaks stay): titles, notes and
+    messages made of several lines, which may quote strings from the target."""
+    return "\n".join(escape(line) for line in text.split("\n"))
+
+
 class Lines(tuple[str, ...]):
     """A cell of several lines (a stack's frames): one per line in a table, ``|``-joined in
     CSV, a list in JSON."""
@@ -136,7 +142,7 @@ def write(doc: Document, fmt: str, out: TextIO, *, header: bool = True,
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     parts = []
     if doc.table_title and header:
-        parts.append(doc.table_title)
+        parts.append(escape_lines(doc.table_title))
     # (tabulate sizes its columns from every row, so the table is made whole)
     cells = [[_cell(row.get(c)) for c in shown] for row in doc.rows]
     if cells and header:
@@ -145,7 +151,7 @@ def write(doc: Document, fmt: str, out: TextIO, *, header: bool = True,
     elif cells:
         parts.append(tabulate(cells, tablefmt="plain", disable_numparse=True))
     if header:
-        parts.extend(doc.notes)
+        parts.extend(escape_lines(note) for note in doc.notes)
     if parts:
         out.write("\n".join(parts) + "\n")
 

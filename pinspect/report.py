@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from drgn import Program
 
+from pinspect import unread
 from pinspect.buddy import free_blocks
 from pinspect.errors import FeatureMissing
 from pinspect.evidence import EVIDENCE_KINDS, KIND_NAMES, Candidates, FlagMasks, evaluate_chunk
@@ -108,6 +109,11 @@ def find_pinned(
         names = sorted({z.name for z in all_zones})
         raise FeatureMissing(f"no zone named {', '.join(zone_names)} on this system",
                              f"zones here: {', '.join(names)}")
+    missing_nodes = sorted(set(nodes) - {z.node for z in all_zones})
+    if missing_nodes:
+        raise FeatureMissing(f"no node {', '.join(map(str, missing_nodes))} on this system",
+                             "nodes here: " + ", ".join(map(str, sorted({z.node
+                                                                          for z in all_zones}))))
     windows = [(z.start_pfn, z.end_pfn) for z in chosen]
     if pfn_range is not None:
         windows = [(max(lo, pfn_range[0]), min(hi, pfn_range[1])) for lo, hi in windows]
@@ -144,6 +150,7 @@ def find_pinned(
             pages.append(row)
     if progress is not None:
         progress(total, total)
+    unread.count(prog, "struct pages", stats.unreadable)
     report = PinnedReport(pages=pages, scanned=stats.pages, unreadable=stats.unreadable,
                           skipped_free=skipped_free, summary=summarize(pages))
     if owners:

@@ -17,6 +17,7 @@ from drgn import FaultError
 from drgn.helpers.linux.mm import for_each_valid_page_range
 
 from pinspect.elfmem import ElfMemory
+from pinspect.errors import PinspectError
 from pinspect.kernel import Kernel
 
 # Pages per chunk, aligned so that no folio of buddy order straddles two chunks. Views of a
@@ -271,11 +272,22 @@ def iter_chunks(
         yield from _read_pages(kernel, base, start, stop, spans, stats)
 
 
+class InvalidPfn(PinspectError, LookupError):
+    """A pfn that has no struct page: in a memory hole, or past the last valid pfn."""
+
+
 def _valid_range_of(kernel: Kernel, pfn: int) -> tuple[int, int, int]:
-    for found in valid_ranges(kernel):
+    ranges = valid_ranges(kernel)
+    for found in ranges:
         if found[0] <= pfn < found[1]:
             return found
-    raise LookupError(f"pfn {pfn:#x} is not a valid page frame")
+    where = ("past the last one" if ranges and pfn >= ranges[-1][1]
+             else "in a memory hole" if ranges and pfn > ranges[0][0] else "below the first one")
+    shown = ", ".join(f"{lo:#x}-{hi - 1:#x}" for lo, hi, _ in ranges[:6])
+    raise InvalidPfn(f"pfn {pfn:#x} has no struct page: it is {where} of the valid pfns",
+                     f"valid pfns here: {shown or 'none'}"
+                     + (", ..." if len(ranges) > 6 else "")
+                     + " ('pinspect info' lists the zones)")
 
 
 def struct_page_address(kernel: Kernel, pfn: int) -> int:

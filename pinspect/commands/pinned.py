@@ -137,16 +137,17 @@ def _pfn_range(ctx: click.Context, param: click.Parameter,
 @click.option("--zone", "zone_names", multiple=True, metavar="NAME",
               shell_complete=complete_zone,
               help="only this zone (repeatable): DMA, DMA32, Normal, Movable, ...")
-@click.option("--node", "nodes", multiple=True, type=int, metavar="N",
+@click.option("--node", "nodes", multiple=True, type=click.IntRange(min=0), metavar="N",
               help="only this NUMA node (repeatable).")
 @click.option("--pfn", "pfn_range", metavar="START-END", default=None, callback=_pfn_range,
               help="only pfns in START-END (inclusive; decimal or 0x hex).")
 @click.option("--evidence", "evidence", multiple=True, type=click.Choice(EVIDENCE_KINDS),
               help="only pages with this evidence (repeatable).")
-@click.option("--min-extra", type=int, default=1, show_default=True,
+@click.option("--min-extra", type=click.IntRange(min=1), default=1, show_default=True,
               help="report extra references only from this many up.")
 @click.option("--sort", type=click.Choice(tuple(SORT_KEYS)), default="pfn", show_default=True)
-@click.option("--limit", type=int, default=None, help="show at most N rows.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help="show at most N rows.")
 @click.option("--stacks", is_flag=True,
               help="add pid, comm and allocation stack columns (from page_owner) to the table "
                    "and CSV; JSON always has them.")
