@@ -32,8 +32,22 @@ def _ranges_of(area: Object) -> list[tuple[int, int, int]]:
     except AttributeError:
         return [(area.base_pfn.value_(), area.count.value_(), area.bitmap.value_())]
     # 6.14+ (multi-range CMA): base_pfn and bitmap moved into struct cma_memrange.
+    nranges = min(nranges, _array_length(area.ranges, MAX_CMA_RANGES))
     return [(r.base_pfn.value_(), r.count.value_(), r.bitmap.value_())
             for r in area.ranges[:nranges]]
+
+
+MAX_CMA_AREAS = 64  # bound of a corrupted cma_area_count where the array has no length
+MAX_CMA_RANGES = 8
+
+
+def _array_length(array: Object, default: int) -> int:
+    """The length of an array object's type, or *default* if it has none."""
+    try:
+        length = array.type_.unaliased().length
+    except AttributeError:
+        length = None
+    return int(length) if length is not None else default
 
 
 def cma_ranges(kernel: Kernel) -> list[CmaRange]:
@@ -46,7 +60,7 @@ def cma_ranges(kernel: Kernel) -> list[CmaRange]:
     areas = variable(kernel.prog, "cma_areas")
     count_obj = variable(kernel.prog, "cma_area_count")
     if areas is not None and count_obj is not None:
-        count = count_obj.value_()
+        count = min(count_obj.value_(), _array_length(areas, MAX_CMA_AREAS))
         for area in areas[:count]:
             try:
                 name = area.name.string_().decode(errors="replace")

@@ -10,18 +10,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from drgn import Program
+import numpy as np
+from drgn import FaultError, Program, ProgramFlags
 
 from pinspect import unread
 from pinspect.buddy import free_blocks
 from pinspect.errors import FeatureMissing
 from pinspect.evidence import EVIDENCE_KINDS, KIND_NAMES, Candidates, FlagMasks, evaluate_chunk
 from pinspect.features import Feature
-from pinspect.kernel import probe
+from pinspect.kernel import Kernel, probe
 from pinspect.owner import OwnerRecord, owner_records
 from pinspect.pinner import pinner_mask
 from pinspect.places import Places
-from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, outside, valid_ranges
+from pinspect.scan import (
+    PageChunk,
+    ScanStats,
+    clip_ranges,
+    iter_chunks,
+    outside,
+    read_page_bytes,
+    valid_ranges,
+)
 from pinspect.summary import ZonePins, summarize, zone_counts
 from pinspect.zones import zones
 
@@ -48,6 +57,8 @@ class PinnedPage:
     flags: int  # raw page->flags of the head
     lru: bool  # PG_lru is set
     owner: OwnerRecord | None = None  # page_owner's record of the (head) page
+    # A live target's page that changed between two reads (reported as read the second time)
+    uncertain: bool = False
 
 
 @dataclass
@@ -119,6 +130,12 @@ def find_pinned(
         windows = [(max(lo, pfn_range[0]), min(hi, pfn_range[1])) for lo, hi in windows]
         windows = [w for w in windows if w[0] < w[1]]
     ranges = clip_ranges(valid_ranges(kernel), windows)
+    if pfn_range is None:
+        # A zone's present pages all have struct pages; fewer in the memory map means it was
+        # not found whole (a damaged VMCOREINFO or mem_section): say so, not "0 pinned".
+        covered = sum(end - start for start, end, _ in ranges)
+        unread.count(prog, "struct pages outside the memory map found",
+                     max(0, sum(z.present for z in chosen) - covered))
     # Free buddy blocks hold no references: their struct pages need not be read (dumps only).
     free = free_blocks(kernel)
     free_ends = [end for _, end in free]
@@ -136,6 +153,8 @@ def find_pinned(
     chosen_keys = {(z.node, z.name) for z in chosen}
     stats = ScanStats()
     pages: list[PinnedPage] = []
+    live = is_live(prog)
+    changed = 0  # live: reported by the first read, not pinned at the second
     done = 0
     for chunk in iter_chunks(kernel, ranges, stats, skip=free):
         done += sum(hi - lo for lo, hi in chunk.read_spans())
@@ -143,6 +162,12 @@ def find_pinned(
             progress(min(done, total), total)
         found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra)
         for row in rows(chunk, found, places, min_extra):
+            if live:  # pages change under the scan: confirm each report by a second read
+                second = reread(kernel, row, masks, pin_mask, places, min_extra)
+                if second is None:
+                    changed += 1
+                    continue
+                row = second
             if (zone_names or nodes) and (row.node, row.zone) not in chosen_keys:
                 continue
             if wanted and not wanted & set(row.evidence):
@@ -153,11 +178,47 @@ def find_pinned(
     unread.count(prog, "struct pages", stats.unreadable)
     report = PinnedReport(pages=pages, scanned=stats.pages, unreadable=stats.unreadable,
                           skipped_free=skipped_free, summary=summarize(pages))
+    uncertain = sum(p.uncertain for p in pages)
+    if changed or uncertain:
+        report.warnings.append(
+            f"{changed + uncertain} page(s) changed while read (a live kernel): {uncertain} "
+            f"reported as read the second time (uncertain), {changed} no longer pinned and "
+            "left out")
     if owners:
         feature, warnings = attach_owners(prog, pages)
         report.sources.append(feature)
         report.warnings += warnings
     return report
+
+
+def is_live(prog: Program) -> bool:
+    """Whether *prog* is a running kernel (/proc/kcore, a QEMU guest): memory that changes."""
+    return bool(prog.flags & ProgramFlags.IS_LIVE)
+
+
+def reread(kernel: Kernel, first: PinnedPage, masks: FlagMasks, pin_mask: int,
+           places: Places, min_extra: int) -> PinnedPage | None:
+    """A live target's reported folio read and judged once more (a torn first read can pair
+    a refcount with the wrong mapcount or order). Returns the first verdict if the second
+    agrees, the second (``uncertain``) if it differs but still has evidence, None if the
+    page is no longer pinned."""
+    try:
+        data = read_page_bytes(kernel, first.pfn, max(2, first.nr_pages))
+    except (FaultError, LookupError):
+        first.uncertain = True
+        return first
+    chunk = PageChunk(kernel, first.pfn, np.frombuffer(data, dtype=np.uint8))
+    found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra, report_all=True)
+    second = next((p for p in rows(chunk, found, places, min_extra) if p.pfn == first.pfn),
+                  None)
+    if second is None:
+        return None
+    same = (second.evidence, second.refcount, second.mapcount, second.pins, second.order) == \
+        (first.evidence, first.refcount, first.mapcount, first.pins, first.order)
+    if same:
+        return first
+    second.uncertain = True
+    return second
 
 
 def rows(chunk: PageChunk, found: Candidates, places: Places, min_extra: int = 1,

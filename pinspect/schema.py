@@ -13,10 +13,15 @@ SCHEMA_VERSION = 1
 # Every document starts with these.
 HEADER = ("schema_version", "command")
 
+# Every document written by a command ends with this: what could not be read
+# (``{"counts": {"struct pages": 6144, ...}, "truncated": "sentence" or null}``).
+TRAILER = ("unread",)
+UNREAD = ("counts", "truncated")
+
 # One pinned page or folio (``pinned``'s "pages", ``page``'s "folio").
 PINNED_PAGE = ("pfn", "nr_pages", "node", "zone", "migratetype", "cma", "order", "refcount",
                "mapcount", "expected_refcount", "pins", "extra", "evidence", "mapping", "flags",
-               "lru", "owner")
+               "lru", "owner", "uncertain")
 
 # A page_owner record (``owner`` of a page object, and of ``page``).
 OWNER = ("source", "allocated", "order", "gfp_mask", "gfp_flags", "pid", "tgid", "comm",

@@ -166,8 +166,9 @@ def emit(doc: Document, options: Options) -> None:
     fmt = options.format or "table"
     header, columns = not options.no_header, options.columns
     missing = incomplete()
-    if missing is not None:  # every command says what it could not read
-        doc.body.setdefault("unread", missing.as_json())
+    # Every command says what it could not read: a JSON key always, a line when there is some.
+    doc.body.setdefault("unread", (missing or unread.Unread()).as_json())
+    if missing is not None:
         doc.notes += [line for line in (missing.line(), missing.file) if line]
     if fmt != "json":
         select_columns(doc, columns)  # an unknown column fails before -o FILE is written
