@@ -120,8 +120,10 @@ def classify(run: Run, status: int | None, signalled: int | None, timed_out: boo
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("pinspect: error:")]
     if status == 2:
+        if lines and lines[0].startswith("Usage: ") and lines[-1].startswith("Error: "):
+            return out("error")  # click's usage error: usage, "Try ... --help", the error
         others = [line for line in lines if not line.startswith(("pinspect: error:", "  hint:",
-                                                                 "pinspect: warning:"))]
+                                                                 "pinspect: warning:", " "))]
         if len(errors) != 1 or others:
             return out("messy_error")
         return out("error", hint=any(line.startswith("  hint:") for line in lines))
@@ -178,6 +180,10 @@ def _child(run: Run, out_path: str, err_path: str) -> None:
         err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
+        # (under pytest, sys.stdout and sys.stderr are capture objects, not fds 1 and 2)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+        sys.stdin = open(os.devnull)
         os.environ.pop("PINSPECT_DEBUG", None)
         sys.argv = ["pinspect", *_argv(run)]
         from pinspect.cli import main
