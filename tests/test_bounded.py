@@ -45,6 +45,7 @@ def test_a_free_list_that_loops_is_not_trusted() -> None:
     head = area.free_list[0].address_of_().value_()
     first = area.free_list[0].next.value_()
     link = prog.type("struct page").member("lru").offset
+    assert kernel.vmemmap is not None
     page = first - link if first != head else kernel.vmemmap + 0x100200 * kernel.layout.size
     # nr_free says 2^60 blocks, the list head points to a page whose link points to itself.
     overlay(prog, area.nr_free.address_, struct.pack("<Q", 1 << 60))
