@@ -99,6 +99,11 @@ def kdump_field(offset: int, value: int) -> Callable[[bytearray], None]:
     return patch
 
 
+def kdump_eraseinfo(data: bytearray) -> None:
+    (block_size,) = struct.unpack_from("<i", data, 428)
+    struct.pack_into("<QQ", data, block_size + 64, 8192, 1 << 40)  # offset, size
+
+
 @dataclass(frozen=True)
 class Case:
     """One bad input: what it is (README), how to make it, the arguments, what the user gets."""
@@ -126,6 +131,9 @@ CASES = [
          "corrupt kdump header", patched(KDUMP, kdump_field(428, 3), "blocksize")),
     Case("kdump header whose bitmaps run past the end of the file", ("info",), 2,
          "ends inside its page bitmaps", patched(KDUMP, kdump_field(436, 1 << 20), "bitmaps")),
+    Case("kdump sub-header with an impossible ERASEINFO size (libkdumpfile refuses it)",
+         ("info",), 2, "as a kdump file: Cannot read ERASEINFO",
+         patched(KDUMP, kdump_eraseinfo, "eraseinfo")),
     Case("ELF dump cut at 50% (struct pages past the cut)", ("pinned",), 4,
          "incomplete result: could not read: 6144 struct pages", cut(ELF, 50)),
     Case("ELF dump cut at 50%, JSON", ("pinned",), 4, '"struct pages": 6144', cut(ELF, 50),

@@ -23,7 +23,7 @@ from pinspect.errors import TargetError
 __all__ = ["Completeness", "check_elf", "check_kdump"]
 
 # Offsets in the kdump main header (struct disk_dump_header), 64-bit and 32-bit layouts:
-# block_size, sub_hdr_size, bitmap_blocks, max_mapnr (then total_ram_blocks, ...).
+# block_size, sub_hdr_size, bitmap_blocks (then max_mapnr, total_ram_blocks, ...).
 _KDUMP_FIELDS = {True: 428, False: 416}
 _KDUMP_MIN_HEADER = 444
 _DESCRIPTOR_SIZE = 24  # struct page_desc: offset (8), size (4), flags (4), page_flags (8)
@@ -91,19 +91,18 @@ def check_kdump(path: str) -> Completeness:
             found = None
             for is64 in (True, False):
                 for order in ("<", ">"):
-                    bs, sub, bitmap_blocks, max_mapnr = struct.unpack_from(
-                        order + "iiiI", head, _KDUMP_FIELDS[is64])
+                    bs, sub, bitmap_blocks = struct.unpack_from(
+                        order + "iii", head, _KDUMP_FIELDS[is64])
                     if _pow2(bs) and 512 <= bs <= _MAX_BLOCK_SIZE and sub >= 0 \
                             and bitmap_blocks > 0:
-                        found = (bs, sub, bitmap_blocks, max_mapnr, order)
+                        found = (bs, sub, bitmap_blocks, order)
                         break
                 if found:
                     break
             if found is None:
                 raise TargetError(f"{path}: corrupt kdump header: no valid block size",
                                   "the file is damaged; " + REWRITE_HINT)
-            bs, sub, bitmap_blocks, max_mapnr, order = found
-            (version,) = struct.unpack_from(order + "i", head, 8)
+            bs, sub, bitmap_blocks, order = found
             bitmap_start = (1 + sub) * bs
             bitmap_size = bitmap_blocks * bs
             bitmap_end = bitmap_start + bitmap_size
@@ -112,13 +111,6 @@ def check_kdump(path: str) -> Completeness:
                     f"{path}: truncated kdump file: it ends inside its page bitmaps "
                     f"({size} of {bitmap_end} bytes before the first page), so no page of "
                     "memory is in it", REWRITE_HINT)
-            if version >= 6 and sub > 0:
-                f.seek(bs)
-                sub_header = f.read(64)
-                if len(sub_header) >= 48:
-                    (max_mapnr_64,) = struct.unpack_from(order + "Q", sub_header, 40)
-                    if max_mapnr_64:
-                        max_mapnr = max_mapnr_64
             # The second half of the bitmaps (when both fit) says which pages were dumped;
             # their descriptors follow in pfn order.
             half = bitmap_size // 2

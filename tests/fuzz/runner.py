@@ -214,7 +214,43 @@ def _digest(path: str) -> str:
 
 def execute(runs: Iterable[Run], jobs: int = 2, timeout: float = 30.0,
             use_subprocess: bool = False) -> Iterator[Outcome]:
-    """Run *runs*, *jobs* at a time, yielding each outcome as it ends."""
+    """Run *runs*, *jobs* at a time, yielding each outcome as it ends.
+
+    The runs are forked from a fresh worker process (``python3 -m tests.fuzz.runner``) that
+    has imported pinspect and opened nothing: a process that has used drgn (pytest's, after
+    other tests) holds locks and threads a forked child can deadlock on."""
+    request = {"runs": [vars(run) for run in runs], "jobs": jobs, "timeout": timeout,
+               "subprocess": use_subprocess}
+    root = Path(__file__).resolve().parent.parent.parent
+    with subprocess.Popen([sys.executable, "-m", "tests.fuzz.runner"], cwd=root,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as worker:
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write(json.dumps(request))
+        worker.stdin.close()
+        for line in worker.stdout:
+            raw = json.loads(line)
+            raw["run"] = Run(**{**raw["run"], "args": tuple(raw["run"]["args"])})
+            yield Outcome(**raw)
+    if worker.returncode:
+        raise RuntimeError(f"fuzz worker exited with status {worker.returncode}")
+
+
+def _serve() -> None:
+    """The worker: read the request on stdin, write one JSON outcome per line."""
+    request = json.load(sys.stdin)
+    runs = [Run(**{**r, "args": tuple(r["args"])}) for r in request["runs"]]
+    out = sys.stdout
+    for outcome in _execute_here(runs, request["jobs"], request["timeout"],
+                                 request["subprocess"]):
+        record = vars(outcome).copy()
+        record["run"] = vars(outcome.run)
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+
+def _execute_here(runs: Iterable[Run], jobs: int, timeout: float,
+                  use_subprocess: bool) -> Iterator[Outcome]:
+    """:func:`execute` in this process (which must hold no drgn program)."""
     workdir = tempfile.mkdtemp(prefix="pinspect-fuzz-run-")
     pending = iter(enumerate(runs))
     active: dict[int, tuple[Run, float, str, str, str, subprocess.Popen[bytes] | None]] = {}
@@ -292,3 +328,7 @@ def _finish(entry: tuple[Run, float, str, str, str, subprocess.Popen[bytes] | No
     os.unlink(err_path)
     changed = _digest(run.core) != digest
     return classify(run, status, signalled, timed_out, stdout, stderr, changed, seconds)
+
+
+if __name__ == "__main__":
+    _serve()
