@@ -93,7 +93,8 @@ def page_ext_layout(prog: Program, specs: Sequence[ClientSpec]
     has_flags = False
     for spec in specs:
         client = _client(prog, spec)
-        if client is not None and entry_size and not 0 <= client.offset < entry_size:
+        # (a client without per-page data, as page_pinner RFC, sits at the entry's end)
+        if client is not None and entry_size and not 0 <= client.offset <= entry_size:
             continue  # a corrupted offset: this client's records cannot be found
         if client is not None:
             clients[spec.name] = client
