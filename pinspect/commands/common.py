@@ -14,6 +14,7 @@ from drgn import Program
 from pinspect import unread
 from pinspect.commands import needs_of
 from pinspect.errors import PinspectError
+from pinspect.evidence import EVIDENCE_KINDS
 from pinspect.kernel import probe
 from pinspect.render import FORMATS, Document, select_columns, write
 from pinspect.target import open_program, type_source_name
@@ -146,6 +147,34 @@ def incomplete() -> unread.Unread | None:
         return None
     found = unread.of(_active[0])
     return found if found else None
+
+
+def pfn_range_callback(ctx: click.Context, param: click.Parameter,
+                       value: str | None) -> tuple[int, int] | None:
+    """click callback: an option's ``START-END`` as a half-open pfn range (None if not given)."""
+    try:
+        return parse_pfn_range(value) if value else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from e
+
+
+def page_filter_options(f: F) -> F:
+    """The page filters of ``pinned`` and the commands built on it: --zone, --node, --pfn,
+    --evidence."""
+    for option in reversed([
+        click.option("--zone", "zone_names", multiple=True, metavar="NAME",
+                     shell_complete=complete_zone,
+                     help="only this zone (repeatable): DMA, DMA32, Normal, Movable, ..."),
+        click.option("--node", "nodes", multiple=True, type=click.IntRange(min=0), metavar="N",
+                     help="only this NUMA node (repeatable)."),
+        click.option("--pfn", "pfn_range", metavar="START-END", default=None,
+                     callback=pfn_range_callback,
+                     help="only pfns in START-END (inclusive; decimal or 0x hex)."),
+        click.option("--evidence", "evidence", multiple=True, type=click.Choice(EVIDENCE_KINDS),
+                     help="only pages with this evidence (repeatable)."),
+    ]):
+        f = option(f)
+    return f
 
 
 def parse_pfn_range(text: str) -> tuple[int, int]:
