@@ -76,7 +76,7 @@ def plan(runs: int, seed: int, regions: dict[str, SampleRegions], directory: str
         path = write_mutated(mutation, located, directory)
         files += 1
         _, debug = sample_paths(mutation.sample)
-        for args in command_lines(located.pfns):
+        for args in command_lines(located.pfns, located.cma_names):
             out.append(Run(str(mutation), path, str(debug), args, FORMATS[turn % len(FORMATS)]))
             turn += 1
         turn += 1  # the next file starts with another format

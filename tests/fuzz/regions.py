@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,8 @@ class SampleRegions:
     kind: str  # "elf" or "kdump"
     regions: dict[str, list[Region]] = field(default_factory=dict)
     pfns: list[int] = field(default_factory=list)  # pinned pfns of the truth (for ``page``)
+    cma_names: list[str] = field(default_factory=list)  # (for ``cma NAME``)
+    skipped: dict[str, str] = field(default_factory=dict)  # locator -> why it found nothing
 
     def add(self, kind: str, region: Region | None) -> None:
         if region is not None and region.length > 0:
@@ -51,7 +54,7 @@ class SampleRegions:
 
 
 # Regions whose bytes are strings the commands print (terminal injection).
-STRING_KINDS = ("zone_name", "cma_name", "release")
+STRING_KINDS = ("zone_name", "cma_name", "release", "task_comm")
 
 
 class _Translator:
@@ -152,13 +155,26 @@ def _elf_regions(name: str, out: SampleRegions) -> None:
             first = prog.read_u64(root)
             if first:
                 out.add("mem_section", tr.region(first, 4096))
-    _cma_regions(prog, tr, out)
+    for locate_kind in LOCATORS:
+        # Each locator finds what this sample has (nothing where it has none): a structure
+        # that a sample gains later is mutated from then on without a change here. A locator
+        # that fails on a sample locates nothing; the others still run.
+        try:
+            locate_kind(prog, tr, out)
+        except Exception as e:  # noqa: BLE001 - a sample without the structure is no error
+            out.skipped[locate_kind.__name__] = f"{type(e).__name__}: {e}"[:200]
+
+
+def _stack_depot_regions(prog: drgn.Program, tr: _Translator, out: SampleRegions) -> None:
     for sym in ("stack_slabs", "stack_pools", "pools_num", "stack_max_pools",
                 "depot_index", "pool_index", "pool_offset", "stack_table", "stack_hash_mask"):
         found = _symbol(prog, sym)
         if found is not None:
             out.add("stack_depot", tr.region(*found))
     _depot_pools(prog, tr, out)
+
+
+def _page_pinner_regions(prog: drgn.Program, tr: _Translator, out: SampleRegions) -> None:
     for sym in ("lt_pinner", "acf_pinner", "lt_buffer", "acf_buffer", "pp_buffer",
                 "pp_buf_size", "page_pinner_inited", "page_pinner_ops"):
         found = _symbol(prog, sym)
@@ -172,16 +188,86 @@ def _elf_regions(name: str, out: SampleRegions) -> None:
             out.add("page_pinner", r)
     except (KeyError, LookupError, AttributeError, FaultError):
         pass
+
+
+def _page_ext_globals(prog: drgn.Program, tr: _Translator, out: SampleRegions) -> None:
     for sym in ("page_owner_ops", "page_owner_inited", "page_ext_size", "total_usage"):
         found = _symbol(prog, sym)
         if found is not None:
             out.add("page_ext_globals", tr.region(*found))
-    uts = _symbol(prog, "init_uts_ns")
-    if uts is not None:
+
+
+def _release_regions(prog: drgn.Program, tr: _Translator, out: SampleRegions) -> None:
+    if _symbol(prog, "init_uts_ns") is not None:
         release = prog["init_uts_ns"].name.release
         out.add("release", tr.region(release.address_, 12))
 
 
+MAX_TASKS = 64  # tasks, VMAs and files located per sample (mutations pick one region)
+
+
+def _task_regions(prog: drgn.Program, tr: _Translator, out: SampleRegions) -> None:
+    """Tasks, their names, mm_structs, VMAs and maple tree roots, found as pinspect finds
+    them (``init_task.tasks``): none in a sample without processes."""
+    from drgn.helpers.linux.mm import for_each_vma
+
+    from pinspect.procs import proc_index
+
+    task_type = prog.type("struct task_struct")
+    comm = task_type.member("comm").offset  # type: ignore[union-attr]
+    vma_size = prog.type("struct vm_area_struct").size
+    for proc in proc_index(prog).procs[:MAX_TASKS]:
+        out.add("task", tr.region(proc.task, task_type.size))
+        out.add("task_comm", tr.region(proc.task + comm, 16))
+        if not proc.mm:
+            continue
+        mm = drgn.Object(prog, "struct mm_struct", address=proc.mm)
+        out.add("mm", tr.region(proc.mm, 4096))
+        try:
+            root = mm.mm_mt.ma_root.value_()  # 6.1+: the VMAs' maple tree
+            if root & 2:  # an internal node: the node is the pointer without its low bits
+                out.add("vma_tree", tr.region(root & ~0xFF, 256))
+        except AttributeError:
+            pass
+        for i, vma in enumerate(for_each_vma(mm)):
+            if i >= MAX_TASKS:
+                break
+            out.add("vma", tr.region(vma.value_(), vma_size))
+
+
+def _file_holder_regions(prog: drgn.Program, tr: _Translator, out: SampleRegions) -> None:
+    """Pipes and io_uring rings held open by the sample's processes (the objects the pipe and
+    io_uring holders read), and the fd tables that lead to them."""
+    from pinspect.procs import proc_index
+
+    index = proc_index(prog)
+    for proc in index.procs[:MAX_TASKS]:
+        if proc.files:
+            out.add("fd_table", tr.region(proc.files, 256))
+    pipe_size = prog.type("struct pipe_inode_info").size
+    buffer_size = prog.type("struct pipe_buffer").size
+    for f in index.files_with_fops("pipefifo_fops")[:MAX_TASKS]:
+        out.add("file", tr.region(f.file, 256))
+        pipe = drgn.Object(prog, "struct pipe_inode_info", address=f.private_data)
+        out.add("pipe", tr.region(f.private_data, pipe_size))
+        try:
+            slots = int(pipe.ring_size) if pipe.type_.has_member("ring_size") \
+                else int(pipe.buffers)
+            for r in tr.pages(pipe.bufs.value_(), min(slots, 64) * buffer_size):
+                out.add("pipe_buffers", r)
+        except FaultError:
+            pass
+    try:
+        ctx_size = prog.type("struct io_ring_ctx").size
+    except LookupError:
+        return
+    for f in index.files_with_fops("io_uring_fops")[:MAX_TASKS]:
+        out.add("file", tr.region(f.file, 256))
+        for r in tr.pages(f.private_data, ctx_size):
+            out.add("io_uring", r)
+
+
+# Where each kind of structure lies (see _elf_regions). A new kind is one more function here.
 def _control_pfns(name: str) -> list[int]:
     truth = json.loads((SAMPLES_DIR / f"{name}.truth.json").read_text())
     pfns = [p["pfn"] for p in truth.get("controls", [])]
@@ -219,7 +305,8 @@ def _cma_regions(prog: drgn.Program, tr: _Translator, out: SampleRegions) -> Non
             name = area.name
             if name.type_.kind == drgn.TypeKind.ARRAY:
                 out.add("cma_name", tr.region(name.address_, 16))
-        except (AttributeError, LookupError):
+            out.cma_names.append(name.string_().decode(errors="replace"))
+        except (AttributeError, LookupError, FaultError):
             pass
         bitmaps = []
         if cma_type.has_member("bitmap"):
@@ -285,22 +372,34 @@ def locate(name: str) -> SampleRegions:
     return out
 
 
+REGIONS_VERSION = 2  # (part of the cache file's name: a new version locates again)
+
+
 def cached(name: str, cache_dir: Path) -> SampleRegions:
     """:func:`locate`, kept as JSON in *cache_dir* next to the sample's size and mtime."""
     core, _ = sample_paths(name)
     st = core.stat()
-    path = cache_dir / f"regions-{name}-{st.st_size}-{int(st.st_mtime)}.json"
+    path = cache_dir / f"regions{REGIONS_VERSION}-{name}-{st.st_size}-{int(st.st_mtime)}.json"
     try:
         raw = json.loads(path.read_text())
         return SampleRegions(raw["name"], raw["size"], raw["kind"],
                              {k: [Region(*r) for r in v] for k, v in raw["regions"].items()},
-                             raw["pfns"])
+                             raw["pfns"], raw.get("cma_names", []), raw.get("skipped", {}))
     except (OSError, ValueError, KeyError):
         pass
     found = locate(name)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
         "name": found.name, "size": found.size, "kind": found.kind, "pfns": found.pfns,
+        "cma_names": found.cma_names, "skipped": found.skipped,
         "regions": {k: [[r.offset, r.length, r.address] for r in v]
                     for k, v in found.regions.items()}}))
     return found
+
+
+# Where each kind of structure lies in an ELF sample (see _elf_regions). A new kind of
+# structure is one more function here; a sample without it locates nothing of that kind.
+LOCATORS: list[Callable[[drgn.Program, _Translator, SampleRegions], None]] = [
+    _cma_regions, _stack_depot_regions, _page_pinner_regions, _page_ext_globals,
+    _release_regions, _task_regions, _file_holder_regions,
+]

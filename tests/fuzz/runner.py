@@ -152,19 +152,43 @@ def _valid_output(fmt: str, stdout: str) -> bool:
     return True
 
 
-def command_lines(pfns: list[int]) -> list[tuple[str, ...]]:
+# More command lines than the bare command: the options that read more structures (page_owner
+# and page_pinner stacks, the reverse map and holders, CMA blockers, an allocation's
+# prediction, the map). "{pfn}" is a pinned pfn of the sample's truth, "{cma}" a CMA area of
+# the sample (a line naming a CMA area is left out where the sample has none).
+VARIANTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "pinned": (("--stacks",), ("--owners",), ("--stacks", "--owners", "--limit", "5")),
+    "page": (("--phys", "{phys}"),),
+    "stacks": (("--by", "free", "--top", "0"), ("--no-default-ignores",)),
+    "zones": (("--map",),),
+    "cma": (("--blockers",), ("{cma}", "--try", "64", "--align", "2"), ("{cma}", "--map")),
+}
+
+
+def command_lines(pfns: list[int], cma_names: list[str] | None = None
+                  ) -> list[tuple[str, ...]]:
     """Every registered command (``all_commands()``: the ones that land later too), with a
-    value for each required argument (a pfn of the sample's truth) and no other options."""
+    value for each required argument (a pfn of the sample's truth), then its
+    :data:`VARIANTS` whose options it has."""
     from pinspect.commands import all_commands
 
     lines = []
     pfn = hex(pfns[0]) if pfns else "0x1000"
+    values = {"{pfn}": pfn, "{phys}": hex(int(pfn, 16) << 12),
+              "{cma}": cma_names[0] if cma_names else None}
     for command in all_commands():
-        args = [command.name]
-        for param in command.click_command.params:
-            if param.param_type_name == "argument" and param.required:
-                args.append(pfn)
-        lines.append(tuple(args))
+        params = command.click_command.params
+        required = [pfn for p in params if p.param_type_name == "argument" and p.required]
+        options = {o for p in params for o in getattr(p, "opts", ())}
+        lines.append((command.name, *required))
+        for variant in VARIANTS.get(command.name, ()):
+            found = [values.get(a, a) for a in variant]
+            args = [a for a in found if a is not None]
+            if len(args) < len(found) or not all(a in options for a in args
+                                                  if a.startswith("--")):
+                continue  # no CMA area here, or the command has no such option (yet)
+            positional = [] if "{phys}" in variant else required
+            lines.append((command.name, *positional, *args))
     return lines
 
 
