@@ -85,8 +85,10 @@ def plan(runs: int, seed: int, regions: dict[str, SampleRegions], directory: str
 
 def fuzz(runs: int, seed: int = 1, jobs: int = 2, timeout: float = 30.0,
          use_subprocess: bool = False, progress: Callable[[int, int], None] | None = None,
+         checkpoint: Callable[[Tally, int], None] | None = None,
          ) -> tuple[Tally, int]:
-    """Plan and execute *runs* runs; returns the tally and the number of mutated files."""
+    """Plan and execute *runs* runs; returns the tally and the number of mutated files.
+    *checkpoint* gets the tally so far every 100 runs (a long run cut short keeps them)."""
     regions = located_samples()
     tally = Tally()
     with tempfile.TemporaryDirectory(prefix="pinspect-fuzz-") as directory:
@@ -95,6 +97,8 @@ def fuzz(runs: int, seed: int = 1, jobs: int = 2, timeout: float = 30.0,
             tally.add(outcome)
             if progress is not None:
                 progress(i + 1, len(planned))
+            if checkpoint is not None and (i + 1) % 100 == 0:
+                checkpoint(tally, files)
     return tally, files
 
 

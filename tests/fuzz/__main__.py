@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
 from tests.fuzz import fuzz, replay
-from tests.fuzz.runner import BAD, CLASSES
+from tests.fuzz.runner import BAD, CLASSES, Tally
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,9 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} runs", end="", file=sys.stderr, flush=True)
 
+    def save(tally: Tally, cases: int) -> None:
+        if options.json:
+            write_json(options.json, tally, cases, time.monotonic() - started, options.seed)
+
     tally, cases = fuzz(options.runs, seed=options.seed, jobs=options.jobs,
                         timeout=options.timeout, use_subprocess=options.subprocess,
-                        progress=progress)
+                        progress=progress, checkpoint=save)
     elapsed = time.monotonic() - started
     print(file=sys.stderr)
     print(f"{tally.runs} runs on {cases} mutated files in {elapsed:.0f} s "
@@ -55,16 +60,21 @@ def main(argv: list[str] | None = None) -> int:
               f"--format {outcome.run.fmt} (status {outcome.status})")
         tail = (outcome.stderr.strip().splitlines() or [""])[-1]
         print(f"    {tail[:200]}")
-    if options.json:
-        with open(options.json, "w") as f:
-            json.dump({"runs": tally.runs, "files": cases, "seconds": round(elapsed),
-                       "seed": options.seed, "counts": tally.counts,
-                       "errors": tally.errors, "no_hint": tally.no_hint,
-                       "bad": [{"case": o.run.case, "args": o.run.args, "format": o.run.fmt,
-                                "class": o.cls, "status": o.status,
-                                "stderr": o.stderr[-2000:]} for o in tally.bad]},
-                      f, indent=1)
+    save(tally, cases)
     return 1 if any(tally.counts[c] for c in BAD) else 0
+
+
+def write_json(path: str, tally: Tally, cases: int, seconds: float, seed: int) -> None:
+    """The tally as JSON (written every 100 runs and at the end)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump({"runs": tally.runs, "files": cases, "seconds": round(seconds),
+                   "seed": seed, "counts": tally.counts, "errors": tally.errors,
+                   "no_hint": tally.no_hint,
+                   "bad": [{"case": o.run.case, "args": o.run.args, "format": o.run.fmt,
+                            "class": o.cls, "status": o.status,
+                            "stderr": o.stderr[-2000:]} for o in tally.bad]},
+                  f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
