@@ -209,7 +209,7 @@ def cma_areas(kernel: Kernel) -> list[CmaArea]:
         trusted = 0 <= n_areas <= bound
         if not trusted:
             # A corrupted cma_area_count: read the array, say the count is not to be trusted.
-            unread.count(kernel.prog, "CMA area counts out of range")
+            unread.count(kernel.prog, "CMA area count (cma_area_count out of range)")
             n_areas = min(max(n_areas, 0), bound)
         end_pfn = _last_pfn(kernel)
         for index, area in enumerate(areas[:n_areas]):

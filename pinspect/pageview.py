@@ -16,7 +16,7 @@ from pinspect.kernel import Kernel, page_type_name, probe
 from pinspect.owner import OwnerRecord, owner_records
 from pinspect.pinner import PinnerPage, pinner_mask, pinner_records
 from pinspect.places import Places
-from pinspect.report import PinnedPage, attach_mappers, rows
+from pinspect.report import PinnedPage, attach_mappers, is_live, rows
 from pinspect.rmap import Mapper
 from pinspect.scan import InvalidPfn, PageChunk, read_page_bytes, struct_page_address
 
@@ -82,6 +82,19 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
                           + (unread.last_file() or "it is not in the dump"),
                           "a filtered or truncated dump may lack it; "
                           "'pinspect pinned' reports which pages could be read") from e
+    warnings: list[str] = []
+    if is_live(prog):
+        # A running kernel changes the page under the read: a second read that differs is
+        # shown instead, and said (its fields may pair values of two moments).
+        try:
+            again = _chunk(kernel, pfn, 2)
+        except FaultError:
+            again = chunk
+        if bytes(again.raw[:layout.size]) != bytes(chunk.raw[:layout.size]):
+            chunk = again
+            unread.live(prog, uncertain=1)
+            warnings.append("the struct page changed between two reads (a live kernel): "
+                            "shown as read the second time (uncertain)")
     raw = {
         "flags": int(chunk.flags[0]),
         "compound_head": int(chunk.compound_head[0]),
@@ -91,7 +104,6 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         "_mapcount": int(chunk.mapcount[0]),
         "_refcount": int(chunk.refcount[0]),
     }
-    warnings: list[str] = []
     head_pfn = pfn
     info = raw["compound_head"]
     folio_chunk: PageChunk | None = chunk

@@ -135,6 +135,10 @@ def attach_mappers(prog: Program, pages: Sequence[PinnedPage]) -> RmapSummary:
         page.unexplained_extra = max(0, page.extra - refs)
         unexplained_pins += page.unexplained_pins
         unexplained_extra += page.unexplained_extra
+    # Failed reads, cycles and cut walks of the reverse map and the holders: the answer lacks
+    # what they would have found.
+    unread.count_problems(prog, rmap.problems.counts)
+    unread.count_problems(prog, held.problems.counts)
     return RmapSummary(len(pages), with_mappers, rmap.unresolved, no_process, unexplained_pins,
                        unexplained_extra, transient, held.holders,
                        rmap.warnings() + held.problems.lines())
@@ -275,6 +279,7 @@ def find_pinned(
     report = PinnedReport(pages=pages, scanned=stats.pages, unreadable=stats.unreadable,
                           skipped_free=skipped_free, summary=summarize(pages))
     uncertain = sum(p.uncertain for p in pages)
+    unread.live(prog, uncertain=uncertain, changed=changed)
     if changed or uncertain:
         report.warnings.append(
             f"{changed + uncertain} page(s) changed while read (a live kernel): {uncertain} "

@@ -10,6 +10,8 @@ on stderr and exits with :data:`INCOMPLETE_EXIT_STATUS`.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from drgn import Program
@@ -31,6 +33,11 @@ class Unread:
 
     counts: dict[str, int] = field(default_factory=dict)
     file: str = ""
+    # A live target: reported objects that changed between two reads, reported as read the
+    # second time (uncertain) or left out (changed: no longer what was reported). Not
+    # "incomplete": the answer is whole, about memory that moves.
+    uncertain: int = 0
+    changed: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.file or any(self.counts.values()))
@@ -40,9 +47,17 @@ class Unread:
         parts = [f"{n} {what}" for what, n in self.counts.items() if n]
         return "could not read: " + ", ".join(parts) if parts else ""
 
+    def live_line(self) -> str:
+        """One line about a live target's changes ("" if none)."""
+        if not (self.uncertain or self.changed):
+            return ""
+        return (f"changed while read: {self.uncertain} reported as read the second time "
+                f"(uncertain), {self.changed} left out")
+
     def as_json(self) -> dict[str, object]:
         return {"counts": {k: v for k, v in self.counts.items() if v},
-                "truncated": self.file or None}
+                "truncated": self.file or None, "uncertain": self.uncertain,
+                "changed": self.changed}
 
 
 def of(prog: Program) -> Unread:
@@ -60,6 +75,27 @@ def count(prog: Program, what: str, n: int = 1) -> None:
     if n:
         counts = of(prog).counts
         counts[what] = counts.get(what, 0) + n
+
+
+def live(prog: Program, uncertain: int = 0, changed: int = 0) -> None:
+    """Count a live target's objects that changed between two reads (see :class:`Unread`)."""
+    found = of(prog)
+    found.uncertain += uncertain
+    found.changed += changed
+
+
+# Problems of the bounded walks (:class:`pinspect.bounded.Problems`) that mean something was
+# not read: a failed read, a cycle, a walk cut at its cap, an implausible object skipped. The
+# others (a type this kernel lacks, no init_task) say what the kernel has, not what was lost.
+_READ_FAILURE = re.compile(r"unreadable|cycle|rest not read|broken list|loop or too deep|"
+                           r"implausible|no struct page")
+
+
+def count_problems(prog: Program, problems: Mapping[str, int]) -> None:
+    """Count the problems of a walk that mean an object was not read."""
+    for what, n in problems.items():
+        if _READ_FAILURE.search(what):
+            count(prog, what, n)
 
 
 def reset(prog: Program) -> None:

@@ -93,6 +93,25 @@ def vmcoreinfo_line(old: bytes, new: bytes) -> Callable[[bytearray], None]:
     return patch
 
 
+def word_at(kind: str, value: bytes, index: int = 0, name: str = ELF
+            ) -> Callable[[bytearray], None]:
+    """*value* written at the start of the *index*-th located region of *kind*."""
+    def patch(data: bytearray) -> None:
+        offset, _ = region(kind, index, name)
+        data[offset:offset + len(value)] = value
+    return patch
+
+
+def filled(kind: str, byte: int, index: int | None = None, name: str = ELF
+           ) -> Callable[[bytearray], None]:
+    """The located regions of *kind* (all, or the *index*-th) filled with *byte*."""
+    def patch(data: bytearray) -> None:
+        located = located_samples([name])[name].regions[kind]
+        for r in located if index is None else [located[index]]:
+            data[r.offset:r.offset + r.length] = bytes([byte]) * r.length
+    return patch
+
+
 def kdump_field(offset: int, value: int) -> Callable[[bytearray], None]:
     def patch(data: bytearray) -> None:
         data[offset:offset + 4] = struct.pack("<i", value)
@@ -115,6 +134,7 @@ class Case:
     core: Callable[[Path], str] | None = None  # makes the dump file (default: the sample)
     debug: str | None = None  # -s (default: the sample's); "" for none
     fmt: str = "table"
+    sample: str = ELF  # whose debug info -s names (a cut or patched file of that sample)
 
 
 CASES = [
@@ -138,6 +158,46 @@ CASES = [
          "incomplete result: could not read: 6144 struct pages", cut(ELF, 50)),
     Case("ELF dump cut at 50%, JSON", ("pinned",), 4, '"struct pages": 6144', cut(ELF, 50),
          fmt="json"),
+    Case("ELF dump cut at 50%: `stacks`", ("stacks",), 4,
+         "incomplete result: could not read: 6144 struct pages", cut(ELF, 50)),
+    Case("ELF dump cut at 50%: `owners`, JSON", ("owners",), 4, '"struct pages": 6144',
+         cut(ELF, 50), fmt="json"),
+    Case("ELF dump cut at 50%: `zones`", ("zones",), 4,
+         "incomplete result: could not read: 6144 struct pages", cut(ELF, 50)),
+    Case("ELF dump cut at 50%: `info` (page_ext past the cut)", ("info",), 4,
+         "could not read: 6144 page_ext entries", cut(ELF, 50)),
+    Case("ELF dump cut at 50%: `cma` (bitmaps past the cut)", ("cma",), 4,
+         "could not read: 2 CMA areas", cut(ELF, 50)),
+    Case("ELF dump cut at 50%: `cma --blockers`, CSV", ("cma", "--blockers"), 4,
+         "could not read: 2 CMA areas", cut(ELF, 50), fmt="csv"),
+    Case("ELF dump cut at 50%: `cma NAME --try N`", ("cma", "reserved", "--try", "8"), 2,
+         "its bitmap at 0xffff888001340370 cannot be read", cut(ELF, 50)),
+    Case("Android dump cut at 50%: `pinner-log` (ring buffer past the cut)", ("pinner-log",), 4,
+         "could not read: 4096 page_pinner ring slots", cut("android-d", 50),
+         sample="android-d"),
+    Case("page_pinner ring buffer overwritten with 0xff: `pinner-log`", ("pinner-log",), 0,
+         "26 slot(s) rejected as never written or garbage",
+         patched("android-d", filled("page_pinner", 0xFF, 4, "android-d"), "ringff"),
+         sample="android-d"),
+    Case("stack depot pool zeroed: `stacks`", ("stacks",), 4,
+         "could not read: 4 stacks (stack depot)",
+         patched(ELF, filled("stack_pool", 0), "poolzero")),
+    Case("`cma_area_count` corrupted (0xffffffff)", ("cma",), 4,
+         "could not read: 1 CMA area count (cma_area_count out of range)",
+         patched(ELF, word_at("cma", b"\xff\xff\xff\xff"), "cmacount")),
+    Case("`cma nope` (no such area)", ("cma", "nope"), 2,
+         "no CMA area named 'nope' (areas here: reserved, vidbuf)"),
+    Case("`cma NAME --try 0`", ("cma", "reserved", "--try", "0"), 2,
+         "0 is not in the range x>=1"),
+    Case("`cma NAME --try 8 --align 99`", ("cma", "reserved", "--try", "8", "--align", "99"), 2,
+         "99 is not in the range 0<=x<=31"),
+    Case("`cma --try 8` without an area", ("cma", "--try", "8"), 2,
+         "--try needs the area"),
+    Case("`stacks --top -1`", ("stacks", "--top", "-1"), 2, "-1 is not in the range x>=0"),
+    Case("`stacks --min-extra 0`", ("stacks", "--min-extra", "0"), 2,
+         "0 is not in the range x>=1"),
+    Case("`pinner-log` on a kernel without page_pinner", ("pinner-log",), 2,
+         "'pinner-log' needs page_pinner"),
     Case("ELF dump cut at 5% (kernel globals past the cut)", ("info",), 2,
          "is truncated: 35635 of 712704 bytes", cut(ELF, 5)),
     Case("ELF dump of 40 bytes", ("info",), 2, "truncated or corrupt ELF header", head(ELF, 40)),
@@ -205,7 +265,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     for case in CASES:
         path = case.core(tmp) if case.core else str(core)
         d = case.debug if case.debug is not None else str(
-            sample_paths(KDUMP if case.core and "kdump" in case.input else ELF)[1])
+            sample_paths(KDUMP if case.core and "kdump" in case.input else case.sample)[1])
         runs.append(Run(_id(case), path, d, case.args, case.fmt))
     return {o.run.case: o for o in execute(runs, jobs=2, timeout=60)}
 

@@ -21,3 +21,38 @@ def test_quick_fuzz_run_has_no_bad_outcome() -> None:
     assert not bad, f"{bad}\n{details}"
     # Every class of result is reached: the mutations are neither all harmless nor all fatal.
     assert tally.counts["ok"] and tally.counts["error"]
+
+
+def test_every_command_and_variant_is_run() -> None:
+    """Each registered command runs bare, and each of its VARIANTS still names options the
+    command has (a renamed option would silently drop a variant)."""
+    from pinspect.commands import all_commands
+    from tests.fuzz.runner import VARIANTS, command_lines
+
+    lines = command_lines([0x1441], ["reserved"])
+    names = {c.name for c in all_commands()}
+    assert {line[0] for line in lines} == names
+    for command, variants in VARIANTS.items():
+        assert command in names, command
+        ran = [line for line in lines if line[0] == command]
+        assert len(ran) == 1 + len(variants), (command, ran)
+
+
+def test_structures_are_located() -> None:
+    """The locators find what the samples hold: CMA areas and bitmaps, the stack depot's
+    pools, page_ext entries, page_pinner rings; tasks, VMAs, pipes and io_uring rings where a
+    sample has processes (none has them yet: those locators say why they found nothing)."""
+    from tests.fuzz import located_samples
+
+    located = located_samples(["mainline-6.1", "android-d"])
+    m61, android = located["mainline-6.1"], located["android-d"]
+    for kind in ("struct_page", "page_ext", "cma", "cma_name", "cma_bitmap", "stack_pool",
+                 "stack_depot", "zone", "mem_section", "vmcoreinfo", "release"):
+        assert m61.regions.get(kind), kind
+    assert m61.cma_names == ["reserved", "vidbuf"]
+    assert android.regions.get("page_pinner")
+    for sample in (m61, android):
+        if "task" in sample.regions:
+            assert sample.regions.get("task_comm") and sample.regions.get("mm")
+        else:
+            assert "_task_regions" in sample.skipped, sample.skipped

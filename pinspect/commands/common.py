@@ -195,10 +195,14 @@ def emit(doc: Document, options: Options) -> None:
     fmt = options.format or "table"
     header, columns = not options.no_header, options.columns
     missing = incomplete()
-    # Every command says what it could not read: a JSON key always, a line when there is some.
-    doc.body.setdefault("unread", (missing or unread.Unread()).as_json())
+    counts = unread.of(_active[0]) if _active else unread.Unread()
+    # Every command says what it could not read and, on a live target, what changed while it
+    # read: a JSON key always, a line when there is some.
+    doc.body.setdefault("unread", counts.as_json())
     if missing is not None:
         doc.notes += [line for line in (missing.line(), missing.file) if line]
+    if counts.live_line() and not any("changed while read" in str(n) for n in doc.notes):
+        doc.notes.append(counts.live_line())
     if fmt != "json":
         select_columns(doc, columns)  # an unknown column fails before -o FILE is written
     try:
