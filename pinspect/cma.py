@@ -255,7 +255,9 @@ def area_named(kernel: Kernel, name: str) -> CmaArea:
         if area.name == name:
             return area
     names = ", ".join(a.name for a in areas) or "none"
-    raise FeatureMissing(f"no CMA area named {name!r} (areas here: {names})")
+    raise FeatureMissing(f"no CMA area named {name!r} (areas here: {names})",
+                         "'pinspect cma' lists the areas with their names as the dump holds them "
+                         "(a damaged name matches nothing)")
 
 
 def range_bitmap(kernel: Kernel, rng: CmaRange) -> np.ndarray:
