@@ -55,3 +55,17 @@ def test_a_free_list_that_loops_is_not_trusted() -> None:
     # this order's list is dropped (a loop), the others are kept
     assert set(after) <= set(before)
     assert len(after) >= len(before) - zone.spanned // 512
+
+
+def test_a_zero_page_ext_size_is_corrupted_not_an_internal_error() -> None:
+    """page_ext_size 0 (the long fuzz run: 'When changing to a larger dtype ...' from numpy)
+    is an impossible layout: page_owner's records are not read, and that is counted."""
+    from pinspect import unread
+    from pinspect.owner import owner_records
+
+    prog = open_sample("mainline-6.1")
+    overlay(prog, prog.symbol("page_ext_size").address, struct.pack("<Q", 0))
+    unread.reset(prog)
+    found = owner_records(prog, [0x1441])
+    assert not found.records
+    assert unread.of(prog).counts == {"page_ext layouts (page_ext_size corrupted)": 1}
