@@ -252,7 +252,9 @@ def test_unknown_area_is_one_line_listing_the_names() -> None:
     result = run("cma", "nosuch")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "pinspect: error: no CMA area named 'nosuch' (areas here: reserved, vidbuf)"]
+        "pinspect: error: no CMA area named 'nosuch' (areas here: reserved, vidbuf)",
+        "  hint: 'pinspect cma' lists the areas with their names as the dump holds them "
+        "(a damaged name matches nothing)"]
 
 
 def test_try_needs_a_name_and_svg_needs_a_map() -> None:
