@@ -228,9 +228,10 @@ def find_pinned(
         windows = [(max(lo, a_lo), min(hi, a_hi)) for lo, hi in windows for a_lo, a_hi in areas]
         windows = [w for w in windows if w[0] < w[1]]
     ranges = clip_ranges(valid_ranges(kernel), windows)
-    if pfn_range is None:
+    if pfn_range is None and cma is None:
         # A zone's present pages all have struct pages; fewer in the memory map means it was
         # not found whole (a damaged VMCOREINFO or mem_section): say so, not "0 pinned".
+        # (Only where the whole zones are scanned: --pfn and --cma narrow the windows.)
         covered = sum(end - start for start, end, _ in ranges)
         unread.count(prog, "struct pages outside the memory map found",
                      max(0, sum(z.present for z in chosen) - covered))
