@@ -285,7 +285,13 @@ def test_pinned_owner_on_every_target(booted: Booted, target: str) -> None:
     doc = pinned_doc(booted, target)
     rows = rows_by_pfn(doc)
     assert [s["state"] for s in doc["sources"] if s["name"] == "page_owner"] == ["present"]
-    assert doc["warnings"] == []
+    # A live target re-reads each reported page: pages whose references came and went
+    # between the two reads (the kernel's own, and pinspect's in the guest: cma72 over
+    # /proc/kcore had 16) are left out with one warning. The workload's pages must all stay
+    # (checked below, page by page).
+    live = [w for w in doc["warnings"] if "changed while read (a live kernel)" in w]
+    assert not live or target in ("qmp", "kcore"), live
+    assert [w for w in doc["warnings"] if w not in live] == []
     problems = []
     for rec in booted.gt.page_owner:
         row = rows.get(rec["pfn"])
