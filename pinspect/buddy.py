@@ -38,6 +38,7 @@ def free_blocks(kernel: Kernel, min_order: int = MIN_SKIP_ORDER) -> list[tuple[i
     blocks: list[tuple[int, int]] = []
     for zone in zones(kernel):
         zobj = Object(prog, "struct zone *", zone.address)
+        walker.span = zone.spanned
         for order in range(min_order, kernel.max_order):
             try:
                 blocks.extend((pfn, pfn + (1 << order)) for pfn in
@@ -62,12 +63,15 @@ class _Walker:
         self.next_field = struct.Struct("<Q")
         self.offsets = (layout.mapcount, layout.refcount, layout.private)
         self.buddy_types: dict[int, bool] = {}
+        self.span = 1 << 62  # pages spanned by the zone walked
 
     def walk(self, area: Object, order: int) -> list[int]:
         """Head pfns on every free list of one ``struct free_area``, bounded by ``nr_free``,
         keeping the heads that say: buddy, this order, no references."""
         prog = area.prog_
-        budget = area.nr_free.value_()
+        # (a corrupted nr_free can be anything: no zone holds more blocks than its span)
+        budget = min(area.nr_free.value_(), (self.span >> order) + 1)
+        seen: set[int] = set()
         pfns = []
         mapcount_at, refcount_at, private_at = self.offsets
         for free_list in area.free_list:
@@ -77,6 +81,9 @@ class _Walker:
                 if budget == 0:
                     return []  # longer than nr_free: corrupted or changing, trust none of it
                 budget -= 1
+                if node in seen:
+                    return []  # a loop: corrupted, trust none of it
+                seen.add(node)
                 page = node - self.link
                 offset = page - self.vmemmap
                 if offset % self.size:

@@ -15,10 +15,13 @@ import click
 import drgn
 from drgn import FaultError
 
-from pinspect import __version__
+from pinspect import __version__, unread
 from pinspect.commands import all_commands
-from pinspect.commands.common import Options, global_options, parse_columns
+from pinspect.commands.common import Options, global_options, incomplete, parse_columns
+from pinspect.dumps.layout import REWRITE_HINT
 from pinspect.errors import PinspectError
+from pinspect.render import escape, escape_lines
+from pinspect.unread import INCOMPLETE_EXIT_STATUS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,6 +54,9 @@ def describe_error(e: BaseException) -> tuple[str, str] | None:
     if isinstance(e, PinspectError):
         return e.message, e.hint
     if isinstance(e, FaultError):
+        if unread.last_file():
+            return (f"cannot read kernel memory at {e.address:#x}: {unread.last_file()}",
+                    REWRITE_HINT)
         return (f"cannot read kernel memory at {e.address:#x}: the dump is truncated or "
                 "filtered, or the structure there is corrupted",
                 "compare the dump's size with what was written; with makedumpfile, dump levels "
@@ -79,16 +85,24 @@ def main() -> None:
         sys.exit(e.exit_code)
     except (PinspectError, FaultError, ValueError, OSError) as e:
         message, hint = describe_error(e) or (str(e), "")
-        click.echo(f"pinspect: error: {message}", err=True)
+        # (messages may quote names from the target: escaped like the tables)
+        click.echo(f"pinspect: error: {escape(' '.join(message.split()))}", err=True)
         if hint:
-            click.echo(f"  hint: {hint}", err=True)
+            click.echo(f"  hint: {escape_lines(hint)}", err=True)
         sys.exit(2)
     except Exception as e:  # noqa: BLE001 - the user gets one line, not a traceback
         if os.environ.get("PINSPECT_DEBUG"):
             raise
-        click.echo(f"pinspect: internal error: {type(e).__name__}: {e}", err=True)
+        click.echo(f"pinspect: internal error: {type(e).__name__}: "
+                   f"{escape(' '.join(str(e).split()))}", err=True)
         click.echo("  hint: rerun with PINSPECT_DEBUG=1 for a traceback and report it",
                    err=True)
         sys.exit(3)
+    missing = incomplete()
+    if missing is not None:
+        click.echo("pinspect: warning: incomplete result: " + escape(
+            "; ".join(x for x in (missing.line(), missing.file) if x)), err=True)
     if isinstance(status, int) and status:  # ctx.exit(N): pinned --exit-status
         sys.exit(status)
+    if missing is not None:
+        sys.exit(INCOMPLETE_EXIT_STATUS)

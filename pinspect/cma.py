@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 from drgn import FaultError, Object
 
+from pinspect import unread
 from pinspect.errors import FeatureMissing, PinspectError
 from pinspect.kernel import Kernel
 from pinspect.probing import enumerators
+from pinspect.scan import valid_ranges
 from pinspect.variables import variable
 
 
@@ -35,8 +37,22 @@ def _ranges_of(area: Object) -> list[tuple[int, int, int]]:
     except AttributeError:
         return [(area.base_pfn.value_(), area.count.value_(), area.bitmap.value_())]
     # 6.14+ (multi-range CMA): base_pfn and bitmap moved into struct cma_memrange.
+    nranges = min(nranges, _array_length(area.ranges, MAX_CMA_RANGES))
     return [(r.base_pfn.value_(), r.count.value_(), r.bitmap.value_())
             for r in area.ranges[:nranges]]
+
+
+MAX_CMA_AREAS = 64  # bound of a corrupted cma_area_count where the array has no length
+MAX_CMA_RANGES = 8
+
+
+def _array_length(array: Object, default: int) -> int:
+    """The length of an array object's type, or *default* if it has none."""
+    try:
+        length = array.type_.unaliased().length
+    except AttributeError:
+        length = None
+    return int(length) if length is not None else default
 
 
 def cma_ranges(kernel: Kernel) -> list[CmaRange]:
@@ -49,7 +65,7 @@ def cma_ranges(kernel: Kernel) -> list[CmaRange]:
     areas = variable(kernel.prog, "cma_areas")
     count_obj = variable(kernel.prog, "cma_area_count")
     if areas is not None and count_obj is not None:
-        count = count_obj.value_()
+        count = min(count_obj.value_(), _array_length(areas, MAX_CMA_AREAS))
         for area in areas[:count]:
             try:
                 name = area.name.string_().decode(errors="replace")
@@ -150,12 +166,18 @@ def _activated(kernel: Kernel, area: Object) -> bool:
     return bit is None or bool(flags & (1 << bit))
 
 
-def _area_problem(count: int, order: int, ranges: list[CmaRange], activated: bool
-                  ) -> str | None:
+def _area_problem(count: int, order: int, ranges: list[CmaRange], activated: bool,
+                  end_pfn: int | None) -> str | None:
     if order < 0 or order > MAX_ORDER_PER_BIT:
         return f"order_per_bit {order} is out of range (0-{MAX_ORDER_PER_BIT})"
     if count <= 0 or not ranges:
         return "the area has no pages"
+    for r in ranges:
+        # (a corrupted base_pfn or count would have the bitmap read for pages that do not
+        # exist: no area extends past the memory map)
+        if end_pfn is not None and (r.base_pfn < 0 or r.count < 0 or r.end_pfn > end_pfn):
+            return (f"range at pfn {r.base_pfn:#x} of {r.count} pages extends past the last "
+                    f"pfn {end_pfn:#x}")
     if sum(r.count for r in ranges) != count:
         return (f"its ranges hold {sum(r.count for r in ranges)} pages, "
                 f"the area says {count}")
@@ -182,7 +204,15 @@ def cma_areas(kernel: Kernel) -> list[CmaArea]:
     areas = variable(kernel.prog, "cma_areas")
     count_obj = variable(kernel.prog, "cma_area_count")
     if areas is not None and count_obj is not None:
-        for index, area in enumerate(areas[:count_obj.value_()]):
+        n_areas = count_obj.value_()
+        bound = _array_length(areas, MAX_CMA_AREAS)
+        trusted = 0 <= n_areas <= bound
+        if not trusted:
+            # A corrupted cma_area_count: read the array, say the count is not to be trusted.
+            unread.count(kernel.prog, "CMA area count (cma_area_count out of range)")
+            n_areas = min(max(n_areas, 0), bound)
+        end_pfn = _last_pfn(kernel)
+        for index, area in enumerate(areas[:n_areas]):
             try:
                 name = area.name.string_().decode(errors="replace")
                 order = int(area.order_per_bit.value_())
@@ -190,7 +220,10 @@ def cma_areas(kernel: Kernel) -> list[CmaArea]:
                 ranges = [CmaRange(name, base, pages, order, bitmap)
                           for base, pages, bitmap in _ranges_of(area)]
                 activated = _activated(kernel, area)
+                if not trusted and not count and not name:
+                    break  # the first unused slot: past the areas that exist
             except FaultError as e:
+                unread.count(kernel.prog, "CMA areas")
                 result.append(CmaArea(index, f"#{index}", 0, 0, 0, (), None, None, None, None,
                                       f"struct cma unreadable at {e.address:#x}"))
                 continue
@@ -201,9 +234,18 @@ def cma_areas(kernel: Kernel) -> list[CmaArea]:
                 nr_pages_failed=_counter(area, "nr_pages_failed"),
                 nr_pages_released=_counter(area, "nr_pages_released"),
                 available_count=_counter(area, "available_count"),
-                problem=_area_problem(count, order, ranges, activated)))
+                problem=_area_problem(count, order, ranges, activated, end_pfn)))
     kernel.prog.cache["pinspect_cma_areas"] = result
     return result
+
+
+def _last_pfn(kernel: Kernel) -> int | None:
+    """One past the last pfn with a struct page, or None if the memory map cannot be found."""
+    try:
+        ranges = valid_ranges(kernel)
+    except PinspectError:
+        return None
+    return max((end for _, end, _ in ranges), default=None)
 
 
 def area_named(kernel: Kernel, name: str) -> CmaArea:
@@ -213,7 +255,9 @@ def area_named(kernel: Kernel, name: str) -> CmaArea:
         if area.name == name:
             return area
     names = ", ".join(a.name for a in areas) or "none"
-    raise FeatureMissing(f"no CMA area named {name!r} (areas here: {names})")
+    raise FeatureMissing(f"no CMA area named {name!r} (areas here: {names})",
+                         "'pinspect cma' lists the areas with their names as the dump holds them "
+                         "(a damaged name matches nothing)")
 
 
 def range_bitmap(kernel: Kernel, rng: CmaRange) -> np.ndarray:

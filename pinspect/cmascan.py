@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from drgn import Program
+from drgn import FaultError, Program
 
-from pinspect import constants
+from pinspect import constants, unread
 from pinspect.buddy import free_blocks
 from pinspect.cma import (
     CmaArea,
@@ -52,7 +52,15 @@ from pinspect.kernel import Kernel, page_type_name, probe
 from pinspect.owner import owner_tasks
 from pinspect.pinner import pinner_mask
 from pinspect.places import Places
-from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, valid_ranges
+from pinspect.report import is_live
+from pinspect.scan import (
+    PageChunk,
+    ScanStats,
+    clip_ranges,
+    iter_chunks,
+    read_page_bytes,
+    valid_ranges,
+)
 
 CAUSES = ("foll_pin", "extra", "slab", "pgtable", "reserved", "kernel", "non_lru")
 # Page types that are free memory, not in-use pages.
@@ -85,6 +93,8 @@ class Blocker:
     lru: bool
     owner: dict[str, object] | None = None
     stack: list[str] | None = None
+    # A live target's blocker that changed between two reads (reported as read the second time)
+    uncertain: bool = False
 
 
 
@@ -299,6 +309,8 @@ def _report(kernel: Kernel, area: CmaArea, classifier: _Classifier,
         if progress is not None:
             progress(min(done, total), total)
         blockers += classifier.blockers(chunk, area.name)
+    if is_live(kernel.prog):
+        blockers = _reread(kernel, classifier, area.name, blockers)
     states = []
     pfns = np.array([b.pfn for b in blockers], dtype=np.int64)
     keep = np.zeros(len(blockers), dtype=bool)
@@ -334,6 +346,38 @@ def _report(kernel: Kernel, area: CmaArea, classifier: _Classifier,
         skipped=area.count - stats.pages - stats.unreadable,
         states=states,
     )
+
+
+def _reread(kernel: Kernel, classifier: _Classifier, area: str, blockers: list[Blocker]
+            ) -> list[Blocker]:
+    """A live target's blockers read and judged once more, as ``pinned`` does
+    (:func:`pinspect.report.reread`): the same verdict is kept, a different one is reported as
+    read the second time (``uncertain``), a page that no longer blocks is left out; both are
+    counted (:func:`pinspect.unread.live`)."""
+    kept: list[Blocker] = []
+    uncertain = changed = 0
+    for first in blockers:
+        try:
+            data = read_page_bytes(kernel, first.pfn, max(2, first.nr_pages))
+        except (FaultError, LookupError):
+            first.uncertain = True
+            uncertain += 1
+            kept.append(first)
+            continue
+        chunk = PageChunk(kernel, first.pfn, np.frombuffer(data, dtype=np.uint8))
+        second = next((b for b in classifier.blockers(chunk, area) if b.pfn == first.pfn), None)
+        if second is None:
+            changed += 1
+            continue
+        if (second.cause, second.refcount, second.mapcount, second.pins, second.nr_pages) == \
+                (first.cause, first.refcount, first.mapcount, first.pins, first.nr_pages):
+            kept.append(first)
+        else:
+            second.uncertain = True
+            uncertain += 1
+            kept.append(second)
+    unread.live(kernel.prog, uncertain=uncertain, changed=changed)
+    return kept
 
 
 def _annotate_owners(kernel: Kernel, blockers: list[Blocker]) -> None:
@@ -377,6 +421,8 @@ def cma_report(prog: Program, name: str | None = None,
             if name is not None:
                 raise
             problems.append((area.name, e.message.split(": ", 1)[-1]))
+    # An area whose struct or bitmap cannot be trusted is a part of the answer not read.
+    unread.count(prog, "CMA areas", len(problems))
     return CmaReport(reports, problems)
 
 

@@ -25,6 +25,7 @@ from drgn import Program, ProgramFlags
 
 from pinspect.commands import Command, all_commands
 from pinspect.commands.common import check_needs, global_param_names, merged_options
+from pinspect.render import escape, escape_lines
 
 try:
     from drgn.commands import (
@@ -149,7 +150,9 @@ def run_in_drgn(prog: Program, command: Command, args: list[str], name: str) -> 
         if described is None:
             raise
         message, hint = described
-        raise CommandError(f"{message}" + (f"\n  hint: {hint}" if hint else "")) from e
+        # (messages may quote names from the target: escaped as the CLI does)
+        raise CommandError(escape(message) + (f"\n  hint: {escape_lines(hint)}" if hint
+                                              else "")) from e
 
 
 def register_commands(namespace: Any = None, bare_names: bool = True) -> list[str]:

@@ -373,7 +373,8 @@ def _probe(prog: Program) -> Kernel:
     vmcoreinfo = vmcoreinfo_from_program(prog)
     uts_release = variable(prog, "UTS_RELEASE")
     try:
-        release = uts_release.string_().decode() if uts_release is not None else None
+        release = (uts_release.string_().decode(errors="replace")
+                   if uts_release is not None else None)
     except FaultError:
         release = None
     if release is None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from drgn import FaultError, Program, TypeKind, sizeof
 
-from pinspect import constants
+from pinspect import constants, unread
 from pinspect.features import ABSENT, OFF, PRESENT, Feature
 from pinspect.pageext import ClientSpec, PageExtLayout, read_entries
 from pinspect.probing import enumerators
@@ -235,6 +235,7 @@ def _owner_columns(prog: Program, pfns: Iterable[int]) -> tuple[OwnerReport, _Co
         return report, None
     entries, readable = read_entries(kernel, wanted)
     report.unreadable = int((~readable).sum())
+    unread.count(prog, "page_ext entries", report.unreadable)
     flags = np.ascontiguousarray(entries[:, :8]).view("<u8").reshape(-1)
     has_record = readable & ((flags >> np.uint64(owner_bit)) & np.uint64(1)).astype(bool)
     if client.offset + layout.size > ext.entry_size:
@@ -328,5 +329,6 @@ def owner_records(prog: Program, pfns: Iterable[int], stacks: bool = True) -> Ow
     if stacks:
         used = {h for r in report.records.values() for h in (r.handle, r.free_handle) if h}
         report.problems = Counter(p for h in used if (p := depot.problem(h)) is not None)
+        unread.count(prog, "stacks (stack depot)", sum(report.problems.values()))
     return report
 

@@ -15,7 +15,7 @@ import numpy as np
 from drgn import FaultError, Object, Program
 from drgn.helpers.linux.mmzone import for_each_online_pgdat, pfn_to_section
 
-from pinspect import constants
+from pinspect import constants, unread
 from pinspect.features import ABSENT, OFF, PRESENT, Feature
 from pinspect.probing import enumerators, static_key_enabled
 from pinspect.variables import has_variable, required_variable, variable
@@ -60,6 +60,11 @@ class PageExtLayout:
         return self.clients.get(name)
 
 
+# The largest page_ext entry believed: a few clients of a few words each (a corrupted
+# page_ext_size would make huge reads).
+MAX_ENTRY_SIZE = 4096
+
+
 def _client(prog: Program, spec: ClientSpec) -> PageExtClient | None:
     ops = variable(prog, spec.ops)
     if ops is None:
@@ -79,10 +84,20 @@ def page_ext_layout(prog: Program, specs: Sequence[ClientSpec]
     if size_obj is None:
         return None, Feature("page_ext", ABSENT, "kernel built without CONFIG_PAGE_EXTENSION")
     entry_size = size_obj.value_()
+    # (an entry is at least struct page_ext: its flags word; 0 made a numpy view of empty
+    # rows fail in the long fuzz run)
+    if not 8 <= entry_size <= MAX_ENTRY_SIZE or entry_size % 8:
+        unread.count(prog, "page_ext layouts (page_ext_size corrupted)")
+        return None, Feature("page_ext", ABSENT,
+                             f"unreadable: page_ext_size {entry_size} is impossible "
+                             "(a corrupted dump)")
     clients = {}
     has_flags = False
     for spec in specs:
         client = _client(prog, spec)
+        # (a client without per-page data, as page_pinner RFC, sits at the entry's end)
+        if client is not None and entry_size and not 0 <= client.offset <= entry_size:
+            continue  # a corrupted offset: this client's records cannot be found
         if client is not None:
             clients[spec.name] = client
             has_flags = has_flags or (client.enabled and spec.wants_flags(client))

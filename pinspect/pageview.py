@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from drgn import Program
+from drgn import FaultError, Program
 
+from pinspect import unread
+from pinspect.errors import TargetError
 from pinspect.evidence import FlagMasks, evaluate_chunk
 from pinspect.features import Feature
 from pinspect.holders import HeldRef
@@ -14,9 +16,9 @@ from pinspect.kernel import Kernel, page_type_name, probe
 from pinspect.owner import OwnerRecord, owner_records
 from pinspect.pinner import PinnerPage, pinner_mask, pinner_records
 from pinspect.places import Places
-from pinspect.report import PinnedPage, attach_mappers, rows
+from pinspect.report import PinnedPage, attach_mappers, is_live, rows
 from pinspect.rmap import Mapper
-from pinspect.scan import PageChunk, read_page_bytes, struct_page_address
+from pinspect.scan import InvalidPfn, PageChunk, read_page_bytes, struct_page_address
 
 
 @dataclass
@@ -54,17 +56,45 @@ def _chunk(kernel: Kernel, pfn: int, count: int) -> PageChunk:
     return PageChunk(kernel, pfn, np.frombuffer(data, dtype=np.uint8))
 
 
+# The largest folio order believed (a corrupted order would make a huge read): PUD-sized
+# hugetlb folios on 4 KiB pages are order 18; 64 KiB pages make them no larger in pages.
+MAX_FOLIO_ORDER = 20
+
+
 def inspect_page(prog: Program, pfn: int) -> PageVerdict:
     """Read one page (``struct page`` of *pfn*) and judge its folio like
     :func:`pinspect.report.find_pinned` does.
 
     The page and its first neighbour are read at once; a tail page's folio is read from its
-    head, once its order is known.
+    head, once its order is known. A pfn without a struct page raises
+    :class:`~pinspect.scan.InvalidPfn`, an unreadable struct page :class:`TargetError`; a
+    corrupted page (its head pointer or folio order impossible, its head unreadable) still
+    gets its raw fields, without a folio verdict, and a warning that says why.
     """
     kernel = probe(prog)
     layout = kernel.layout
     masks = FlagMasks.of(kernel)
-    chunk = _chunk(kernel, pfn, 2)
+    address = struct_page_address(kernel, pfn)
+    try:
+        chunk = _chunk(kernel, pfn, 2)
+    except FaultError as e:
+        raise TargetError(f"cannot read the struct page of pfn {pfn:#x} at {address:#x}: "
+                          + (unread.last_file() or "it is not in the dump"),
+                          "a filtered or truncated dump may lack it; "
+                          "'pinspect pinned' reports which pages could be read") from e
+    warnings: list[str] = []
+    if is_live(prog):
+        # A running kernel changes the page under the read: a second read that differs is
+        # shown instead, and said (its fields may pair values of two moments).
+        try:
+            again = _chunk(kernel, pfn, 2)
+        except FaultError:
+            again = chunk
+        if bytes(again.raw[:layout.size]) != bytes(chunk.raw[:layout.size]):
+            chunk = again
+            unread.live(prog, uncertain=1)
+            warnings.append("the struct page changed between two reads (a live kernel): "
+                            "shown as read the second time (uncertain)")
     raw = {
         "flags": int(chunk.flags[0]),
         "compound_head": int(chunk.compound_head[0]),
@@ -74,29 +104,42 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         "_mapcount": int(chunk.mapcount[0]),
         "_refcount": int(chunk.refcount[0]),
     }
-    address = struct_page_address(kernel, pfn)
     head_pfn = pfn
     info = raw["compound_head"]
+    folio_chunk: PageChunk | None = chunk
     if info & 1:
         head = address & info if layout.tail_info_is_mask else info - 1
-        head_pfn = pfn - (address - head) // layout.size
-        chunk = _chunk(kernel, head_pfn, 2)
-    if chunk.flags[0] & np.uint64(masks.head) and chunk.n > 1:
+        offset = address - head
+        if offset <= 0 or offset % layout.size or offset // layout.size >= 1 << MAX_FOLIO_ORDER:
+            warnings.append(f"compound_head {info:#x} points to no head page of this memory "
+                            "map (corrupted): no folio verdict")
+            folio_chunk = None
+        else:
+            head_pfn = pfn - offset // layout.size
+            folio_chunk = _folio_chunk(kernel, head_pfn, warnings)
+    if folio_chunk is not None and folio_chunk.flags[0] & np.uint64(masks.head) \
+            and folio_chunk.n > 1:
         # The folio's order lives in its first tail page.
-        order = int(chunk.raw[layout.folio.order])
-        if (1 << order) > chunk.n:
-            chunk = _chunk(kernel, head_pfn, 1 << order)
-    found = evaluate_chunk(kernel, chunk, masks, pinner_mask(kernel), report_all=True)
+        order = int(folio_chunk.raw[layout.folio.order])
+        if order > MAX_FOLIO_ORDER:
+            warnings.append(f"folio order {order} at pfn {head_pfn:#x} is impossible "
+                            "(corrupted): no folio verdict")
+            folio_chunk = None
+        elif (1 << order) > folio_chunk.n:
+            folio_chunk = _folio_chunk(kernel, head_pfn, warnings, 1 << order)
     places = Places(kernel)
-    folio_rows = list(rows(chunk, found, places, keep_unpinned=True))
-    folio = folio_rows[0] if folio_rows and folio_rows[0].pfn == head_pfn else None
+    folio = None
+    if folio_chunk is not None:
+        found = evaluate_chunk(kernel, folio_chunk, masks, pinner_mask(kernel),
+                               report_all=True)
+        folio_rows = list(rows(folio_chunk, found, places, keep_unpinned=True))
+        folio = folio_rows[0] if folio_rows and folio_rows[0].pfn == head_pfn else None
     flags = raw["flags"]
     state = _page_state(kernel, raw, masks, folio)
-    zone = places.locator.locate(pfn, flags)
-    area = places.cma.find(pfn)
+    node, zone_name, migratetype, cma = places.of(pfn, flags)
     owners = owner_records(prog, {pfn, head_pfn})
     pinners = pinner_records(prog, {pfn, head_pfn}) if kernel.pinner_variant else None
-    warnings = owners.warnings() + (pinners.warnings() if pinners else [])
+    warnings += owners.warnings() + (pinners.warnings() if pinners else [])
     if folio is not None:
         folio.owner = owners.records.get(head_pfn)
         folio.pinner = pinners.pages.get(head_pfn) if pinners else None
@@ -107,10 +150,10 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         page=address,
         head_pfn=head_pfn,
         state=state,
-        node=zone.node if zone else -1,
-        zone=zone.name if zone else "unknown",
-        migratetype=places.blocks.name(pfn),
-        cma=area.name if area else None,
+        node=node,
+        zone=zone_name,
+        migratetype=migratetype,
+        cma=cma,
         raw=raw,
         flags=flags,
         flag_names=kernel.flags.decode(flags),
@@ -123,6 +166,22 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         mappers=list(folio.mappers or []) if folio is not None else [],
         holders=list(folio.holders or []) if folio is not None else [],
     )
+
+
+def _folio_chunk(kernel: Kernel, head_pfn: int, warnings: list[str], count: int = 2
+                 ) -> PageChunk | None:
+    """The struct pages of the folio at *head_pfn*, or None (with a warning) if they cannot
+    be read."""
+    try:
+        return _chunk(kernel, head_pfn, count)
+    except InvalidPfn:
+        warnings.append(f"the head pfn {head_pfn:#x} has no struct page (corrupted "
+                        "compound_head?): no folio verdict")
+    except FaultError:
+        unread.count(kernel.prog, "struct pages")
+        warnings.append(f"the struct pages of the folio at pfn {head_pfn:#x} cannot be "
+                        "read: no folio verdict")
+    return None
 
 
 def _page_state(kernel: Kernel, raw: dict[str, int], masks: FlagMasks,

@@ -16,6 +16,7 @@ import drgn
 import numpy as np
 from drgn import FaultError, Program, sizeof
 
+from pinspect import unread
 from pinspect.features import ABSENT, OFF, PRESENT, Feature
 from pinspect.pageext import ClientSpec, PageExtLayout, read_entries
 from pinspect.probing import enumerators, offset_of, static_key_enabled
@@ -304,6 +305,7 @@ def pinner_records(prog: Program, pfns: Iterable[int], stacks: bool = True,
             if name in ext.flag_bits} if ext.has_flags_word else {}
     entries, readable = read_entries(kernel, wanted)
     report.unreadable = int((~readable).sum())
+    unread.count(prog, "page_ext entries", report.unreadable)
     flags = np.ascontiguousarray(entries[:, :8]).view("<u8").reshape(-1)
     depot = stack_depot(prog)
     log = pinner_log(prog, stacks=stacks) if rings and variant in RINGS else None
@@ -335,6 +337,7 @@ def pinner_records(prog: Program, pfns: Iterable[int], stacks: bool = True,
     if stacks:
         used = {p.handle for p in report.pages.values() if p.handle}
         report.problems = Counter(p for h in used if (p := depot.problem(h)) is not None)
+        unread.count(prog, "stacks (stack depot)", sum(report.problems.values()))
     return report
 
 
@@ -444,6 +447,7 @@ def pinner_log(prog: Program, stacks: bool = True) -> PinnerLog:
             ring.problems.append(f"index {index} out of range (size {size}); read modulo")
         data, readable = _read_slots(prog, address, size, record_size)
         ring.unreadable = int((~readable).sum())
+        unread.count(prog, "page_pinner ring slots", ring.unreadable)
         view = memoryview(data)
         newest_fail: dict[int, PinnerRecord] = {}
         pending: list[PinnerRecord] = []
@@ -466,6 +470,7 @@ def pinner_log(prog: Program, stacks: bool = True) -> PinnerLog:
             elif not _valid_pfn(kernel, pfn):
                 why = "pfn not valid"
             if why is not None:
+                # (not counted as unread: a kvmalloc'd ring holds never-written garbage too)
                 ring.rejected.append((slot, why))
                 continue
             state = states.get(state_value) if state_value is not None else None
@@ -763,6 +768,7 @@ def record_counts(kernel: Kernel) -> RecordCounts:
                         counts[3] += int(np.count_nonzero(part.any(axis=1)))
             except FaultError:
                 unreadable += stop - pfn
+                unread.count(prog, "page_ext entries", stop - pfn)
             pfn = stop
     return RecordCounts(
         owner_pages=counts[0] if owner_on else None,

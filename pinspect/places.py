@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from drgn import FaultError
+
+from pinspect import unread
 from pinspect.cma import CmaLocator
 from pinspect.kernel import Kernel
 from pinspect.zones import PageblockReader, ZoneLocator
@@ -13,6 +16,7 @@ class Places:
     CMA range or none."""
 
     def __init__(self, kernel: Kernel) -> None:
+        self.prog = kernel.prog
         self.locator = ZoneLocator(kernel)
         self.blocks = PageblockReader(kernel)
         self.cma = CmaLocator(kernel)
@@ -29,10 +33,23 @@ class Places:
             return self.known[key]
         except KeyError:
             pass
-        zone = self.locator.locate(pfn, flags)
-        area = self.cma.find(pfn)
+        try:
+            zone = self.locator.locate(pfn, flags)
+        except FaultError:
+            zone = None
+            unread.count(self.prog, "zones")
+        try:
+            area = self.cma.find(pfn)
+        except FaultError:
+            area = None
+            unread.count(self.prog, "CMA areas")
+        try:
+            migratetype = self.blocks.name(pfn)
+        except FaultError:
+            migratetype = "unknown"
+            unread.count(self.prog, "pageblock flags")
         place = (zone.node if zone else -1, zone.name if zone else "unknown",
-                 self.blocks.name(pfn), area.name if area else None)
+                 migratetype, area.name if area else None)
         first = key[0] << self.order
         end = first + (1 << self.order)
         if zone is not None and zone.start_pfn <= first and end <= zone.end_pfn and \

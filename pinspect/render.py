@@ -45,6 +45,12 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(_escaped, text)
 
 
+def escape_lines(text: str) -> str:
+    """:func:`escape` for each line of *text* (the line breaks stay): titles, notes and
+    messages made of several lines, which may quote strings from the target."""
+    return "\n".join(escape(line) for line in text.split("\n"))
+
+
 class Lines(tuple[str, ...]):
     """A cell of several lines (a stack's frames): one per line in a table, ``|``-joined in
     CSV, a list in JSON."""
@@ -142,7 +148,7 @@ def write(doc: Document, fmt: str, out: TextIO, *, header: bool = True,
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if doc.table_title and header:
-        out.write(doc.table_title + "\n")
+        out.write(escape_lines(doc.table_title) + "\n")
     # (the columns are sized from every row, so the cells are made whole; a stack shared by
     # many rows is one string)
     memo: dict[Lines, str] = {}
@@ -156,7 +162,7 @@ def write(doc: Document, fmt: str, out: TextIO, *, header: bool = True,
             out.write("\n")
     if header:
         for note in doc.notes:
-            out.write(note + "\n")
+            out.write(escape_lines(note) + "\n")
 
 
 # What the fast table writer handles exactly as tabulate does: ASCII with no control

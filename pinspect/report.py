@@ -10,20 +10,30 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from drgn import Program
+import numpy as np
+from drgn import FaultError, Program, ProgramFlags
 
+from pinspect import unread
 from pinspect.buddy import free_blocks
 from pinspect.cma import area_named
 from pinspect.errors import FeatureMissing
 from pinspect.evidence import EVIDENCE_KINDS, KIND_NAMES, Candidates, FlagMasks, evaluate_chunk
 from pinspect.features import Feature
 from pinspect.holders import HeldRef, find_holders
-from pinspect.kernel import probe
+from pinspect.kernel import Kernel, probe
 from pinspect.owner import OwnerRecord, owner_records
 from pinspect.pinner import PinnerPage, pinner_mask, pinner_records
 from pinspect.places import Places
 from pinspect.rmap import Mapper, reverse_map
-from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, outside, valid_ranges
+from pinspect.scan import (
+    PageChunk,
+    ScanStats,
+    clip_ranges,
+    iter_chunks,
+    outside,
+    read_page_bytes,
+    valid_ranges,
+)
 from pinspect.stackdepot import Stack
 from pinspect.summary import ZonePins, summarize, zone_counts
 from pinspect.zones import zones
@@ -58,6 +68,8 @@ class PinnedPage:
     holders: list[HeldRef] | None = None
     unexplained_pins: int | None = None  # pins no holder accounts for
     unexplained_extra: int | None = None  # extra references no holder accounts for
+    # A live target's page that changed between two reads (reported as read the second time)
+    uncertain: bool = False
 
     def stack_source(self) -> tuple[Stack | None, str]:
         """The stack that best says who holds the page, and its source: page_pinner's when
@@ -129,6 +141,10 @@ def attach_mappers(prog: Program, pages: Sequence[PinnedPage]) -> RmapSummary:
         page.unexplained_extra = max(0, page.extra - refs)
         unexplained_pins += page.unexplained_pins
         unexplained_extra += page.unexplained_extra
+    # Failed reads, cycles and cut walks of the reverse map and the holders: the answer lacks
+    # what they would have found.
+    unread.count_problems(prog, rmap.problems.counts)
+    unread.count_problems(prog, held.problems.counts)
     return RmapSummary(len(pages), with_mappers, rmap.unresolved, no_process, unexplained_pins,
                        unexplained_extra, transient, held.holders,
                        rmap.warnings() + held.problems.lines())
@@ -204,6 +220,11 @@ def find_pinned(
         names = sorted({z.name for z in all_zones})
         raise FeatureMissing(f"no zone named {', '.join(zone_names)} on this system",
                              f"zones here: {', '.join(names)}")
+    missing_nodes = sorted(set(nodes) - {z.node for z in all_zones})
+    if missing_nodes:
+        raise FeatureMissing(f"no node {', '.join(map(str, missing_nodes))} on this system",
+                             "nodes here: " + ", ".join(map(str, sorted({z.node
+                                                                          for z in all_zones}))))
     windows = [(z.start_pfn, z.end_pfn) for z in chosen]
     if pfn_range is not None:
         windows = [(max(lo, pfn_range[0]), min(hi, pfn_range[1])) for lo, hi in windows]
@@ -213,6 +234,13 @@ def find_pinned(
         windows = [(max(lo, a_lo), min(hi, a_hi)) for lo, hi in windows for a_lo, a_hi in areas]
         windows = [w for w in windows if w[0] < w[1]]
     ranges = clip_ranges(valid_ranges(kernel), windows)
+    if pfn_range is None and cma is None:
+        # A zone's present pages all have struct pages; fewer in the memory map means it was
+        # not found whole (a damaged VMCOREINFO or mem_section): say so, not "0 pinned".
+        # (Only where the whole zones are scanned: --pfn and --cma narrow the windows.)
+        covered = sum(end - start for start, end, _ in ranges)
+        unread.count(prog, "struct pages outside the memory map found",
+                     max(0, sum(z.present for z in chosen) - covered))
     # Free buddy blocks hold no references: their struct pages need not be read (dumps only).
     free = free_blocks(kernel)
     free_ends = [end for _, end in free]
@@ -230,6 +258,8 @@ def find_pinned(
     chosen_keys = {(z.node, z.name) for z in chosen}
     stats = ScanStats()
     pages: list[PinnedPage] = []
+    live = is_live(prog)
+    changed = 0  # live: reported by the first read, not pinned at the second
     done = 0
     for chunk in iter_chunks(kernel, ranges, stats, skip=free):
         done += sum(hi - lo for lo, hi in chunk.read_spans())
@@ -237,6 +267,12 @@ def find_pinned(
             progress(min(done, total), total)
         found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra)
         for row in rows(chunk, found, places, min_extra):
+            if live:  # pages change under the scan: confirm each report by a second read
+                second = reread(kernel, row, masks, pin_mask, places, min_extra)
+                if second is None:
+                    changed += 1
+                    continue
+                row = second
             if (zone_names or nodes) and (row.node, row.zone) not in chosen_keys:
                 continue
             if wanted and not wanted & set(row.evidence):
@@ -246,8 +282,16 @@ def find_pinned(
             pages.append(row)
     if progress is not None:
         progress(total, total)
+    unread.count(prog, "struct pages", stats.unreadable)
     report = PinnedReport(pages=pages, scanned=stats.pages, unreadable=stats.unreadable,
                           skipped_free=skipped_free, summary=summarize(pages))
+    uncertain = sum(p.uncertain for p in pages)
+    unread.live(prog, uncertain=uncertain, changed=changed)
+    if changed or uncertain:
+        report.warnings.append(
+            f"{changed + uncertain} page(s) changed while read (a live kernel): {uncertain} "
+            f"reported as read the second time (uncertain), {changed} no longer pinned and "
+            "left out")
     if owners:
         feature, warnings = attach_owners(prog, pages)
         report.sources.append(feature)
@@ -259,6 +303,36 @@ def find_pinned(
     if mappers:
         report.rmap = attach_mappers(prog, pages)
     return report
+
+
+def is_live(prog: Program) -> bool:
+    """Whether *prog* is a running kernel (/proc/kcore, a QEMU guest): memory that changes."""
+    return bool(prog.flags & ProgramFlags.IS_LIVE)
+
+
+def reread(kernel: Kernel, first: PinnedPage, masks: FlagMasks, pin_mask: int,
+           places: Places, min_extra: int) -> PinnedPage | None:
+    """A live target's reported folio read and judged once more (a torn first read can pair
+    a refcount with the wrong mapcount or order). Returns the first verdict if the second
+    agrees, the second (``uncertain``) if it differs but still has evidence, None if the
+    page is no longer pinned."""
+    try:
+        data = read_page_bytes(kernel, first.pfn, max(2, first.nr_pages))
+    except (FaultError, LookupError):
+        first.uncertain = True
+        return first
+    chunk = PageChunk(kernel, first.pfn, np.frombuffer(data, dtype=np.uint8))
+    found = evaluate_chunk(kernel, chunk, masks, pin_mask, min_extra, report_all=True)
+    second = next((p for p in rows(chunk, found, places, min_extra) if p.pfn == first.pfn),
+                  None)
+    if second is None:
+        return None
+    same = (second.evidence, second.refcount, second.mapcount, second.pins, second.order) == \
+        (first.evidence, first.refcount, first.mapcount, first.pins, first.order)
+    if same:
+        return first
+    second.uncertain = True
+    return second
 
 
 def rows(chunk: PageChunk, found: Candidates, places: Places, min_extra: int = 1,

@@ -17,6 +17,7 @@ from drgn import FaultError
 from drgn.helpers.linux.mm import for_each_valid_page_range
 
 from pinspect.elfmem import ElfMemory
+from pinspect.errors import PinspectError, TargetError
 from pinspect.kernel import Kernel
 
 # Pages per chunk, aligned so that no folio of buddy order straddles two chunks. Views of a
@@ -118,6 +119,12 @@ class PageChunk:
         return self.column(self.kernel.layout.refcount, "<i4")
 
 
+def _wrap(address: int) -> int:
+    """A kernel address computed from values in the dump, wrapped to 64 bits as the kernel's
+    own arithmetic would (a corrupted base must read as a fault, not overflow)."""
+    return address & 0xFFFF_FFFF_FFFF_FFFF
+
+
 def valid_ranges(kernel: Kernel) -> list[tuple[int, int, int]]:
     """Valid pfn ranges as ``(start_pfn, end_pfn, address of mem_map[0])``."""
     try:
@@ -125,12 +132,17 @@ def valid_ranges(kernel: Kernel) -> list[tuple[int, int, int]]:
     except KeyError:
         pass
     ranges: list[tuple[int, int, int]] = []
-    for start, end, mem_map in for_each_valid_page_range(kernel.prog):
-        base = mem_map.value_()
-        if ranges and ranges[-1][1] == start and ranges[-1][2] == base:
-            ranges[-1] = (ranges[-1][0], end, base)
-        else:
-            ranges.append((start, end, base))
+    try:
+        for start, end, mem_map in for_each_valid_page_range(kernel.prog):
+            base = mem_map.value_()
+            if ranges and ranges[-1][1] == start and ranges[-1][2] == base:
+                ranges[-1] = (ranges[-1][0], end, base)
+            else:
+                ranges.append((start, end, base))
+    except LookupError as e:  # drgn's helper found no vmemmap or mem_map: a damaged dump
+        raise TargetError(f"cannot locate the memory map (struct page array): {e}",
+                          "the dump's VMCOREINFO or kernel data is damaged: "
+                          "'pinspect info' shows what could be read") from e
     kernel.prog.cache["pinspect_valid_ranges"] = ranges
     return ranges
 
@@ -161,7 +173,7 @@ def _read_pages(kernel: Kernel, base: int, start: int, end: int,
     whole = spans == [(start, end)]
     memory = ElfMemory.of(kernel.prog)
     if memory is not None:
-        view = memory.view(base + start * size, (end - start) * size)
+        view = memory.view(_wrap(base + start * size), (end - start) * size)
         if view is not None:
             stats.pages += sum(hi - lo for lo, hi in spans)
             yield PageChunk(kernel, start, view,
@@ -171,7 +183,7 @@ def _read_pages(kernel: Kernel, base: int, start: int, end: int,
     pieces = spans
     if whole:
         try:
-            data = kernel.prog.read(base + start * size, (end - start) * size)
+            data = kernel.prog.read(_wrap(base + start * size), (end - start) * size)
         except FaultError:
             pieces = _split(start, end, RETRY_PAGES)
         else:
@@ -193,7 +205,7 @@ def _read_span(kernel: Kernel, base: int, start: int, lo: int, hi: int, raw: np.
     fails, retry subsection by subsection and count what still cannot be read."""
     size = kernel.layout.size
     try:
-        data = kernel.prog.read(base + lo * size, (hi - lo) * size)
+        data = kernel.prog.read(_wrap(base + lo * size), (hi - lo) * size)
     except FaultError:
         if hi - lo <= RETRY_PAGES:
             stats.unreadable += hi - lo
@@ -271,22 +283,33 @@ def iter_chunks(
         yield from _read_pages(kernel, base, start, stop, spans, stats)
 
 
+class InvalidPfn(PinspectError, LookupError):
+    """A pfn that has no struct page: in a memory hole, or past the last valid pfn."""
+
+
 def _valid_range_of(kernel: Kernel, pfn: int) -> tuple[int, int, int]:
-    for found in valid_ranges(kernel):
+    ranges = valid_ranges(kernel)
+    for found in ranges:
         if found[0] <= pfn < found[1]:
             return found
-    raise LookupError(f"pfn {pfn:#x} is not a valid page frame")
+    where = ("past the last one" if ranges and pfn >= ranges[-1][1]
+             else "in a memory hole" if ranges and pfn > ranges[0][0] else "below the first one")
+    shown = ", ".join(f"{lo:#x}-{hi - 1:#x}" for lo, hi, _ in ranges[:6])
+    raise InvalidPfn(f"pfn {pfn:#x} has no struct page: it is {where} of the valid pfns",
+                     f"valid pfns here: {shown or 'none'}"
+                     + (", ..." if len(ranges) > 6 else "")
+                     + " ('pinspect info' lists the zones)")
 
 
 def struct_page_address(kernel: Kernel, pfn: int) -> int:
     """The address of the ``struct page`` of *pfn* (a valid pfn)."""
     _, _, base = _valid_range_of(kernel, pfn)
-    return base + pfn * kernel.layout.size
+    return _wrap(base + pfn * kernel.layout.size)
 
 
 def read_page_bytes(kernel: Kernel, pfn: int, count: int = 1) -> bytes:
     """The raw ``struct page`` bytes of *count* pages from *pfn*, fewer where the valid range
     ends (for single-page views)."""
     _, end, base = _valid_range_of(kernel, pfn)
-    return kernel.prog.read(base + pfn * kernel.layout.size,
+    return kernel.prog.read(_wrap(base + pfn * kernel.layout.size),
                             min(count, end - pfn) * kernel.layout.size)

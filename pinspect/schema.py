@@ -13,11 +13,16 @@ SCHEMA_VERSION = 1
 # Every document starts with these.
 HEADER = ("schema_version", "command")
 
+# Every document written by a command ends with this: what could not be read
+# (``{"counts": {"struct pages": 6144, ...}, "truncated": "sentence" or null}``).
+TRAILER = ("unread",)
+UNREAD = ("counts", "truncated", "uncertain", "changed")
+
 # One pinned page or folio (``pinned``'s "pages", ``page``'s "folio").
 PINNED_PAGE = ("pfn", "nr_pages", "node", "zone", "migratetype", "cma", "order", "refcount",
                "mapcount", "expected_refcount", "pins", "extra", "evidence", "mapping", "flags",
                "lru", "owner", "pinner", "mappers", "holders", "unexplained_pins",
-               "unexplained_extra")
+               "unexplained_extra", "uncertain")
 
 # A process mapping a folio (``mappers[]`` of a page object; the reverse map).
 MAPPER = ("pid", "tgid", "comm", "vaddr", "vaddr_end", "vma", "vm_flags", "flags", "file", "mm",
@@ -76,7 +81,7 @@ CMA_RANGE = ("base_pfn", "count", "bitmap_bits")
 CMA_BY_CAUSE = ("foll_pin", "extra", "slab", "pgtable", "reserved", "kernel", "non_lru")
 CMA_BLOCKER = ("area", "pfn", "nr_pages", "cause", "evidence", "state", "migratetype",
                "refcount", "mapcount", "expected_refcount", "pins", "extra", "flags", "lru",
-               "owner", "stack")
+               "owner", "stack", "uncertain")
 CMA_RUN = ("pfn", "pages", "candidates", "working", "first_working_pfn", "blocked_pages")
 CMA_TRY = ("area", "pages", "align", "succeeds", "pfn", "attempts_before", "candidates",
            "reason", "runs", "best_failing", "best_failing_blockers")

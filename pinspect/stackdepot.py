@@ -28,7 +28,7 @@ import drgn
 import numpy as np
 from drgn import FaultError, Object, Program
 
-from pinspect import constants
+from pinspect import constants, unread
 from pinspect.features import ABSENT, PRESENT, Feature
 from pinspect.variables import has_variable, variable
 
@@ -339,6 +339,10 @@ class Symbolizer:
         return Frame(address, names[i], address - values[i], end - values[i], module.name)
 
 
+MAX_MODULES = 65536  # modules walked at most (the list of a real kernel holds a few hundred)
+MAX_STRTAB = 16 << 20  # bytes of a module's kallsyms string table read at most
+
+
 def _module_texts(prog: Program) -> list[_ModuleText]:
     """The text regions of the loaded modules: ``mod->mem[MOD_*TEXT]`` (6.4+) or
     ``mod->core_layout``/``init_layout`` (base, text_size)."""
@@ -357,7 +361,13 @@ def _module_texts(prog: Program) -> list[_ModuleText]:
         kinds = {e.name: e.value for e in prog.type("enum mod_mem_type").enumerators or ()}
         text_kinds = [v for k, v in kinds.items() if k.endswith("_TEXT")]
     try:
+        seen: set[int] = set()
         for mod in list_for_each_entry("struct module", head.address_of_(), "list"):
+            address = int(mod.value_())
+            if address in seen or len(seen) >= MAX_MODULES:  # a corrupted list that loops
+                unread.count(prog, "module list entries (list cut: loops or too long)")
+                break
+            seen.add(address)
             name = mod.name.string_().decode(errors="replace")
             kallsyms = int(mod.kallsyms.value_()) if module_type.has_member("kallsyms") else 0
             regions: list[tuple[int, int]] = []
@@ -372,8 +382,6 @@ def _module_texts(prog: Program) -> list[_ModuleText]:
             for base, size in regions:
                 if base and size:
                     texts.append(_ModuleText(name, base, base + size, kallsyms))
-            if len(texts) > 100_000:  # a corrupted list that loops
-                break
     except (FaultError, LookupError, AttributeError):
         pass
     return texts
@@ -411,7 +419,7 @@ def _read_module_kallsyms(prog: Program, module: _ModuleText) -> tuple[list[int]
         if not symbols:
             return [], []
         # The string table follows the names; read as far as the largest name needs.
-        span = max(off for _, off in symbols) + 512
+        span = min(max(off for _, off in symbols) + 512, MAX_STRTAB)
         strings = _read_prefix(prog, strtab, span)
     except (FaultError, LookupError, AttributeError, struct.error):
         return [], []

@@ -29,6 +29,9 @@ def open_program(
     Returns a ``drgn.Program`` (a vmcore: ELF or kdump-compressed, flattened dumps rebuilt
     once; live: ``/proc/kcore``). Raises :class:`~pinspect.errors.PinspectError` with a hint
     when the target or its debug info is missing or does not match."""
+    if core is not None and qemu is not None:
+        raise TargetError("two targets given: a dump (-c) and a QEMU guest (--qemu)",
+                          "give one of them")
     if core is not None:
         prog = _open_core(core)
         where = core

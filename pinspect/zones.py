@@ -75,7 +75,7 @@ def zones(kernel: Kernel) -> list[Zone]:
             result.append(Zone(
                 node=node,
                 index=index,
-                name=zone.name.string_().decode(),
+                name=zone.name.string_().decode(errors="replace"),
                 start_pfn=zone.zone_start_pfn.value_(),
                 spanned=spanned,
                 present=zone.present_pages.value_(),

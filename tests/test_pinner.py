@@ -32,7 +32,7 @@ from pinspect.pinner import (
     record_counts,
 )
 from pinspect.render import render
-from pinspect.schema import DOCUMENTS, HEADER, OBJECTS, PINNER_OBJECTS
+from pinspect.schema import DOCUMENTS, HEADER, OBJECTS, PINNER_OBJECTS, TRAILER
 from tests.sampledata import SAMPLES_DIR, open_sample, sample_paths
 
 VARIANTS = ["rfc", "a0", "a2", "b", "c", "d"]
@@ -424,7 +424,7 @@ def test_documents_have_the_schema_keys(sample: str, args: tuple[str, ...]) -> N
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     command = args[0]
-    assert tuple(doc) == HEADER + DOCUMENTS[command]
+    assert tuple(doc) == HEADER + DOCUMENTS[command] + TRAILER
     checked = 0
     for path, keys in {**OBJECTS, **PINNER_OBJECTS}.items():
         owner, _, rest = path.partition(".")

@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from pinspect.schema import DOCUMENTS, HEADER, OBJECTS, PINNED_PAGE, SCHEMA_VERSION
+from pinspect.schema import (
+    DOCUMENTS,
+    HEADER,
+    OBJECTS,
+    PINNED_PAGE,
+    SCHEMA_VERSION,
+    TRAILER,
+    UNREAD,
+)
 from tests.sampledata import sample_paths
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -53,7 +61,8 @@ NEEDS_PROCESSES = {"pinned.pages[].mappers[]", "pinned.pages[].holders[]", "page
 def test_documents_have_exactly_the_schema_keys(args: tuple[str, ...]) -> None:
     doc = _json(*args)
     command = args[0]
-    assert tuple(doc) == HEADER + DOCUMENTS[command]
+    assert tuple(doc) == HEADER + DOCUMENTS[command] + TRAILER
+    assert tuple(doc["unread"]) == UNREAD
     assert doc["schema_version"] == SCHEMA_VERSION and doc["command"] == command
     checked = 0
     for path, keys in OBJECTS.items():

@@ -216,21 +216,27 @@ def run(prog: Program, options: Options, *, name: str | None = None,
     return result
 
 
+# (--align: cma_alloc() takes an unsigned int order; past 2^31 pages no area fits anyway)
+MAX_ALIGN_ORDER = 31
+
+
 @register(Needs(features=("folio layout", "cma")), run)
 @click.command("cma")
 @click.argument("name", required=False)
 @click.option("--blockers", "list_blockers", is_flag=True,
               help="list the blockers page by page (folio by folio) with their evidence.")
-@click.option("--try", "try_pages", type=int, default=None, metavar="N",
+@click.option("--try", "try_pages", type=click.IntRange(min=1), default=None, metavar="N",
               help="would cma_alloc of N pages succeed in area NAME, and where?")
-@click.option("--align", type=int, default=0, show_default=True, metavar="ORDER",
+@click.option("--align", type=click.IntRange(min=0, max=MAX_ALIGN_ORDER), default=0,
+              show_default=True, metavar="ORDER",
               help="with --try: align the allocation to 2^ORDER pages.")
 @click.option("--map", "draw_map", is_flag=True,
               help="draw the area: allocated, free and blocked pages (with --format svg: "
                    "an SVG picture).")
 @click.option("--width", type=int, default=None, metavar="CELLS",
               help="map cells per row (default: fit the terminal, 64 otherwise).")
-@click.option("--limit", type=int, default=None, help="with --blockers: show at most N rows.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help="with --blockers: show at most N rows.")
 @global_options
 @click.pass_context
 def command(ctx: click.Context, **values: Any) -> None:

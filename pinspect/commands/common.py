@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from typing import Any, TypeVar
 import click
 from drgn import Program
 
+from pinspect import unread
 from pinspect.commands import needs_of
+from pinspect.errors import PinspectError
 from pinspect.evidence import EVIDENCE_KINDS
 from pinspect.kernel import probe
 from pinspect.render import FORMATS, Document, select_columns, write
@@ -128,8 +131,22 @@ def open_target(command: str, options: Options) -> Program:
 
 
 def check_needs(command: str, prog: Program) -> None:
-    """Check that *prog* (opened by pinspect or by a drgn session) has what *command* needs."""
+    """Check that *prog* (opened by pinspect or by a drgn session) has what *command* needs.
+    Starts the command's count of what could not be read (:mod:`pinspect.unread`)."""
+    _active[:] = [prog]
+    unread.reset(prog)
     needs_of(command).check(command, prog, probe(prog), type_source_name(prog))
+
+
+_active: list[Program] = []  # the program of the command running (set by check_needs)
+
+
+def incomplete() -> unread.Unread | None:
+    """What the running (or last) command could not read, or None if it read everything."""
+    if not _active:
+        return None
+    found = unread.of(_active[0])
+    return found if found else None
 
 
 def pfn_range_callback(ctx: click.Context, param: click.Parameter,
@@ -148,7 +165,7 @@ def page_filter_options(f: F) -> F:
         click.option("--zone", "zone_names", multiple=True, metavar="NAME",
                      shell_complete=complete_zone,
                      help="only this zone (repeatable): DMA, DMA32, Normal, Movable, ..."),
-        click.option("--node", "nodes", multiple=True, type=int, metavar="N",
+        click.option("--node", "nodes", multiple=True, type=click.IntRange(min=0), metavar="N",
                      help="only this NUMA node (repeatable)."),
         click.option("--pfn", "pfn_range", metavar="START-END", default=None,
                      callback=pfn_range_callback,
@@ -177,14 +194,43 @@ def emit(doc: Document, options: Options) -> None:
     """Render *doc* in the chosen format to standard output or ``--output``."""
     fmt = options.format or "table"
     header, columns = not options.no_header, options.columns
+    missing = incomplete()
+    counts = unread.of(_active[0]) if _active else unread.Unread()
+    # Every command says what it could not read and, on a live target, what changed while it
+    # read: a JSON key always, a line when there is some.
+    doc.body.setdefault("unread", counts.as_json())
+    if missing is not None:
+        doc.notes += [line for line in (missing.line(), missing.file) if line]
+    if counts.live_line() and not any("changed while read" in str(n) for n in doc.notes):
+        doc.notes.append(counts.live_line())
     if fmt != "json":
         select_columns(doc, columns)  # an unknown column fails before -o FILE is written
-    if options.output:
-        with open(options.output, "w") as f:
-            write(doc, fmt, f, header=header, columns=columns)
-    else:
-        write(doc, fmt, sys.stdout, header=header, columns=columns)
-        sys.stdout.flush()
+    try:
+        if options.output:
+            with open(options.output, "w") as f:
+                write(doc, fmt, f, header=header, columns=columns)
+        else:
+            write(doc, fmt, sys.stdout, header=header, columns=columns)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise output_error(e, options.output) from e
+
+
+def output_error(e: OSError, path: str | None) -> PinspectError:
+    """A failed write of the output as one line with a hint."""
+    where = path or "the standard output"
+    reason = e.strerror or str(e)
+    hints = {
+        errno.ENOSPC: "the file system is full: free some space, or write elsewhere with -o FILE",
+        errno.ENOENT: "the directory of the output file must exist",
+        errno.EACCES: "choose a file you may write with -o FILE",
+        errno.EROFS: "the file system is read-only: write elsewhere with -o FILE",
+        errno.EISDIR: "-o takes a file name, not a directory",
+    }
+    return PinspectError(f"cannot write {where}: {reason}",
+                         hints.get(e.errno or 0, "write elsewhere with -o FILE"))
 
 
 class Progress:

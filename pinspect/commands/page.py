@@ -156,15 +156,31 @@ def document(v: PageVerdict) -> Document:
 
 def resolve_pfn(prog: Any, text: str, phys: bool) -> int:
     """A pfn from a pfn, a physical address (--phys) or a ``struct page *`` address."""
-    try:
-        value = int(text, 0)
-    except ValueError as e:
-        raise click.BadParameter(f"{text!r} is not a number (use decimal or 0x hex)") from e
+    value = parse_address(text)
     kernel = probe(prog)
     if phys:
         return value >> kernel.page_shift
     if kernel.arch.is_kernel_address(value):  # a struct page *
+        vmemmap = kernel.vmemmap
+        size = kernel.layout.size
+        if vmemmap is not None and (value < vmemmap or (value - vmemmap) % size):
+            raise click.BadParameter(
+                f"{value:#x} is a kernel address but not that of a struct page (the memory "
+                f"map starts at {vmemmap:#x}, {size} bytes a page); give a pfn, or a "
+                "physical address with --phys")
         return int(page_to_pfn(Object(prog, "struct page *", value)).value_())
+    return value
+
+
+def parse_address(text: str) -> int:
+    """ADDRESS as a number of 0 to 2**64 - 1 (decimal or 0x hex), else a usage error."""
+    try:
+        value = int(text, 0)
+    except ValueError as e:
+        raise click.BadParameter(f"{text!r} is not a number (use decimal or 0x hex)") from e
+    if not 0 <= value < 1 << 64:
+        raise click.BadParameter(f"{text} is out of range: a pfn or an address is "
+                                 "0 to 0xffffffffffffffff")
     return value
 
 

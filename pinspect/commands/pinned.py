@@ -258,10 +258,11 @@ def run(prog: Program, options: Options, *, zone_names: Sequence[str] = (),
 @page_filter_options
 @click.option("--cma", "cma_name", metavar="NAME", default=None,
               help="only pages in this CMA area (pinspect cma lists them).")
-@click.option("--min-extra", type=int, default=1, show_default=True,
+@click.option("--min-extra", type=click.IntRange(min=1), default=1, show_default=True,
               help="report extra references only from this many up.")
 @click.option("--sort", type=click.Choice(tuple(SORT_KEYS)), default="pfn", show_default=True)
-@click.option("--limit", type=int, default=None, help="show at most N rows.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help="show at most N rows.")
 @click.option("--stacks", is_flag=True,
               help="add pid, comm, source and stack columns to the table and CSV: "
                    "page_pinner's stack where it has one, page_owner's allocation stack "

@@ -356,7 +356,7 @@ Examples:
   pinspect stacks --no-default-ignores --evidence foll_pin
 """)
 @page_filter_options
-@click.option("--min-extra", type=int, default=1, show_default=True,
+@click.option("--min-extra", type=click.IntRange(min=1), default=1, show_default=True,
               help="report extra references only from this many up.")
 @click.option("--by", type=click.Choice(BY), default=None,
               help="which stack: pinner (page_pinner), alloc or free (page_owner); default: "
@@ -365,7 +365,7 @@ Examples:
               help="also leave out frames whose function matches PATTERN (repeatable).")
 @click.option("--no-default-ignores", is_flag=True,
               help="keep the frames of the common paths listed above.")
-@click.option("--top", type=int, default=20, show_default=True,
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="show the N largest groups (0: all).")
 @global_options
 @click.pass_context

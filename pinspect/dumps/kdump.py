@@ -142,7 +142,9 @@ def _sub_header_fields(
 
 
 def _read_at(f: BinaryIO, off: int, size: int) -> bytes:
-    if not off or not size:
+    """*size* bytes at *off*, fewer past the end of the file; none at an offset no file has
+    (a corrupt sub-header)."""
+    if not off or not size or off >= 1 << 62:
         return b""
     f.seek(off)
     return f.read(size)

@@ -213,6 +213,12 @@ def test_same_answers_on_every_target(booted: Booted) -> None:
     reference = _gt_rows(booted, docs["elf"])
     for t, doc in docs.items():
         assert _gt_rows(booted, doc) == reference, t
+        # Live targets re-read each reported page; what changed is flagged page by page and
+        # counted in "unread"; a dump is read once and nothing in it changes.
+        flagged = sum(bool(r.get("uncertain")) for r in doc["pages"])
+        assert doc["unread"]["uncertain"] == flagged, t
+        if t in ("elf", "kdump"):
+            assert (flagged, doc["unread"]["changed"]) == (0, 0), t
     pins = {t: {r["pfn"] for r in d["pages"] if "foll_pin" in r["evidence"]}
             for t, d in docs.items()}  # fmt: skip
     assert pins["elf"] == pins["kdump"]
@@ -279,7 +285,13 @@ def test_pinned_owner_on_every_target(booted: Booted, target: str) -> None:
     doc = pinned_doc(booted, target)
     rows = rows_by_pfn(doc)
     assert [s["state"] for s in doc["sources"] if s["name"] == "page_owner"] == ["present"]
-    assert doc["warnings"] == []
+    # A live target re-reads each reported page: pages whose references came and went
+    # between the two reads (the kernel's own, and pinspect's in the guest: cma72 over
+    # /proc/kcore had 16) are left out with one warning. The workload's pages must all stay
+    # (checked below, page by page).
+    live = [w for w in doc["warnings"] if "changed while read (a live kernel)" in w]
+    assert not live or target in ("qmp", "kcore"), live
+    assert [w for w in doc["warnings"] if w not in live] == []
     problems = []
     for rec in booted.gt.page_owner:
         row = rows.get(rec["pfn"])
