@@ -40,6 +40,28 @@ def cut(name: str, percent: int) -> Callable[[Path], str]:
     return make
 
 
+def kdump_regions() -> dict[str, int]:
+    """Byte offsets inside the kdump sample, from its own header (block_size, sub_hdr_size
+    and bitmap_blocks at 428 in a 64-bit disk_dump_header): the cut points of the cases."""
+    data = sample_paths(KDUMP)[0].read_bytes()
+    block_size, sub_hdr_size, bitmap_blocks = struct.unpack_from("<iii", data, 428)
+    bitmaps = (1 + sub_hdr_size) * block_size
+    descriptors = bitmaps + bitmap_blocks * block_size
+    (first_page,) = struct.unpack_from("<Q", data, descriptors)  # the first page_desc's offset
+    return {"bitmaps": (bitmaps + descriptors) // 2, "bitmaps_end": descriptors - 1,
+            "descriptors": (descriptors + first_page) // 2,
+            "data": (first_page + len(data)) // 2}
+
+
+def cut_kdump(where: str) -> Callable[[Path], str]:
+    def make(tmp: Path) -> str:
+        data = sample_paths(KDUMP)[0].read_bytes()
+        out = tmp / f"{KDUMP}-cut-{where}.core"
+        out.write_bytes(data[:kdump_regions()[where]])
+        return str(out)
+    return make
+
+
 def head(name: str, n: int) -> Callable[[Path], str]:
     def make(tmp: Path) -> str:
         out = tmp / f"{name}-{n}b.core"
@@ -138,14 +160,14 @@ class Case:
 
 
 CASES = [
-    Case("kdump file cut at 33% of its length (inside its page bitmaps)", ("info",), 2,
-         "ends inside its page bitmaps", cut(KDUMP, 33)),
-    Case("kdump file cut at 50%", ("pinned",), 2, "so no page of memory is in it",
-         cut(KDUMP, 50)),
-    Case("kdump file cut at 62%", ("zones",), 2, "ends inside its page bitmaps",
-         cut(KDUMP, 62)),
-    Case("kdump file cut at 70% (in its page data)", ("pinned",), 2,
-         "is truncated: 311700 of 445287 bytes (69%) are in the file", cut(KDUMP, 70)),
+    Case("kdump file cut inside its page bitmaps", ("info",), 2,
+         "ends inside its page bitmaps", cut_kdump("bitmaps")),
+    Case("kdump file cut at the end of its page bitmaps", ("pinned",), 2,
+         "so no page of memory is in it", cut_kdump("bitmaps_end")),
+    Case("kdump file cut inside its page descriptors", ("zones",), 2,
+         "is truncated", cut_kdump("descriptors")),
+    Case("kdump file cut in its page data", ("pinned",), 2,
+         "is truncated", cut_kdump("data")),
     Case("kdump file of 64 bytes", ("info",), 2, "truncated kdump header", head(KDUMP, 64)),
     Case("kdump header with an impossible block size", ("info",), 2,
          "corrupt kdump header", patched(KDUMP, kdump_field(428, 3), "blocksize")),
@@ -171,7 +193,7 @@ CASES = [
     Case("ELF dump cut at 50%: `cma --blockers`, CSV", ("cma", "--blockers"), 4,
          "could not read: 2 CMA areas", cut(ELF, 50), fmt="csv"),
     Case("ELF dump cut at 50%: `cma NAME --try N`", ("cma", "reserved", "--try", "8"), 2,
-         "its bitmap at 0xffff888001340370 cannot be read", cut(ELF, 50)),
+         "CMA area 'reserved': its bitmap at 0x", cut(ELF, 50)),
     Case("Android dump cut at 50%: `pinner-log` (ring buffer past the cut)", ("pinner-log",), 4,
          "could not read: 4096 page_pinner ring slots", cut("android-d", 50),
          sample="android-d"),
@@ -199,7 +221,7 @@ CASES = [
     Case("`pinner-log` on a kernel without page_pinner", ("pinner-log",), 2,
          "'pinner-log' needs page_pinner"),
     Case("ELF dump cut at 5% (kernel globals past the cut)", ("info",), 2,
-         "is truncated: 35635 of 712704 bytes", cut(ELF, 5)),
+         "is truncated: ", cut(ELF, 5)),
     Case("ELF dump of 40 bytes", ("info",), 2, "truncated or corrupt ELF header", head(ELF, 40)),
     Case("empty file", ("info",), 2, "file is empty", head(ELF, 0)),
     Case("VMCOREINFO without SECTION_SIZE_BITS (no memory map found)", ("pinned",), 4,
