@@ -3,11 +3,14 @@
 # Debian's linux-source-<version> package:
 #   build-kernel.sh [6.1]   cma61: linux-source-6.1 from the machine's apt (bookworm), config
 #                           shared/kernels/linux-6.1-cma-page_owner.config + kernel-extra.config
+#                           + kernel-6.1-cma.config (modules, BTF, CMA debugfs/sysfs, page_ref
+#                           tracepoints), and the test module pinmod.ko (pinmod.c) built against it
 #   build-kernel.sh 7.2     cma72: linux-source-7.2 from sid's private lists (debian-apt.sh),
 #                           config x86_64_defconfig + kvm_guest.config + kernel-7.2-cma.config
 #                           + kernel-extra.config (with CMA_DEBUGFS and BTF)
 # Output is cached outside the repo:
 #   $PINSPECT_CACHE/kernels/linux-<version>-cma/{bzImage,vmlinux,config,stamp}
+#   (6.1 also pinmod.ko and pinmod.stamp; the module is rebuilt alone when only pinmod.c changed)
 # A second run with the same inputs does nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,15 +24,17 @@ case $version in
     6.1)
         base_config=${PINSPECT_BASE_CONFIG:-$here/../../../shared/kernels/linux-6.1-cma-page_owner.config}
         [ -f "$base_config" ] || base_config=$here/linux-6.1-cma-page_owner.config
-        fragments=("$fragment")
+        fragments=("$fragment" "$here/kernel-6.1-cma.config")
+        checked=("$here/kernel-6.1-cma.config")
+        module=pinmod
         apt_get() { apt-get "$@"; }
-        # (the stamp of cma61 is what it always was, so a cached build stays valid)
-        stamp=$(cat "$base_config" "$fragment" | sha256sum | cut -c1-16)
         log=$cache/build/kernel-build.log
         ;;
     7.2)
         base_config=  # x86_64_defconfig + kvm_guest.config of the source itself
         fragments=("$here/kernel-7.2-cma.config" "$fragment")
+        checked=("${fragments[@]}")
+        module=
         apt_get() { bash "$here/debian-apt.sh" sid ensure >&2 && bash "$here/debian-apt.sh" sid apt-get "$@"; }
         log=$cache/build/kernel-build-$version.log
         ;;
@@ -42,12 +47,36 @@ if [ -z "$(newest_deb)" ]; then
     (cd "$cache/debs" && apt_get download "$pkg")
 fi
 deb=$(newest_deb)
-if [ -z "${stamp:-}" ]; then
-    # the source package's version and pahole's (which writes the BTF) are inputs too
-    stamp=$( { cat "${fragments[@]}"; basename "$deb"; pahole --version 2>/dev/null || true; } \
-        | sha256sum | cut -c1-16)
-fi
+# the configuration, the source package's version and pahole's (which writes the BTF) are the
+# inputs (7.2's stamp never had a base config: x86_64_defconfig comes with the source)
+stamp=$( { [ -z "$base_config" ] || cat "$base_config"; cat "${fragments[@]}"; basename "$deb"
+           pahole --version 2>/dev/null || true; } | sha256sum | cut -c1-16)
+
+# The out-of-tree test module, built against the kernel's build tree (Module.symvers and vmlinux
+# for its BTF); its own stamp covers its source and the kernel's stamp.
+build_module() {
+    [ -n "$module" ] || return 0
+    local mstamp mdir
+    mstamp=$( { echo "$stamp"; cat "$here/$module.c"; } | sha256sum | cut -c1-16)
+    if [ -f "$out/$module.ko" ] && [ "$(cat "$out/$module.stamp" 2>/dev/null)" = "$mstamp" ]; then
+        return 0
+    fi
+    if [ ! -f "$src/Module.symvers" ]; then
+        echo "build-kernel.sh: $src has no Module.symvers: remove $out/stamp and rebuild" >&2
+        exit 1
+    fi
+    mdir=$cache/build/$module-$version
+    rm -rf "$mdir" && mkdir -p "$mdir"
+    cp "$here/$module.c" "$mdir/"
+    echo "obj-m := $module.o" > "$mdir/Kbuild"
+    make -C "$src" M="$mdir" modules >"$mdir/build.log" 2>&1 || { tail -n 40 "$mdir/build.log"; exit 1; }
+    cp "$mdir/$module.ko" "$out/$module.ko"
+    echo "$mstamp" > "$out/$module.stamp"
+    echo "built: $out/$module.ko"
+}
+
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] && [ -f "$out/bzImage" ] && [ -f "$out/vmlinux" ]; then
+    build_module
     echo "cached: $out"
     exit 0
 fi
@@ -72,22 +101,23 @@ else
 fi
 cat "${fragments[@]}" >> "$src/.config"
 make -C "$src" olddefconfig >/dev/null
-if [ -z "$base_config" ]; then
-    # every option the fragments ask for must have survived olddefconfig (unmet dependencies,
-    # e.g. a pahole too old for DEBUG_INFO_BTF, drop options silently)
-    missing=$(grep -h '^CONFIG_[A-Z0-9_]*=y$' "${fragments[@]}" | sort -u \
-        | while read -r line; do grep -qx "$line" "$src/.config" || echo "$line"; done)
-    if [ -n "$missing" ]; then
-        echo "build-kernel.sh: options not set after olddefconfig:" $missing >&2
-        exit 1
-    fi
+# every option the checked fragments ask for must have survived olddefconfig (unmet dependencies,
+# e.g. a pahole too old for DEBUG_INFO_BTF, drop options silently)
+missing=$(grep -h '^CONFIG_[A-Z0-9_]*=y$' "${checked[@]}" | sort -u \
+    | while read -r line; do grep -qx "$line" "$src/.config" || echo "$line"; done)
+if [ -n "$missing" ]; then
+    echo "build-kernel.sh: options not set after olddefconfig:" $missing >&2
+    exit 1
 fi
+targets=(bzImage)
+[ -z "$module" ] || targets+=(modules)  # modules: Module.symvers for the out-of-tree module
 t0=$(date +%s)
-make -C "$src" -j"$(nproc)" bzImage >"$log" 2>&1 || {
+make -C "$src" -j"$(nproc)" "${targets[@]}" >"$log" 2>&1 || {
     tail -n 40 "$log"; exit 1; }
 echo "build-kernel.sh: linux-$version-cma built in $(( $(date +%s) - t0 ))s" >&2
 mkdir -p "$out"
 cp "$src/arch/x86/boot/bzImage" "$src/vmlinux" "$out/"
 cp "$src/.config" "$out/config"
 echo "$stamp" > "$out/stamp"
+build_module
 echo "built: $out"

@@ -79,3 +79,21 @@ def expected(page: dict[str, Any], version: tuple[int, int]) -> Expected:
         zone=zone_of_pfn(int(page["pfn"])),
         pincount=pincount,
     )
+
+
+def expected_module_page(page: dict[str, Any]) -> Expected:
+    """A page of the test module pinmod.ko (a PINMOD record): a shmem page cache page mapped by
+    no process, whose one reference beyond the page cache's is the module's while it holds it."""
+    held = 1 if page["held"] else 0
+    return Expected(
+        pfn=int(page["pfn"]),
+        nr_pages=1,
+        refcount=1 + held,
+        mapcount=0,
+        pins=0,
+        extra=held,
+        evidence=("extra",) if held else (),
+        mapping="shmem",
+        zone=zone_of_pfn(int(page["pfn"])),
+        pincount=None,
+    )

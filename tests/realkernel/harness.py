@@ -76,20 +76,25 @@ class KernelSpec:
     page_owner: bool = False
     cma: bool = False
     virtfs: bool = False  # share the host's / read-only over virtio-9p (custom kernel only)
+    # custom kernels: out-of-tree modules build-kernel.sh leaves beside the kernel, for /init
+    custom_modules: tuple[str, ...] = ()
 
 
-def _custom(name: str, version: str) -> KernelSpec:
-    """A kernel built by build-kernel.sh VERSION: CMA, page_owner, 9p root, 5-level paging."""
+def _custom(name: str, version: str, modules: tuple[str, ...] = ()) -> KernelSpec:
+    """A kernel built by build-kernel.sh VERSION: CMA, page_owner, 9p root, 5-level paging;
+    with *modules* (pinmod.ko: the workload's --pinmod pages)."""
+    pinmod = ("--pinmod",) if "pinmod.ko" in modules else ()
     return KernelSpec(
         name,
         "custom",
         version=version,
         cpu="max",
         append="page_owner=on cma=256M",
-        workload_args=("--cma", "--page-owner"),
+        workload_args=("--cma", "--page-owner", *pinmod),
         page_owner=True,
         cma=True,
         virtfs=True,
+        custom_modules=modules,
     )
 
 
@@ -104,7 +109,7 @@ KERNELS: dict[str, KernelSpec] = {
     "deb72": KernelSpec(
         "deb72", "debian", "linux-image-cloud-amd64", suite="sid", cpu="max,la57=off"
     ),
-    "cma61": _custom("cma61", "6.1"),
+    "cma61": _custom("cma61", "6.1", modules=("pinmod.ko",)),
     "cma72": _custom("cma72", "7.2"),
 }
 
@@ -149,7 +154,11 @@ def prepare_kernel(spec: KernelSpec) -> Kernel:
     _wait_for_foreign_build()
     _run_script(["bash", str(HERE / "build-kernel.sh"), spec.version])
     kdir = cache_dir() / "kernels" / f"linux-{spec.version}-cma"
-    return Kernel(spec, kdir / "bzImage", kdir / "vmlinux", bzimage_release(kdir / "bzImage"), ())
+    mods = tuple(kdir / m for m in spec.custom_modules)
+    for m in mods:
+        if not m.exists():
+            raise HarnessError(f"{m} missing: build-kernel.sh {spec.version} builds it")
+    return Kernel(spec, kdir / "bzImage", kdir / "vmlinux", bzimage_release(kdir / "bzImage"), mods)
 
 
 def _wait_for_foreign_build(timeout: float = 3600) -> None:
@@ -322,6 +331,10 @@ class GroundTruth:
     pages: list[dict[str, Any]]
     page_owner: list[dict[str, Any]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    # pages of the test module pinmod.ko (PINMOD: index, pfn, held) and the page_owner records
+    # of the held ones (PINMODOWNER); not in pages: no process maps them
+    module_pages: list[dict[str, Any]] = field(default_factory=list)
+    module_owner: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, console: str, kernel: Kernel) -> GroundTruth:
@@ -329,9 +342,12 @@ class GroundTruth:
         pages: list[dict[str, Any]] = []
         owners: list[dict[str, Any]] = []
         logs: list[str] = []
+        mod_pages: list[dict[str, Any]] = []
+        mod_owners: list[dict[str, Any]] = []
         for raw in console.splitlines():
             line = raw.strip()
-            for tag, dest in (("PINGT ", pages), ("PINOWNER ", owners)):
+            for tag, dest in (("PINGT ", pages), ("PINOWNER ", owners), ("PINMOD ", mod_pages),
+                              ("PINMODOWNER ", mod_owners)):
                 i = line.find(tag)
                 if i >= 0:
                     dest.append(json.loads(line[i + len(tag) :]))
@@ -343,7 +359,8 @@ class GroundTruth:
                 logs.append(line[i + len("PINLOG ") :])
             if "PINERR " in line:
                 raise HarnessError(f"workload failed: {line}")
-        return cls(kernel.spec.name, kernel.release, kernel.spec.cpu, meta, pages, owners, logs)
+        return cls(kernel.spec.name, kernel.release, kernel.spec.cpu, meta, pages, owners, logs,
+                   mod_pages, mod_owners)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -354,12 +371,15 @@ class GroundTruth:
             "pages": self.pages,
             "page_owner": self.page_owner,
             "log": self.log,
+            "module_pages": self.module_pages,
+            "module_owner": self.module_owner,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> GroundTruth:
         return cls(
-            d["kernel"], d["release"], d["cpu"], d["meta"], d["pages"], d["page_owner"], d["log"]
+            d["kernel"], d["release"], d["cpu"], d["meta"], d["pages"], d["page_owner"], d["log"],
+            d.get("module_pages", []), d.get("module_owner", []),
         )
 
     def pinned(self) -> list[dict[str, Any]]:

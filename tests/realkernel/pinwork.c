@@ -16,6 +16,9 @@
  *   --page-owner  read /sys/kernel/debug/page_owner for some pinned pfns
  *   --no-drain    skip compaction and the LRU drain (to show that the tests need them)
  *   --compact-only compaction (from CPU 0) but no migrate_pages drain
+ *   --pinmod      have the test module pinmod.ko (pinmod.c, loaded by /init) allocate pages and
+ *                 hold some; report them as PINMOD lines (their page_owner records as
+ *                 PINMODOWNER), apart from the PINGT pages: they are mapped by no process
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -264,6 +267,8 @@ static int cma_range(unsigned long *base_pfn, unsigned long *npages)
 	return 0;
 }
 
+static const char *owner_tag = "PINOWNER";
+
 static void print_page_owner(unsigned long pfn)
 {
 	int fd = open("/sys/kernel/debug/page_owner", O_RDONLY);
@@ -284,7 +289,7 @@ static void print_page_owner(unsigned long pfn)
 		return;
 	buf[n] = 0;
 	/* One JSON string: escape quotes, backslashes and newlines. */
-	printf("PINOWNER {\"pfn\":%lu,\"text\":\"", pfn);
+	printf("%s {\"pfn\":%lu,\"text\":\"", owner_tag, pfn);
 	for (ssize_t i = 0; i < n; i++) {
 		char c = buf[i];
 		if (c == '\n')
@@ -402,13 +407,73 @@ static void cma_debugfs_allocs(unsigned long base, unsigned long n, int priv)
 		 dir + strlen("/sys/kernel/debug/cma/"), n, fail_err, ok_pages, ok_err, free_err);
 }
 
+/* ---- pages of the test module (pinmod.c): allocated by a module, held with an extra reference ---- */
+
+#define PINMOD_FILE "/sys/kernel/debug/pinmod/pages"
+#define PINMOD_PAGES 5
+#define PINMOD_HELD 3
+
+/* Before the compaction and the drain: the module allocates its pages (from this process, so
+ * that page_owner names pinwork) and keeps a reference on the first PINMOD_HELD of them. */
+static int pinmod_start(void)
+{
+	int fd = open(PINMOD_FILE, O_WRONLY);
+	if (fd < 0) {
+		printf("PINLOG no %s: %s\n", PINMOD_FILE, strerror(errno));
+		return 0;
+	}
+	char cmd[32];
+	snprintf(cmd, sizeof(cmd), "%d %d", PINMOD_PAGES, PINMOD_HELD);
+	if (write(fd, cmd, strlen(cmd)) < 0)
+		die("write %s", PINMOD_FILE);
+	close(fd);
+	return 1;
+}
+
+/* After the drain: where the module's pages are now ("index pfn held" lines), and the guest's
+ * page_owner record of each held page. */
+static void pinmod_report(int want_owner)
+{
+	static char text[4096];
+	int fd = open(PINMOD_FILE, O_RDONLY);
+	if (fd < 0)
+		die("open %s", PINMOD_FILE);
+	ssize_t n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		die("read %s", PINMOD_FILE);
+	text[n] = 0;
+	unsigned long held_pfns[PINMOD_PAGES];
+	int nheld = 0, lines = 0;
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		unsigned long index, pfn;
+		int held;
+		if (sscanf(line, "%lu %lu %d", &index, &pfn, &held) != 3 || !pfn)
+			die("pinmod line '%s'", line);
+		printf("PINMOD {\"index\":%lu,\"pfn\":%lu,\"held\":%s,\"pid\":%d,"
+		       "\"kpageflags\":%llu}\n", index, pfn, held ? "true" : "false", (int)getpid(),
+		       kpageflags(pfn));
+		if (held && nheld < PINMOD_PAGES)
+			held_pfns[nheld++] = pfn;
+		lines++;
+	}
+	if (lines != PINMOD_PAGES || nheld != PINMOD_HELD)
+		die("pinmod reported %d pages, %d held", lines, nheld);
+	if (want_owner) {
+		owner_tag = "PINMODOWNER";
+		for (int i = 0; i < nheld; i++)
+			print_page_owner(held_pfns[i]);
+		owner_tag = "PINOWNER";
+	}
+}
+
 /* ---- the workload ---- */
 
 static int peer_pipe[2];
 
 int main(int argc, char **argv)
 {
-	int want_cma = 0, want_owner = 0, no_drain = 0, compact_only = 0;
+	int want_cma = 0, want_owner = 0, no_drain = 0, compact_only = 0, want_pinmod = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--cma"))
 			want_cma = 1;
@@ -418,6 +483,8 @@ int main(int argc, char **argv)
 			no_drain = 1;
 		else if (!strcmp(argv[i], "--compact-only")) /* does compaction drain all CPUs? */
 			compact_only = 1;
+		else if (!strcmp(argv[i], "--pinmod"))
+			want_pinmod = 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	prctl(PR_SET_NAME, "pinwork");
@@ -533,6 +600,8 @@ int main(int argc, char **argv)
 	add_range("sysv_control", "none", "shmem", s + 2 * PAGE, 2 * PAGE, 0, 0, 1);
 	add_range("shared_anon_control", "none", "shmem", sh + 2 * PAGE, 2 * PAGE, 0, 0, 2);
 
+	int pinmod = want_pinmod && pinmod_start();
+
 	if (!no_drain)
 		compact();
 
@@ -602,6 +671,8 @@ int main(int argc, char **argv)
 					break;
 				}
 	}
+	if (pinmod)
+		pinmod_report(want_owner);
 	printf("PINSPECT-READY\n");
 	fflush(stdout);
 	for (;;)
