@@ -5,7 +5,7 @@ Stdlib only. Everything downloaded or built is cached in ``$PINSPECT_CACHE`` (de
 
 Command line (for development)::
 
-    python3 tests/realkernel/harness.py dev [deb510 deb61 deb612 deb72 cma61 cma72]
+    python3 tests/realkernel/harness.py dev [deb510 deb61 deb612 deb72 cma61 cma72 pp61]
 
 boots each kernel, waits for the workload, writes an ELF and a kdump-zlib dump plus the ground
 truth to ``$PINSPECT_CACHE/dev/<kernel>/`` and lists the paths in ``$PINSPECT_CACHE/dev/READY.txt``;
@@ -108,6 +108,28 @@ KERNELS: dict[str, KernelSpec] = {
     "cma72": _custom("cma72", "7.2"),
 }
 
+# pp61: cma61 with linux-6.1-page_pinner.patch (page_pinner events and page_ext flag), page_ref
+# tracepoints and CMA debugfs; page_pinner, page_isolation, cma and mm_migrate_pages events are
+# traced from boot with their stacks. Its workload (--pinner) makes a CMA allocation fail on
+# pinned pages, compacts memory, and releases some pins, then leaves the trace in the ring
+# buffer (PINLOG pinner {...} says which pfns it pinned and released). It is not in KERNELS:
+# the tier's shared tests expect no page_pinner flags; tests/realkernel/test_realkernel_trace.py
+# boots it (PINSPECT_PP61=1, or PINSPECT_REALKERNELS naming pp61).
+PP61_TRACE_EVENTS = "page_pinner:*,page_isolation:*,cma:*,migrate:mm_migrate_pages"
+PP61 = KernelSpec(
+    "pp61",
+    "custom",
+    version="6.1-pp",
+    cpu="max",
+    append=f"page_owner=on cma=256M page_pinner=on trace_event={PP61_TRACE_EVENTS} "
+    "trace_options=stacktrace trace_buf_size=16M",
+    workload_args=("--cma", "--page-owner", "--pinner"),
+    page_owner=True,
+    cma=True,
+    virtfs=True,
+)
+ALL_KERNELS: dict[str, KernelSpec] = {**KERNELS, "pp61": PP61}
+
 
 @dataclass(frozen=True)
 class Kernel:
@@ -148,8 +170,15 @@ def prepare_kernel(spec: KernelSpec) -> Kernel:
         return Kernel(spec, kdir / "vmlinuz", kdir / "vmlinux", release, mods)
     _wait_for_foreign_build()
     _run_script(["bash", str(HERE / "build-kernel.sh"), spec.version])
-    kdir = cache_dir() / "kernels" / f"linux-{spec.version}-cma"
+    kdir = custom_kernel_dir(spec.version)
     return Kernel(spec, kdir / "bzImage", kdir / "vmlinux", bzimage_release(kdir / "bzImage"), ())
+
+
+def custom_kernel_dir(version: str) -> Path:
+    """Where build-kernel.sh VERSION leaves bzImage and vmlinux."""
+    if version.endswith("-pp"):
+        return cache_dir() / "kernels" / f"linux-{version}"
+    return cache_dir() / "kernels" / f"linux-{version}-cma"
 
 
 def _wait_for_foreign_build(timeout: float = 3600) -> None:
@@ -546,7 +575,7 @@ def _die_with_parent() -> None:
 
 @contextlib.contextmanager
 def running_guest(name: str, workdir: Path) -> Iterator[Guest]:
-    kernel = prepare_kernel(KERNELS[name])
+    kernel = prepare_kernel(ALL_KERNELS[name])
     guest = Guest(kernel, workdir)
     try:
         guest.start()
