@@ -118,6 +118,10 @@ _PERF = re.compile(
     r"^\s*(?P<comm>.*?)\s+(?P<pid>-?\d+)(?:/(?P<tid>\d+))?\s+(?:\[(?P<cpu>\d+)\]\s+)?"
     r"(?P<ts>\d+\.\d+):\s+(?:\d+\s+)?(?P<system>[\w-]+):(?P<event>[\w-]+):\s?(?P<rest>.*)$")
 _PERF_FRAME = re.compile(r"^\s*([0-9a-fA-F]{4,})\s+(.*?)\s+\((.*)\)\s*$")
+# trace-cmd report's preamble and notes, and perf's
+_BENIGN = re.compile(r"^(?:version = \d+|CPU \d+ is empty|cpus=\d+"
+                     r"|\s*CPU:\d+ \[\d+ EVENTS DROPPED\]|\s*\[\s*perf record:.*\])\s*$")
+_DROPPED = re.compile(r"\[(\d+) EVENTS DROPPED\]|\[LOST (\d+) EVENTS\]")
 _HEADERISH = re.compile(r"\[\d+\]\s+(?:\S+\s+)?\d+\.\d*")  # a cut event line still has these
 
 # Android page_pinner record files (reference §1.3-1.7)
@@ -157,6 +161,7 @@ class ReadStats:
     binary: int = 0  # lines with NUL bytes or that are not text
     out_of_order: int = 0  # events older than the reorder window allows
     orphan_frames: int = 0  # stack lines with no event before them
+    dropped: int = 0  # events the tracer says it lost (trace-cmd, ftrace)
 
     def skipped(self) -> dict[str, int]:
         return {"truncated": self.truncated, "unknown_events": self.unknown_events,
@@ -250,6 +255,11 @@ class Reader:
                     continue
             event = self._event_line(line)
             if event is None:
+                if _BENIGN.match(line) or line.startswith("CPU:"):
+                    m = _DROPPED.search(line)
+                    if m:
+                        self.stats.dropped += int(m.group(1) or m.group(2))
+                    continue
                 if not self._android_line(line):
                     if _HEADERISH.search(line):
                         self.stats.truncated += 1
@@ -538,6 +548,8 @@ class Analysis:
     def feed(self, event: Event) -> None:
         name = event.name
         f = self.filters
+        if event.fields is not None or name in PAGE_PINNER_EVENTS or name in PAGE_REF_EVENTS:
+            self.relevant += 1  # (filtered or not: the trace has the events)
         if event.ts is not None:
             if (f.since is not None and event.ts < f.since) or \
                     (f.until is not None and event.ts > f.until):
@@ -547,11 +559,9 @@ class Analysis:
                 self.first_ts = event.ts
             self.last_ts = event.ts
         if event.fields is not None:
-            self.relevant += 1
             self._android(event)
             return
         if name in PAGE_PINNER_EVENTS or name in PAGE_REF_EVENTS:
-            self.relevant += 1
             args = dict(_ARG.findall(event.args))
             pfn_text = args.get("pfn")
             if pfn_text is None or "count" not in args:
@@ -634,6 +644,9 @@ class Analysis:
         state.chain.append((event.ts, kind, event.name, event.comm, event.pid, count, cid, sid))
         if count is not None:
             state.last_count = count
+        if kind == "free":  # Android's free record: the page went back, no holder
+            state.freed = True
+            return
         if kind == "get":
             state.gets += 1
             return
@@ -786,7 +799,10 @@ class Analysis:
             "last_common": (self.callsite_list[state.last_common][0]
                             if state.last_common >= 0 else None),
             "last_count": state.last_count,
-            "state": "freed" if state.freed else "held",
+            # freed (the last reference went), released (a put by a holder outside the common
+            # paths came), or held (no such put in the trace)
+            "state": ("freed" if state.freed else "released" if state.last_holder >= 0
+                      else "held"),
             "chain": [self.chain_object(e) for e in state.chain],
         }
 
