@@ -166,7 +166,8 @@ class ReadStats:
     def skipped(self) -> dict[str, int]:
         return {"truncated": self.truncated, "unknown_events": self.unknown_events,
                 "garbage": self.garbage, "binary": self.binary,
-                "out_of_order": self.out_of_order, "orphan_frames": self.orphan_frames}
+                "out_of_order": self.out_of_order, "orphan_frames": self.orphan_frames,
+                "dropped": self.dropped}
 
 
 def open_input(path: str) -> IO[bytes]:

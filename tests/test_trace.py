@@ -378,3 +378,56 @@ def test_memory_stays_bounded_per_pfn() -> None:
     result = analyzed(text)
     (state,) = result.analysis.failing()
     assert state.puts == 2000 and len(state.chain) == 16
+
+
+# --------------------------------------------------------------------------------------------
+# Joined with a dump, and the JSON schema
+
+
+def test_join_with_a_dump_and_the_schema(tmp_path: Path) -> None:
+    from pinspect.schema import DOCUMENTS, HEADER, OBJECTS
+    from tests.sampledata import sample_paths
+
+    core, debug = sample_paths("mainline-6.1")
+    if not core.exists():
+        pytest.skip(f"{core.name} is not in vmcore-samples/")
+    truth = json.loads(core.with_suffix(".truth.json").read_text())
+    pinned = truth["pinned"][0]["pfn"]
+    free = pinned + 0x100000  # no page of the sample's pinned ones
+    text = "".join(
+        f"  pinwork-120 [000] ..... {1 + i:.6f}: page_pinner_failure: pfn={pfn:#x} count=3 "
+        f"mapcount=1 mapping=0 mt=4 reason=cma\n"
+        f"  pinwork-120 [000] ..... {1 + i:.6f}: <stack trace>\n => cma_alloc+0x1/0x2\n"
+        f"  pinwork-120 [000] ..... {1.2 + i:.6f}: page_pinner_put: pfn={pfn:#x} count=3 "
+        f"mapcount=1 mapping=0 mt=4\n"
+        f"  pinwork-120 [000] ..... {1.2 + i:.6f}: <stack trace>\n"
+        f" => release_pages+0x1/0x2\n => lru_add_drain_cpu+0x1/0x2\n"
+        f"  pinwork-120 [000] ..... {1.5 + i:.6f}: page_pinner_put: pfn={pfn:#x} count=2 "
+        f"mapcount=1 mapping=0 mt=4\n"
+        f"  pinwork-120 [000] ..... {1.5 + i:.6f}: <stack trace>\n"
+        f" => put_page+0x1/0x2\n => anon_pipe_buf_release+0x1c/0x30\n"
+        for i, pfn in enumerate((pinned, free)))
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    result = run("trace", str(path), "-c", str(core), "-s", str(debug), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert tuple(doc) == HEADER + DOCUMENTS["trace"]
+    dumps = {p["pfn"]: p["dump"] for p in doc["pfns"]}
+    assert dumps[pinned]["pinned"] and not dumps[free]["pinned"]
+    assert doc["dump"] == {"failing_pfns": 2, "still_pinned": 1}
+    for key, keys in OBJECTS.items():
+        owner, _, rest = key.partition(".")
+        if owner != "trace":
+            continue
+        values: list[Any] = [doc]
+        for part in rest.split("."):
+            name, many = part.removesuffix("[]"), part.endswith("[]")
+            values = [v[name] for v in values if v.get(name) is not None]
+            if many:
+                values = [item for v in values for item in v]
+        assert values or key.endswith(".owner"), key
+        assert all(tuple(v) == keys for v in values), key
+    table = run("trace", str(path), "-c", str(core), "-s", str(debug), "--view", "pfns")
+    assert "dump: 1 of 2 failing pfn(s) still pinned" in table.stdout
+    assert "not pinned" in table.stdout

@@ -258,7 +258,7 @@ def command(ctx: click.Context, **values: Any) -> None:
     \b
     Examples:
       pinspect trace trace.txt
-      perf script | pinspect trace - --reason cma
+      pinspect trace - --reason cma < perf-script.txt
       pinspect trace trace.txt --view pfns -c vmcore -s vmlinux
       pinspect trace trace.txt --view chain --pfn 0x13e473 --format json
     """
