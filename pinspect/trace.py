@@ -408,6 +408,15 @@ def frame_function(frame: str) -> tuple[str, str]:
     return func, module
 
 
+def from_callsite(stack: Sequence[str]) -> list[str]:
+    """*stack* without its leading get/put machinery frames (for display)."""
+    for i, frame in enumerate(stack):
+        func, module = frame_function(frame)
+        if not func or module or not _MACHINERY.match(func):
+            return list(stack[i:])
+    return list(stack)
+
+
 def frame_key(frame: str) -> str:
     """A frame as a callsite: ``func``, ``func [module]``, ``[module]`` without a symbol."""
     func, module = frame_function(frame)

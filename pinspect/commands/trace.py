@@ -30,6 +30,7 @@ from pinspect.trace import (
     Filters,
     TraceResult,
     analyze,
+    from_callsite,
     open_input,
     require_events,
 )
@@ -84,6 +85,8 @@ def join_dump(prog: Program, pfns: list[int]) -> tuple[dict[int, dict[str, Any]]
 
 
 def _top(stack: list[str]) -> Lines:
+    """A table cell: the stack from its callsite on, at most STACK_LINES frames."""
+    stack = from_callsite(stack)
     shown = stack[:STACK_LINES]
     more = len(stack) - len(shown)
     return Lines(shown + ([f"... {more} more"] if more > 0 else []))
