@@ -35,13 +35,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mib", type=float, default=1024)
+    ap.add_argument("--distinct", type=int, default=65536,
+                    help="distinct failing pfns (default: a 256 MiB CMA area's)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    path = args.out or bench_dir() / f"trace-{int(args.mib)}m.txt"
+    path = args.out or bench_dir() / f"trace-{int(args.mib)}m-{args.distinct}.txt"
     meta = path.with_suffix(".json")
     if not path.exists() or not meta.exists():
         log(f"generating {path} ({args.mib:.0f} MiB)")
-        info = tracegen.write(path, mib=args.mib)
+        info = tracegen.write(path, mib=args.mib, distinct=args.distinct)
         meta.write_text(json.dumps(info))
     info = json.loads(meta.read_text())
     small = bench_dir() / "trace-small.txt"
@@ -50,7 +52,8 @@ def main() -> None:
     _, start_kib = child_peak_kib(base + [str(small)])
     took, peak_kib = child_peak_kib(base + [str(path)])
     result = {
-        "bytes": info["bytes"], "lines": info["lines"], "failing_pfns": info["pfns"],
+        "bytes": info["bytes"], "lines": info["lines"], "failures": info["failures"],
+        "failing_pfns": info["pfns"],
         "seconds": round(took, 1), "lines_per_s": int(info["lines"] / took),
         "mib_per_s": round(info["bytes"] / took / (1 << 20), 1),
         "startup_rss_mib": round(start_kib / 1024, 1), "peak_rss_mib": round(peak_kib / 1024, 1),

@@ -90,11 +90,15 @@ def _page(pfn: int, count: int, mt: int = 4) -> str:
             f"mapping=0000000000000000 mt={mt}")
 
 
-def episodes(pfns: int, start: float = 100.0, seed: int = 1) -> Iterator[str]:
-    """The text of *pfns* failing pfns and their puts, with filler, in timestamp order."""
+def episodes(pfns: int, start: float = 100.0, seed: int = 1, first: int = 0,
+             distinct: int | None = None) -> Iterator[str]:
+    """The text of *pfns* failures and the puts after them, with filler, in timestamp order:
+    failure number *first* + i hits pfn number (*first* + i) % *distinct* (every one a new pfn
+    without *distinct*)."""
     rng = random.Random(seed)
     ts = start
-    for i in range(pfns):
+    for k in range(first, first + pfns):
+        i = k % distinct if distinct else k
         pfn = BASE_PFN + i * 3
         reason = reason_of(i)
         comm, pid = ("pinwork", 120) if reason == "cma" else ("kcompactd0", 31)
@@ -146,9 +150,10 @@ HEADER = ("# tracer: nop\n#\n# entries-in-buffer/entries-written: 0/0   #P:2\n#\
           "#              | |         |   |||||     |         |\n")
 
 
-def write(out: Path, mib: float | None = None, pfns: int = 50) -> dict[str, Any]:
-    """Write a trace: *pfns* failing pfns, or as many as make *mib* MiB. Returns its size,
-    line count and failing pfns."""
+def write(out: Path, mib: float | None = None, pfns: int = 50,
+          distinct: int | None = None) -> dict[str, Any]:
+    """Write a trace: *pfns* failures, or as many as make *mib* MiB, on *distinct* pfns (or all
+    different ones). Returns its size, line count and failures."""
     limit = int(mib * (1 << 20)) if mib else None
     size = lines = 0
     n = 0
@@ -162,15 +167,14 @@ def write(out: Path, mib: float | None = None, pfns: int = 50) -> dict[str, Any]
             if limit is not None and size >= limit:
                 break
             count = chunk if limit is not None else min(chunk, pfns - n)
-            text = "".join(episodes(count, start=100.0 + n * 0.01, seed=n))
-            # renumber the pfns of this batch so that all differ
-            if n:
-                text = text.replace("pfn=0x", "pfn=0x" + format(n // chunk, "x") + "0")
+            text = "".join(episodes(count, start=100.0 + n * 0.01, seed=n, first=n,
+                                    distinct=distinct))
             f.write(text)
             size += len(text)
             lines += text.count("\n")
             n += count
-    return {"bytes": size, "lines": lines + HEADER.count("\n"), "pfns": n}
+    return {"bytes": size, "lines": lines + HEADER.count("\n"), "failures": n,
+            "pfns": min(n, distinct) if distinct else n}
 
 
 def main() -> None:
@@ -178,9 +182,11 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     ap.add_argument("--mib", type=float, default=None, help="size of the trace (MiB)")
-    ap.add_argument("--pfns", type=int, default=50, help="failing pfns (without --mib)")
+    ap.add_argument("--pfns", type=int, default=50, help="failures (without --mib)")
+    ap.add_argument("--distinct", type=int, default=None,
+                    help="distinct failing pfns (default: every failure a new pfn)")
     args = ap.parse_args()
-    info = write(args.out, args.mib, args.pfns)
+    info = write(args.out, args.mib, args.pfns, args.distinct)
     print(f"{args.out}: {info['bytes']} bytes, {info['lines']} lines, {info['pfns']} pfns",
           file=sys.stderr)
 

@@ -32,7 +32,8 @@ import heapq
 import lzma
 import re
 import sys
-from collections import Counter, deque
+from array import array
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -41,6 +42,8 @@ from typing import IO, Any, cast
 from pinspect.errors import PinspectError
 
 CHAIN_LENGTH = 16
+KINDS = ("failure", "get", "put", "free", "pin")
+NO_COUNT = -(1 << 62)
 REORDER_WINDOW = 4096
 MAX_LINE = 1 << 16  # longer lines are garbage (read in pieces, never whole)
 
@@ -480,8 +483,11 @@ class PfnState:
     last_holder_stack: int = -1
     last_common: int = -1  # callsite id of the last common-path put
     pin_callsite: int = -1  # Android GUP pin records: the pinning callsite
-    commons: set[int] = field(default_factory=set)  # common-path callsites that put it
-    chain: deque[tuple[Any, ...]] = field(default_factory=lambda: deque(maxlen=CHAIN_LENGTH))
+    commons: tuple[int, ...] = ()  # common-path callsites that put it
+    # the last events of the chain, packed: timestamps, and per event KINDS index, count,
+    # callsite id, stack id, pid, comm id and event name id (see Analysis._append)
+    chain_ts: array[float] = field(default_factory=lambda: array("d"))
+    chain_ints: array[int] = field(default_factory=lambda: array("q"))
 
 
 @dataclass
@@ -507,6 +513,8 @@ class Analysis:
         self.pfns: dict[int, PfnState] = {}
         self.stacks: dict[tuple[str, ...], int] = {}
         self.stack_list: list[tuple[str, ...]] = []
+        self.names: list[str] = []  # comms and event names of the chains
+        self.name_ids: dict[str, int] = {}
         self.callsites: dict[str, int] = {}
         self.callsite_list: list[tuple[str, str | None]] = []  # (key, common group)
         self.callsite_puts: Counter[int] = Counter()
@@ -633,15 +641,13 @@ class Analysis:
         if state is None or state.freed:
             state = PfnState(pfn=pfn, reasons=[reason], first_ts=event.ts, failures=0,
                              fail_comm=event.comm, fail_pid=event.pid, fail_count=count,
-                             fail_mapcount=mapcount, fail_stack=stack_id,
-                             chain=deque(maxlen=self.chain_length))
+                             fail_mapcount=mapcount, fail_stack=stack_id)
             self.pfns[pfn] = state
         elif reason not in state.reasons:
             state.reasons.append(reason)
         state.failures += 1
         state.last_count = count if count is not None else state.last_count
-        state.chain.append((event.ts, "failure", event.name, event.comm, event.pid, count,
-                            self._callsite(event.stack), stack_id))
+        self._append(state, event, "failure", count, self._callsite(event.stack), stack_id)
 
     def _holder(self, pfn: int, kind: str, event: Event, count: int | None) -> None:
         state = self.pfns.get(pfn)
@@ -651,7 +657,7 @@ class Analysis:
             return
         cid = self._callsite(event.stack)
         sid = self._stack_id(event.stack)
-        state.chain.append((event.ts, kind, event.name, event.comm, event.pid, count, cid, sid))
+        self._append(state, event, kind, count, cid, sid)
         if count is not None:
             state.last_count = count
         if kind == "free":  # Android's free record: the page went back, no holder
@@ -673,8 +679,8 @@ class Analysis:
             state.last_holder_stack = sid
         else:
             state.last_common = cid
-            if len(state.commons) < 64:
-                state.commons.add(cid)
+            if cid not in state.commons and len(state.commons) < 64:
+                state.commons += (cid,)
         if kind == "free" or count == 0:
             state.freed = True
 
@@ -735,8 +741,7 @@ class Analysis:
                 # a long-term pin with no failure: tracked so that a later failure finds it
                 state = PfnState(pfn=pfn, reasons=[], first_ts=None, failures=0, fail_comm="",
                                  fail_pid=-1, fail_count=None, fail_mapcount=None,
-                                 fail_stack=self._stack_id(()),
-                                 chain=deque(maxlen=self.chain_length))
+                                 fail_stack=self._stack_id(()))
                 self.pfns[pfn] = state
             self._holder(pfn, "pin", event, count)
 
@@ -813,15 +818,35 @@ class Analysis:
             # paths came), or held (no such put in the trace)
             "state": ("freed" if state.freed else "released" if state.last_holder >= 0
                       else "held"),
-            "chain": [self.chain_object(e) for e in state.chain],
+            "chain": [self.chain_object(state, i) for i in range(len(state.chain_ts))],
         }
 
-    def chain_object(self, entry: tuple[Any, ...]) -> dict[str, Any]:
-        ts, kind, name, comm, pid, count, cid, sid = entry
+    def chain_object(self, state: PfnState, i: int) -> dict[str, Any]:
+        ts = state.chain_ts[i]
+        kind, count, cid, sid, pid, comm, name = state.chain_ints[i * 7:i * 7 + 7]
         key, group = self.callsite_list[cid]
-        return {"ts": ts, "kind": kind, "event": name, "comm": comm, "pid": pid,
-                "count": count, "callsite": key, "common": group,
-                "stack": list(self.stack_list[sid])}
+        return {"ts": None if ts != ts else ts, "kind": KINDS[kind],
+                "event": self.names[name], "comm": self.names[comm], "pid": pid,
+                "count": None if count == NO_COUNT else count, "callsite": key,
+                "common": group, "stack": list(self.stack_list[sid])}
+
+    def _name_id(self, name: str) -> int:
+        nid = self.name_ids.get(name)
+        if nid is None:
+            nid = self.name_ids[name] = len(self.names)
+            self.names.append(name)
+        return nid
+
+    def _append(self, state: PfnState, event: Event, kind: str, count: int | None, cid: int,
+                sid: int) -> None:
+        """Add an event to *state*'s chain, keeping the last ``chain_length``."""
+        ts, ints = state.chain_ts, state.chain_ints
+        if len(ts) >= self.chain_length:
+            del ts[0]
+            del ints[0:7]
+        ts.append(event.ts if event.ts is not None else float("nan"))
+        ints.extend((KINDS.index(kind), NO_COUNT if count is None else count, cid, sid,
+                     event.pid, self._name_id(event.comm), self._name_id(event.name)))
 
 
 def _int(text: str | None) -> int | None:

@@ -377,7 +377,7 @@ def test_memory_stays_bounded_per_pfn() -> None:
             "mapping=0 mt=1 reason=cma\n" + events)
     result = analyzed(text)
     (state,) = result.analysis.failing()
-    assert state.puts == 2000 and len(state.chain) == 16
+    assert state.puts == 2000 and len(state.chain_ts) == 16
 
 
 # --------------------------------------------------------------------------------------------
