@@ -21,13 +21,14 @@ from pinspect.commands.common import (
     split_options,
 )
 from pinspect.commands.pinned import owner_object
-from pinspect.render import Document, Lines
+from pinspect.render import Document, Lines, Rows
 from pinspect.report import PinnedPage, find_pinned
 from pinspect.trace import (
     CHAIN_LENGTH,
     REASONS,
     CommonPaths,
     Filters,
+    PfnState,
     TraceResult,
     analyze,
     from_callsite,
@@ -53,7 +54,7 @@ class TraceReport:
     result: TraceResult
     ranking: list[dict[str, Any]]
     common: list[dict[str, Any]]
-    pfns: list[dict[str, Any]]
+    pfns: list[PfnState]  # the failing pfns, by pfn (JSON objects made when written)
     dump: dict[int, dict[str, Any]] | None = None  # failing pfn -> its state in the dump
     warnings: list[str] = field(default_factory=list)
 
@@ -114,15 +115,19 @@ def document(report: TraceReport, view: str = "ranking", limit: int | None = Non
     """The ``trace`` result as a renderable document."""
     result = report.result
     analysis, stats = result.analysis, result.stats
-    pfn_objects = report.pfns
+    states = report.pfns
     by_reason: dict[str, int] = {}
-    for p in pfn_objects:
-        for r in p["reasons"]:
+    for state in states:
+        for r in state.reasons:
             by_reason[r] = by_reason.get(r, 0) + 1
-    held = [p for p in pfn_objects if p["state"] == "held"]
+    held = sum(1 for state in states if not state.freed and state.last_holder < 0)
     dump = report.dump
-    body_pfns = [dict(p, dump=dump.get(p["pfn"]) if dump is not None else None)
-                 for p in pfn_objects]
+
+    def pfn_json(state: PfnState) -> dict[str, Any]:
+        obj = analysis.pfn_object(state)
+        obj["dump"] = dump.get(state.pfn) if dump is not None else None
+        return obj
+
     body = {
         "file": name,
         "formats": dict(stats.formats),
@@ -130,13 +135,13 @@ def document(report: TraceReport, view: str = "ranking", limit: int | None = Non
         "events": stats.events,
         "by_event": dict(stats.by_event),
         "skipped": dict(stats.skipped(), truncated=stats.truncated + analysis.truncated),
-        "failing_pfns": len(pfn_objects),
+        "failing_pfns": len(states),
         "by_reason": by_reason,
         "failure_events": dict(analysis.failure_events),
-        "held_at_end": len(held),
+        "held_at_end": held,
         "ranking": report.ranking,
         "common": report.common,
-        "pfns": body_pfns,
+        "pfns": Rows(states, pfn_json),  # made one at a time while written
         "cma_allocs": dict(analysis.cma_allocs),
         "migrate_failed": dict(analysis.migrate),
         "dump": None if dump is None else {
@@ -146,29 +151,30 @@ def document(report: TraceReport, view: str = "ranking", limit: int | None = Non
         "warnings": list(report.warnings),
     }
     rows: list[dict[str, Any]]
+    shown = states if limit is None else states[:limit]
     if view == "ranking":
         columns: tuple[str, ...] = RANKING_COLUMNS
         rows = [dict(r, example_pfn=hex(r["example_pfn"]), stack=_top(r["stack"]))
                 for r in report.ranking]
     elif view == "pfns":
         columns = PFN_COLUMNS + (DUMP_COLUMNS if dump is not None else ())
-        rows = [_pfn_row(p, dump.get(p["pfn"]) if dump is not None else None)
-                for p in pfn_objects]
+        rows = [_pfn_row(analysis.pfn_object(s), dump.get(s.pfn) if dump is not None else None)
+                for s in shown]
     else:
         columns = CHAIN_COLUMNS
-        rows = [dict(e, pfn=hex(p["pfn"]), ts=_ts(e["ts"]), stack=_top(e["stack"]))
-                for p in pfn_objects for e in p["chain"]]
-    total = len(rows)
+        rows = [dict(e, pfn=hex(s.pfn), ts=_ts(e["ts"]), stack=_top(e["stack"]))
+                for s in shown for e in analysis.pfn_object(s)["chain"]]
+    total = len(rows) if view == "ranking" else len(states)
     if limit is not None:
         rows = rows[:limit]
     notes = [""]
     if limit is not None and total > limit:
         notes.append(f"(showing {limit} of {total} rows; --limit)")
     notes.append(
-        f"{len(pfn_objects)} failing pfn(s)"
+        f"{len(states)} failing pfn(s)"
         + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(by_reason.items())) + ")"
            if by_reason else "")
-        + f"; {len(held)} still held at the end of the trace"
+        + f"; {held} still held at the end of the trace"
         + f"; {stats.events} events in {stats.lines} lines")
     if report.common:
         notes.append("common paths, left out of the ranking: " + ", ".join(
@@ -203,10 +209,10 @@ def run(prog: Program | None, options: Options, *, file: str = "-",
     require_events(result, name)
     analysis = result.analysis
     ranking, filtered = analysis.ranking()
-    pfns = [analysis.pfn_object(s) for s in analysis.failing()]
-    report = TraceReport(result, ranking, filtered, pfns, warnings=result.warnings())
+    states = analysis.failing()
+    report = TraceReport(result, ranking, filtered, states, warnings=result.warnings())
     if prog is not None:
-        report.dump, warnings = join_dump(prog, [p["pfn"] for p in pfns])
+        report.dump, warnings = join_dump(prog, [s.pfn for s in states])
         report.warnings += warnings
     for warning in result.warnings():
         click.echo(f"pinspect: warning: {warning}", err=True)
