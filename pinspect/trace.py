@@ -524,6 +524,7 @@ class Analysis:
         self.migrate: Counter[str] = Counter()  # mm_migrate_pages: failed pages by reason
         self.cma_allocs: Counter[str] = Counter()  # cma_alloc_finish: ok / failed
         self.in_cma: set[int] = set()  # pids inside cma_alloc_start..finish
+        self.pinner_puts = False  # page_pinner_put events seen
         self.filtered_out = 0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
@@ -598,6 +599,7 @@ class Analysis:
                 mapcount = _int(args.get("mapcount"))
                 self._failure(pfn, reason, event, count, mapcount)
             elif name == "page_pinner_put":
+                self.pinner_puts = True
                 self._holder(pfn, "put", event, count)
             else:
                 self._page_ref(pfn, name, args, event, count)
@@ -623,8 +625,10 @@ class Analysis:
         elif name in ("cma_alloc_finish", "cma_alloc"):
             self.in_cma.discard(event.pid)
             args = dict(_ARG.findall(event.args))
+            # errorno since 6.3; before, a failed allocation has a NULL page
             err = args.get("errorno", "0")
-            failed = err not in ("0", "") or args.get("pfn") in ("0xffffffffffffffff",)
+            page = args.get("page", "")
+            failed = err not in ("0", "") or page.strip("0x") == "" or page == "(nil)"
             self.cma_allocs["failed" if failed else "ok"] += 1
         elif name == "mm_migrate_pages":
             args = dict(_ARG.findall(event.args))
@@ -693,7 +697,9 @@ class Analysis:
             return
         if val > 0:
             self._holder(pfn, "get", event, count)
-        elif val < 0:
+        elif val < 0 and not self.pinner_puts:
+            # (with page_pinner_put events in the trace, every put of a failing page is one of
+            # those already: its page_ref event is the same put)
             self._holder(pfn, "put", event, count)
 
     def _android(self, event: Event) -> None:

@@ -431,3 +431,30 @@ def test_join_with_a_dump_and_the_schema(tmp_path: Path) -> None:
     table = run("trace", str(path), "-c", str(core), "-s", str(debug), "--view", "pfns")
     assert "dump: 1 of 2 failing pfn(s) still pinned" in table.stdout
     assert "not pinned" in table.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# A trace recorded on the pp61 kernel (tests/traces/README.md)
+
+
+def test_recorded_pp61_trace() -> None:
+    truth = json.loads((FIXTURES / "pp61-pinner.json").read_text())
+    kept, released = set(truth["kept"]), set(truth["released"])
+    doc = trace_json(str(FIXTURES / "pp61-trace.txt"))
+    # the pinning callsite (the vmsplice pipe's release) ranks first, with the released pfns
+    top = doc["ranking"][0]
+    assert top["callsite"] == "page_cache_pipe_buf_release" and top["pfns"] == len(released)
+    by_pfn = {p["pfn"]: p for p in doc["pfns"]}
+    assert {p for p, o in by_pfn.items() if o["state"] == "released"} == released
+    assert {by_pfn[p]["state"] for p in kept} == {"held"}
+    # compaction's own puts (isolation) are a common path, never ranked
+    assert "isolate_migratepages_block" in {c["callsite"] for c in doc["common"]}
+    assert "isolate_migratepages_block" not in {r["callsite"] for r in doc["ranking"]}
+    assert doc["cma_allocs"] == {"failed": 1} and doc["skipped"]["truncated"] == 0
+    # --reason cma: exactly the 9 pinned pages of the CMA area, and nothing else
+    cma = trace_json(str(FIXTURES / "pp61-trace.txt"), "--reason", "cma")
+    assert {p["pfn"] for p in cma["pfns"]} == kept | released
+    assert all(p["reasons"] == ["cma"] and p["comm"] == "pinwork" for p in cma["pfns"])
+    base, n = truth["cma_base_pfn"], truth["cma_pages"]
+    assert all(base <= p["pfn"] < base + n for p in cma["pfns"])
+    assert set(doc["by_reason"]) == {"cma", "compaction"}

@@ -52,13 +52,13 @@ def pp61() -> Iterator[PP61]:
         log = json.loads(lines[0][len("pinner "):])
         trace = guest.share / "trace.txt"
         assert trace.exists() and trace.stat().st_size > 0, "the guest wrote no trace"
-        elf = work / "vmcore.elf"
-        guest.dump(elf, "elf")
+        elf = work / "vmcore.kdump"
+        guest.dump(elf, "kdump-zlib")  # (65 MB; the ELF dump is 4.6 GB)
         yield PP61(guest, elf, trace, log)
     finally:
         guest.stop()
         if os.environ.get("PINSPECT_KEEP_DUMPS") != "1":
-            (work / "vmcore.elf").unlink(missing_ok=True)
+            (work / "vmcore.kdump").unlink(missing_ok=True)
 
 
 def pinspect(*args: str) -> dict[str, Any]:
@@ -74,10 +74,10 @@ def test_trace_ranks_the_releasing_pinner_first(pp61: PP61) -> None:
     released = set(pp61.log["released"])
     assert doc["ranking"], doc["common"]
     top = doc["ranking"][0]
-    assert top["callsite"] == "anon_pipe_buf_release", doc["ranking"][:3]
+    assert top["callsite"] == "page_cache_pipe_buf_release", doc["ranking"][:3]
     by_pfn = {p["pfn"]: p for p in doc["pfns"]}
     assert released <= set(by_pfn)
-    assert {by_pfn[p]["last_holder"] for p in released} == {"anon_pipe_buf_release"}
+    assert {by_pfn[p]["last_holder"] for p in released} == {"page_cache_pipe_buf_release"}
     assert top["pfns"] >= len(released)
     # compaction's and the allocation's own puts are common paths, never ranked
     ranked = {r["callsite"] for r in doc["ranking"]}
