@@ -95,3 +95,7 @@ MIGRATE_REASON_NAMES = {
     "MR_CONTIG_RANGE": "contig_range", "MR_LONGTERM_PIN": "longterm_pin",
     "MR_DEMOTION": "demotion", "MR_DAMON": "damon",
 }
+
+# lib/stackdepot.c: the length of stack_pools[] where it is an array (DEPOT_POOLS_CAP, 6.3+), and
+# the cap of stack_slabs[] before (STACK_ALLOC_SLABS_CAP); BTF has no length of a global array.
+DEPOT_POOLS_CAP = 8192

@@ -242,37 +242,51 @@ def owner_records(prog: Program, pfns: Iterable[int], stacks: bool = True) -> Ow
                  for r in data[:, off:off + size]]
     depot = stack_depot(prog)
     gfp_names: dict[int, tuple[str, ...]] = {}
-    for i, row in enumerate(rows.tolist()):
+    reasons: dict[int, str | None] = {}
+    nones: list[int | None] = [None] * len(rows)
+
+    def column(name: str) -> list[int | None]:
+        return columns.get(name, nones)  # type: ignore[return-value]
+
+    alloc = ([bool(int(w) >> allocated_bit & 1) for w in flags[rows].tolist()]
+             if allocated_bit is not None else [False] * len(rows))
+    stack_of = depot.stack if stacks else (lambda handle: None)
+    for (row, allocated, comm, gfp, order, handle, free_handle, reason, pid, tgid, ts,
+         free_ts, free_pid, free_tgid) in zip(
+            rows.tolist(), alloc, comms, column("gfp_mask"), column("order"),
+            column("handle"), column("free_handle"), column("last_migrate_reason"),
+            column("pid"), column("tgid"), column("ts_nsec"), column("free_ts_nsec"),
+            column("free_pid"), column("free_tgid"), strict=True):
         pfn = wanted[row]
-
-        def get(name: str, i: int = i) -> int | None:
-            column = columns.get(name)
-            return None if column is None else column[i]
-
-        gfp = get("gfp_mask") or 0
-        if gfp not in gfp_names:
-            gfp_names[gfp] = gfp_flags(prog, gfp)
-        handle = get("handle") or 0
-        free_handle = get("free_handle") or 0
-        reason = get("last_migrate_reason")
+        gfp = gfp or 0
+        names = gfp_names.get(gfp)
+        if names is None:
+            names = gfp_names[gfp] = gfp_flags(prog, gfp)
+        handle = handle or 0
+        free_handle = free_handle or 0
+        reason_name = None
+        if reason is not None:
+            if reason not in reasons:
+                reasons[reason] = migrate_reason(prog, reason)
+            reason_name = reasons[reason]
         report.records[pfn] = OwnerRecord(
             pfn=pfn,
-            allocated=bool(allocated_bit is not None and int(flags[row]) >> allocated_bit & 1),
-            order=get("order") or 0,
+            allocated=allocated,
+            order=order or 0,
             gfp_mask=gfp,
-            gfp_flags=gfp_names[gfp],
-            pid=get("pid"),
-            tgid=get("tgid"),
-            comm=comms[i],
-            ts_nsec=get("ts_nsec"),
-            free_ts_nsec=get("free_ts_nsec"),
-            free_pid=get("free_pid"),
-            free_tgid=get("free_tgid"),
+            gfp_flags=names,
+            pid=pid,
+            tgid=tgid,
+            comm=comm,
+            ts_nsec=ts,
+            free_ts_nsec=free_ts,
+            free_pid=free_pid,
+            free_tgid=free_tgid,
             handle=handle,
             free_handle=free_handle,
-            last_migrate_reason=None if reason is None else migrate_reason(prog, reason),
-            stack=depot.stack(handle) if stacks else None,
-            free_stack=depot.stack(free_handle) if stacks else None,
+            last_migrate_reason=reason_name,
+            stack=stack_of(handle),
+            free_stack=stack_of(free_handle),
         )
     if stacks:
         used = {h for r in report.records.values() for h in (r.handle, r.free_handle) if h}

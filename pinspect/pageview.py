@@ -9,11 +9,13 @@ from drgn import Program
 
 from pinspect.evidence import FlagMasks, evaluate_chunk
 from pinspect.features import Feature
+from pinspect.holders import HeldRef
 from pinspect.kernel import Kernel, page_type_name, probe
 from pinspect.owner import OwnerRecord, owner_records
-from pinspect.pinner import pinner_mask
+from pinspect.pinner import PinnerPage, pinner_mask, pinner_records
 from pinspect.places import Places
-from pinspect.report import PinnedPage, rows
+from pinspect.report import PinnedPage, attach_mappers, rows
+from pinspect.rmap import Mapper
 from pinspect.scan import PageChunk, read_page_bytes, struct_page_address
 
 
@@ -37,8 +39,13 @@ class PageVerdict:
     folio: PinnedPage | None  # the head's verdict (empty evidence: not pinned); None if free
     owner: OwnerRecord | None = None  # page_owner's record of this pfn
     owner_unreadable: bool = False  # its page_ext entry could not be read
+    pinner: PinnerPage | None = None  # page_pinner's record of this pfn (and its ring records)
     sources: list[Feature] = field(default_factory=list)  # page_owner present/off/absent
     warnings: list[str] = field(default_factory=list)
+    # Every process mapping the folio and every kernel object holding its references
+    # (also in ``folio.mappers``/``folio.holders``); empty for a free page.
+    mappers: list[Mapper] = field(default_factory=list)
+    holders: list[HeldRef] = field(default_factory=list)
 
 
 def _chunk(kernel: Kernel, pfn: int, count: int) -> PageChunk:
@@ -88,8 +95,12 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
     zone = places.locator.locate(pfn, flags)
     area = places.cma.find(pfn)
     owners = owner_records(prog, {pfn, head_pfn})
+    pinners = pinner_records(prog, {pfn, head_pfn}) if kernel.pinner_variant else None
+    warnings = owners.warnings() + (pinners.warnings() if pinners else [])
     if folio is not None:
         folio.owner = owners.records.get(head_pfn)
+        folio.pinner = pinners.pages.get(head_pfn) if pinners else None
+        warnings += attach_mappers(prog, [folio]).warnings
     return PageVerdict(
         pfn=pfn,
         phys=pfn << kernel.page_shift,
@@ -106,8 +117,11 @@ def inspect_page(prog: Program, pfn: int) -> PageVerdict:
         folio=folio,
         owner=owners.records.get(pfn),
         owner_unreadable=bool(owners.unreadable) and pfn not in owners.records,
-        sources=[owners.feature],
-        warnings=owners.warnings(),
+        pinner=pinners.pages.get(pfn) if pinners else None,
+        sources=[owners.feature] + ([pinners.feature] if pinners else []),
+        warnings=warnings,
+        mappers=list(folio.mappers or []) if folio is not None else [],
+        holders=list(folio.holders or []) if folio is not None else [],
     )
 
 

@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 from pinspect.schema import SCHEMA_VERSION
 
-FORMATS = ("table", "json", "csv")
+FORMATS = ("table", "json", "csv", "svg")  # svg: maps only (cma --map, zones --map)
 
 # C0 and C1 controls, DEL, the backslash itself, and the Unicode line separators and
 # bidirectional overrides that reorder or break terminal output.
@@ -78,6 +78,7 @@ class Document:
     columns: Sequence[str]
     notes: list[str] = field(default_factory=list)
     table_title: str = ""
+    svg: str | None = None  # the picture, for commands that draw one (--format svg)
 
 
 def render(doc: Document, fmt: str) -> str:
@@ -122,6 +123,12 @@ def write(doc: Document, fmt: str, out: TextIO, *, header: bool = True,
     """
     if fmt == "json":
         _write_json(doc, out)
+        return
+    if fmt == "svg":
+        if doc.svg is None:
+            raise ValueError(f"'{doc.command}' draws no picture; --format svg is for maps "
+                             "(pinspect cma NAME --map, pinspect zones --map)")
+        out.write(doc.svg)
         return
     shown = select_columns(doc, columns)
     if fmt == "csv":

@@ -13,14 +13,18 @@ from dataclasses import dataclass, field
 from drgn import Program
 
 from pinspect.buddy import free_blocks
+from pinspect.cma import area_named
 from pinspect.errors import FeatureMissing
 from pinspect.evidence import EVIDENCE_KINDS, KIND_NAMES, Candidates, FlagMasks, evaluate_chunk
 from pinspect.features import Feature
+from pinspect.holders import HeldRef, find_holders
 from pinspect.kernel import probe
 from pinspect.owner import OwnerRecord, owner_records
-from pinspect.pinner import pinner_mask
+from pinspect.pinner import PinnerPage, pinner_mask, pinner_records
 from pinspect.places import Places
+from pinspect.rmap import Mapper, reverse_map
 from pinspect.scan import PageChunk, ScanStats, clip_ranges, iter_chunks, outside, valid_ranges
+from pinspect.stackdepot import Stack
 from pinspect.summary import ZonePins, summarize, zone_counts
 from pinspect.zones import zones
 
@@ -47,6 +51,24 @@ class PinnedPage:
     flags: int  # raw page->flags of the head
     lru: bool  # PG_lru is set
     owner: OwnerRecord | None = None  # page_owner's record of the (head) page
+    pinner: PinnerPage | None = None  # page_pinner's record of the (head) page
+    # Who maps the folio now (reverse map) and which kernel objects hold its references
+    # (attach_mappers); None where they were not looked up.
+    mappers: list[Mapper] | None = None
+    holders: list[HeldRef] | None = None
+    unexplained_pins: int | None = None  # pins no holder accounts for
+    unexplained_extra: int | None = None  # extra references no holder accounts for
+
+    def stack_source(self) -> tuple[Stack | None, str]:
+        """The stack that best says who holds the page, and its source: page_pinner's when
+        present, page_owner's allocation stack otherwise."""
+        if self.pinner is not None:
+            stack, source = self.pinner.best_stack
+            if stack is not None:
+                return stack, source
+        if self.owner is not None and self.owner.stack is not None:
+            return self.owner.stack, "page_owner"
+        return None, ""
 
 
 @dataclass
@@ -61,6 +83,60 @@ class PinnedReport:
     # The record sources read for the pages (page_owner, ...): present, off or absent.
     sources: list[Feature] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # counted problems, one line each
+    # The reverse map and holders' summary (attach_mappers); None where not looked up.
+    rmap: RmapSummary | None = None
+
+
+@dataclass
+class RmapSummary:
+    """What :func:`attach_mappers` found and missed, over all reported folios."""
+
+    folios: int  # folios looked up
+    with_mappers: int  # folios with at least one mapper found
+    unresolved: int  # folios with page-table mappings none of which was found
+    no_process: int  # mappers whose mm has no process (exiting, or a broken task list)
+    unexplained_pins: int  # pins no holder accounts for, summed over folios
+    unexplained_extra: int  # extra references no holder accounts for
+    transient: int  # extra references held by LRU batches (drained by the kernel soon)
+    holders: list[str]  # the holder modules that ran
+    warnings: list[str]  # counted failed reads, loops and cut walks
+
+
+def attach_mappers(prog: Program, pages: Sequence[PinnedPage]) -> RmapSummary:
+    """Set each page's ``mappers`` (the reverse map, :mod:`pinspect.rmap`), ``holders``
+    (:mod:`pinspect.holders`) and the pins and extra references no holder accounts for.
+    Holders run first: io_uring rings tell which mm flag bit is MMF_HAS_PINNED."""
+    held = find_holders(prog, [(p.pfn, p.nr_pages) for p in pages])
+    rmap = reverse_map(prog, [(p.pfn, p.nr_pages, p.mapcount) for p in pages])
+    if rmap.unavailable:
+        rmap.unresolved = sum(p.mapcount > 0 for p in pages)
+    no_process = transient = unexplained_pins = unexplained_extra = with_mappers = 0
+    for page in pages:
+        page.mappers = rmap.mappers.get(page.pfn, [])
+        page.holders = held.held.get(page.pfn, [])
+        with_mappers += bool(page.mappers)
+        no_process += sum(m.pid is None for m in page.mappers)
+        pins = sum(h.count for h in page.holders if h.counts_as == "pin")
+        refs = sum(h.count for h in page.holders if h.counts_as == "ref")
+        transient += sum(h.count for h in page.holders if h.transient)
+        page.unexplained_pins = max(0, page.pins - pins)
+        page.unexplained_extra = max(0, page.extra - refs)
+        unexplained_pins += page.unexplained_pins
+        unexplained_extra += page.unexplained_extra
+    return RmapSummary(len(pages), with_mappers, rmap.unresolved, no_process, unexplained_pins,
+                       unexplained_extra, transient, held.holders,
+                       rmap.warnings() + held.problems.lines())
+
+
+def holder_text(page: PinnedPage) -> str:
+    """The holders of a page as one line: ``io_uring(pid 96 fd 5) x1, pipe(...) x1``, and
+    what no holder explains (``unexplained pins x1``)."""
+    parts = [f"{h.holder} x{h.count}" for h in page.holders or ()]
+    if page.unexplained_pins:
+        parts.append(f"unexplained pins x{page.unexplained_pins}")
+    if page.unexplained_extra:
+        parts.append(f"unexplained x{page.unexplained_extra}")
+    return ", ".join(parts)
 
 
 def attach_owners(prog: Program, pages: Sequence[PinnedPage]) -> tuple[Feature, list[str]]:
@@ -69,6 +145,15 @@ def attach_owners(prog: Program, pages: Sequence[PinnedPage]) -> tuple[Feature, 
     found = owner_records(prog, [p.pfn for p in pages])
     for page in pages:
         page.owner = found.records.get(page.pfn)
+    return found.feature, found.warnings()
+
+
+def attach_pinners(prog: Program, pages: Sequence[PinnedPage]) -> tuple[Feature, list[str]]:
+    """Read the page_pinner records of *pages* in bulk (with their ring buffer records) and
+    set each page's ``pinner``; returns page_pinner's state and the counted problems."""
+    found = pinner_records(prog, [p.pfn for p in pages])
+    for page in pages:
+        page.pinner = found.pages.get(page.pfn)
     return found.feature, found.warnings()
 
 
@@ -81,8 +166,11 @@ def find_pinned(
     min_extra: int = 1,
     progress: Callable[[int, int], None] | None = None,
     owners: bool = True,
+    cma: str | None = None,
+    mappers: bool = False,
 ) -> PinnedReport:
-    """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns.
+    """Scan memory and return the pinned pages, optionally only in some zones, nodes or pfns,
+    or in the CMA area called *cma* (only its pages are read).
 
     Reads the ``struct page`` array (``vmemmap`` or ``mem_map``) in bulk and judges every
     in-use page by the kernel's rules: ``folio_maybe_dma_pinned()`` for FOLL_PIN, the
@@ -92,7 +180,9 @@ def find_pinned(
 
     *evidence* keeps pages with at least one of the given kinds (``foll_pin``, ``extra``,
     ``pinner``); empty keeps all. *progress* is called with (pages done, pages in total).
-    With *owners*, each page gets its page_owner record (read for the reported pages only).
+    With *owners*, each page gets its page_owner record and, on a kernel with page_pinner, its
+    page_pinner record (read for the reported pages only); with *mappers*, its mappers and
+    holders (:func:`attach_mappers`).
     """
     kernel = probe(prog)
     kernel.check_layout()
@@ -111,6 +201,10 @@ def find_pinned(
     windows = [(z.start_pfn, z.end_pfn) for z in chosen]
     if pfn_range is not None:
         windows = [(max(lo, pfn_range[0]), min(hi, pfn_range[1])) for lo, hi in windows]
+        windows = [w for w in windows if w[0] < w[1]]
+    if cma is not None:
+        areas = [(r.base_pfn, r.end_pfn) for r in area_named(kernel, cma).ranges]
+        windows = [(max(lo, a_lo), min(hi, a_hi)) for lo, hi in windows for a_lo, a_hi in areas]
         windows = [w for w in windows if w[0] < w[1]]
     ranges = clip_ranges(valid_ranges(kernel), windows)
     # Free buddy blocks hold no references: their struct pages need not be read (dumps only).
@@ -141,6 +235,8 @@ def find_pinned(
                 continue
             if wanted and not wanted & set(row.evidence):
                 continue
+            if cma is not None and row.cma != cma:
+                continue
             pages.append(row)
     if progress is not None:
         progress(total, total)
@@ -150,6 +246,12 @@ def find_pinned(
         feature, warnings = attach_owners(prog, pages)
         report.sources.append(feature)
         report.warnings += warnings
+        if kernel.pinner_variant is not None:
+            feature, warnings = attach_pinners(prog, pages)
+            report.sources.append(feature)
+            report.warnings += warnings
+    if mappers:
+        report.rmap = attach_mappers(prog, pages)
     return report
 
 

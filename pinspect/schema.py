@@ -16,12 +16,43 @@ HEADER = ("schema_version", "command")
 # One pinned page or folio (``pinned``'s "pages", ``page``'s "folio").
 PINNED_PAGE = ("pfn", "nr_pages", "node", "zone", "migratetype", "cma", "order", "refcount",
                "mapcount", "expected_refcount", "pins", "extra", "evidence", "mapping", "flags",
-               "lru", "owner")
+               "lru", "owner", "pinner", "mappers", "holders", "unexplained_pins",
+               "unexplained_extra")
+
+# A process mapping a folio (``mappers[]`` of a page object; the reverse map).
+MAPPER = ("pid", "tgid", "comm", "vaddr", "vaddr_end", "vma", "vm_flags", "flags", "file", "mm",
+          "pinned_vm", "has_pinned", "verified", "others")
+
+# A kernel object holding references to a folio (``holders[]`` of a page object).
+HELD = ("holder", "kind", "counts_as", "count", "pid", "comm", "fds", "address", "transient")
+
+# ``pinned``'s "rmap": what the reverse map and the holders found and missed.
+RMAP_SUMMARY = ("folios", "with_mappers", "unresolved", "no_process", "unexplained_pins",
+                "unexplained_extra", "transient", "holders", "warnings")
+
+# One group of ``owners``: a process or a holder, and the pinned folios it maps or holds.
+OWNER_GROUP = ("group", "name", "pid", "comm", "folios", "pages", "pins", "extra", "refs",
+               "zones", "cma")
 
 # A page_owner record (``owner`` of a page object, and of ``page``).
 OWNER = ("source", "allocated", "order", "gfp_mask", "gfp_flags", "pid", "tgid", "comm",
          "ts_nsec", "free_ts_nsec", "free_pid", "free_tgid", "last_migrate_reason", "handle",
          "free_handle", "stack", "free_stack")
+
+# page_pinner's state of a page (``pinner`` of a page object, and of ``page``).
+PINNER = ("source", "flags", "handle", "ts_usec", "count", "stack", "records")
+
+# A record of a page_pinner ring buffer (``pinner-log``'s "records", a PINNER's "records").
+PINNER_RECORD = ("source", "buffer", "slot", "pfn", "handle", "state", "reason", "ts_usec",
+                 "elapsed", "time_usec", "count", "mapcount", "mapping", "flags", "page_mt",
+                 "stack", "text")
+
+# A ring buffer as ``pinner-log`` and ``info`` describe it.
+RING = ("name", "file", "kind", "size", "index", "records", "rejected", "wrapped")
+
+# One group of ``stacks``.
+STACK_GROUP = ("rank", "stack", "source", "handles", "pages", "folios", "pins", "extra",
+               "zones", "cma", "processes", "pfns")
 
 SUMMARY = ("pages", "folios", "by_evidence", "by_zone")
 
@@ -36,16 +67,34 @@ FEATURE = ("name", "state", "detail")
 
 # Where ``info``'s types and symbols come from (DWARF or BTF; ELF symbols or kallsyms).
 SOURCE = ("name", "origin", "lacks")
+# ``cma``: one CMA area, one blocker, one free run of ``--try``.
+CMA_AREA = ("name", "base_pfn", "end_pfn", "count", "order_per_bit", "ranges",
+            "allocated_pages", "free_pages", "largest_free_run", "largest_clean_run",
+            "blockers", "blocked_pages", "by_cause", "nr_pages_succeeded", "nr_pages_failed",
+            "nr_pages_released", "available_count")
+CMA_RANGE = ("base_pfn", "count", "bitmap_bits")
+CMA_BY_CAUSE = ("foll_pin", "extra", "slab", "pgtable", "reserved", "kernel", "non_lru")
+CMA_BLOCKER = ("area", "pfn", "nr_pages", "cause", "evidence", "state", "migratetype",
+               "refcount", "mapcount", "expected_refcount", "pins", "extra", "flags", "lru",
+               "owner", "stack")
+CMA_RUN = ("pfn", "pages", "candidates", "working", "first_working_pfn", "blocked_pages")
+CMA_TRY = ("area", "pages", "align", "succeeds", "pfn", "attempts_before", "candidates",
+           "reason", "runs", "best_failing", "best_failing_blockers")
 
 # Keys of each command's document after HEADER, and of the objects its keys hold.
 DOCUMENTS: dict[str, tuple[str, ...]] = {
     "pinned": ("pages", "summary", "scanned", "skipped_free", "unreadable", "sources",
-               "warnings"),
+               "warnings", "rmap"),
+    "owners": ("processes", "holders", "unexplained", "rmap", "scanned", "warnings"),
     "zones": ("zones", "scanned", "unreadable"),
     "page": ("pfn", "phys", "page", "head_pfn", "state", "node", "zone", "migratetype", "cma",
-             "raw", "flags", "flag_names", "folio", "owner", "sources", "warnings"),
+             "raw", "flags", "flag_names", "folio", "owner", "pinner", "sources", "warnings",
+             "mappers", "holders"),
     "info": ("release", "arch", "page_size", "memory", "zones", "pageblock_order", "features",
-             "type_source", "symbol_source"),
+             "type_source", "symbol_source", "records"),
+    "cma": ("areas", "problems", "blockers", "try", "scanned", "unreadable"),
+    "stacks": ("by", "ignored_frames", "groups", "pages", "no_stack", "sources", "warnings"),
+    "pinner-log": ("variant", "buffers", "records", "warnings"),
     "trace": ("file", "formats", "lines", "events", "by_event", "skipped", "failing_pfns",
               "by_reason", "failure_events", "held_at_end", "ranking", "common", "pfns",
               "cma_allocs", "migrate_failed", "dump", "warnings"),
@@ -66,6 +115,15 @@ TRACE_SKIPPED = ("truncated", "unknown_events", "garbage", "binary", "out_of_ord
 OBJECTS: dict[str, tuple[str, ...]] = {
     "pinned.pages[]": PINNED_PAGE,
     "pinned.pages[].owner": OWNER,
+    "pinned.pages[].mappers[]": MAPPER,
+    "pinned.pages[].holders[]": HELD,
+    "pinned.rmap": RMAP_SUMMARY,
+    "owners.processes[]": OWNER_GROUP,
+    "owners.holders[]": OWNER_GROUP,
+    "owners.unexplained": ("pins", "extra", "folios"),
+    "owners.rmap": RMAP_SUMMARY,
+    "page.mappers[]": MAPPER,
+    "page.holders[]": HELD,
     "pinned.summary": SUMMARY,
     "pinned.sources[]": FEATURE,
     "zones.zones[]": ZONE,
@@ -74,6 +132,15 @@ OBJECTS: dict[str, tuple[str, ...]] = {
     "page.folio": PINNED_PAGE,
     "page.owner": OWNER,
     "page.sources[]": FEATURE,
+    "stacks.groups[]": STACK_GROUP,
+    "stacks.groups[].processes[]": ("pid", "comm", "pages"),
+    "stacks.sources[]": FEATURE,
+    "pinner-log.buffers[]": RING,
+    "pinner-log.records[]": PINNER_RECORD,
+    "info.records": ("page_owner", "page_pinner", "stack_depot"),
+    "info.records.page_owner": ("state", "pages", "allocated"),
+    "info.records.stack_depot": ("state", "pools_in_use", "pools_capacity", "pool_size",
+                                 "bytes_used"),
     "info.memory": ("present_pages", "managed_pages", "present_bytes"),
     "info.zones[]": ("node", "zone", "start_pfn", "spanned", "present"),
     "info.features[]": FEATURE,
@@ -86,6 +153,24 @@ OBJECTS: dict[str, tuple[str, ...]] = {
     "trace.pfns[].dump": TRACE_DUMP,
     "trace.pfns[].dump.owner": OWNER,
     "trace.skipped": TRACE_SKIPPED,
+    "cma.areas[]": CMA_AREA,
+    "cma.areas[].ranges[]": CMA_RANGE,
+    "cma.areas[].by_cause": CMA_BY_CAUSE,
+    "cma.problems[]": ("name", "problem"),
+    "cma.blockers[]": CMA_BLOCKER,
+    "cma.try": CMA_TRY,
+    "cma.try.runs[]": CMA_RUN,
+    "cma.try.best_failing": ("pfn", "pages", "blocked"),
+}
+
+
+# Objects only a kernel with page_pinner has (checked on android-d, not mainline-6.1).
+PINNER_OBJECTS: dict[str, tuple[str, ...]] = {
+    "pinned.pages[].pinner": PINNER,
+    "pinned.pages[].pinner.records[]": PINNER_RECORD,
+    "page.pinner": PINNER,
+    "info.records.page_pinner": ("state", "variant", "flagged", "with_record", "rings"),
+    "info.records.page_pinner.rings[]": RING,
 }
 
 

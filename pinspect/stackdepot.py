@@ -173,6 +173,9 @@ def depot_layout(prog: Program) -> DepotLayout | None:
             address, capacity = int(pools.address_ or 0), pools.type_.length
     except FaultError:
         return None
+    if capacity is None:  # an array whose length the type source does not know (BTF)
+        capacity = (constants.DEPOT_POOLS_CAP if pools_name == "stack_pools"  # up to 6.2:
+                    else min(1 << index.width, constants.DEPOT_POOLS_CAP))  # ..._MAX_SLABS
     # Pools in use: pools_num (6.4+), else the index of the current pool (pool_index in 6.3,
     # depot_index before) + 1.
     in_use = _int(prog, "pools_num")
@@ -226,6 +229,10 @@ class _ModuleText:
     kallsyms: int  # struct mod_kallsyms * (0: none)
 
 
+# Symbol kinds the kernel's kallsyms leaves out (scripts/kallsyms.c keeps text and data).
+_NOT_IN_KALLSYMS = (drgn.SymbolKind.SECTION, drgn.SymbolKind.FILE)
+
+
 class Symbolizer:
     """Turns return addresses into :class:`Frame` s, each address once."""
 
@@ -236,6 +243,7 @@ class Symbolizer:
         self._base = 1 << 63
         self._modules: list[_ModuleText] | None = None
         self._module_symbols: dict[int, tuple[list[int], list[str]]] = {}
+        self._table: tuple[np.ndarray, list[tuple[int, int, str]]] | None = None
 
     def frame(self, address: int) -> Frame:
         found = self._frames.get(address)
@@ -249,14 +257,43 @@ class Symbolizer:
             named = self._module_symbol(module, address)
             if named is not None:
                 return named
-        try:
-            symbol = self.prog.symbol(address)
-        except LookupError:
-            return Frame(address, None, 0, 0, module.name if module else None)
-        start = int(symbol.address)
-        size = self._kallsyms_size(start, int(symbol.size))
-        return Frame(address, symbol.name, address - start, size,
-                     module.name if module else None)
+        found = self._table_symbol(address)
+        if found is None:
+            try:
+                symbol = self.prog.symbol(address)
+            except LookupError:
+                return Frame(address, None, 0, 0, module.name if module else None)
+            found = (symbol.name, int(symbol.address), int(symbol.size))
+        name, start, elf_size = found
+        size = self._kallsyms_size(start, elf_size)
+        return Frame(address, name, address - start, size, module.name if module else None)
+
+    def _table_symbol(self, address: int) -> tuple[str, int, int] | None:
+        """(name, start, ELF size) of the symbol %pS names for *address*: as kallsyms does, the
+        closest symbol starting at or below it, of several at one address the first in
+        kallsyms' order (not weak, then fewest leading underscores); from a table of every
+        symbol made once (``prog.symbol()`` costs about a millisecond a call on a full vmlinux
+        and goes by ELF sizes, which asm labels lack)."""
+        if self._table is None:
+            symbols = sorted(
+                (s.address, s.binding == drgn.SymbolBinding.WEAK,
+                 len(s.name) - len(s.name.lstrip("_")), s.name, s.size)
+                for s in self.prog.symbols()
+                if s.address >= self._base and s.kind not in _NOT_IN_KALLSYMS)
+            offsets = np.array([entry[0] - self._base for entry in symbols], dtype=np.int64)
+            self._table = (offsets, [(a, size, name) for a, _, _, name, size in symbols])
+            if self._starts is None:  # the same symbols give kallsyms' sizes
+                self._starts = np.unique(offsets)
+        offsets, table = self._table
+        if address < self._base:
+            return None
+        i = int(np.searchsorted(offsets, address - self._base, side="right")) - 1
+        if i < 0:
+            return None
+        # the first of the symbols that start where the closest one does
+        i = int(np.searchsorted(offsets, offsets[i], side="left"))
+        start, size, name = table[i]
+        return name, start, size
 
     def _kallsyms_size(self, start: int, elf_size: int) -> int:
         """kallsyms' size of the symbol at *start*: the distance to the next symbol."""

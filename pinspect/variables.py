@@ -75,6 +75,18 @@ _DECLARED = (
                    "page_pinner ring buffer of failures (variants A1, A2, B)"),
     KernelVariable("lt_pinner", "struct captured_pinner_buffer",
                    "page_pinner ring buffer of long-term pins (variants A0 to B)"),
+    KernelVariable("pp_buf_size", "unsigned long",
+                   "records in page_pinner's pp_buffer (variant D)"),
+    KernelVariable("failure_tracking", "struct static_key_true",
+                   "page_pinner records migration failures (variants A1 to D)"),
+    KernelVariable("migratetype_names", "const char * const []",
+                   "names of enum migratetype as page_pinner's debugfs prints them"),
+    KernelVariable("pageflag_names", "const struct trace_print_flags []",
+                   "the kernel's own page flag names, as %pGp prints them"),
+    KernelVariable("pff", "const struct page_flags_fields []",
+                   "the page->flags fields %pGp prints (5.14+: node=, zone=, ...)"),
+    KernelVariable("__per_cpu_offset", "unsigned long []",
+                   "NR_CPUS (the width of page->flags' last_cpupid field)"),
     # stack depot
     KernelVariable("stack_pools", "void *[]", "stack depot pools (6.3+)",
                    # commit "stackdepot: make max number of pools boot-time configurable"
@@ -98,6 +110,19 @@ _DECLARED = (
     # CMA
     KernelVariable("cma_areas", "struct cma []", "CMA areas"),
     KernelVariable("cma_area_count", "unsigned int", "number of CMA areas"),
+    # reverse map and kernel holders (pinspect.rmap, pinspect.holders)
+    KernelVariable("init_task", "struct task_struct", "the task list (processes by mm)"),
+    KernelVariable("cpu_fbatches", "struct cpu_fbatches",
+                   "per-CPU LRU folio batches (6.1+; lru_pvecs before)"),
+    KernelVariable("lru_pvecs", "struct lru_pvecs", "per-CPU LRU page vectors (5.8 to 6.0)"),
+    KernelVariable("lru_rotate", "struct lru_rotate", "per-CPU LRU rotate batch (5.8 to 6.2)"),
+    KernelVariable("mlock_fbatch", "struct mlock_fbatch", "per-CPU mlock folio batch (6.2+)"),
+    KernelVariable("mlock_pvec", "struct mlock_pvec", "per-CPU mlock page vector (6.1)"),
+    KernelVariable("__per_cpu_offset", "unsigned long []", "per-CPU areas (per_cpu_ptr)",
+                   helper=True),
+    KernelVariable("__cpu_possible_mask", "struct cpumask", "possible CPUs",
+                   helper=True),
+    KernelVariable("nr_cpu_ids", "unsigned int", "bound of CPU ids", helper=True),
     # read by drgn's helpers (for_each_online_pgdat, pfn_to_section, for_each_valid_page_range,
     # page_to_pfn, follow_phys) and by drgn's own Linux support
     KernelVariable("node_states", "nodemask_t []", "online nodes (for_each_online_node)",

@@ -10,7 +10,7 @@ import pytest
 from pinspect.commands.common import parse_pfn_range
 from tests.sampledata import SAMPLES_DIR
 
-COMMANDS = ("info", "pinned", "zones", "page")
+COMMANDS = ("info", "pinned", "zones", "page", "cma")
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

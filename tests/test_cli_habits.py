@@ -42,8 +42,8 @@ def test_completion_scripts(shell: str, marker: str) -> None:
 
 
 def test_completion_of_a_partial_command_name() -> None:
-    bash = complete("bash", "pinspect pin", "1")
-    assert bash.returncode == 0 and bash.stdout.split() == ["plain,pinned"]
+    bash = complete("bash", "pinspect pinn", "1")
+    assert bash.returncode == 0 and bash.stdout.split() == ["plain,pinned", "plain,pinner-log"]
     zsh = complete("zsh", "pinspect z", "1")
     assert zsh.stdout.splitlines()[:2] == ["plain", "zones"]
     fish = complete("fish", "pinspect pa", "pa")

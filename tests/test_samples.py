@@ -60,8 +60,12 @@ def program(name: str) -> Program:
 
 
 def symbolize(prog: Program, pc: int) -> str:
+    """*pc* as the kernel's %pS prints it: the size is the distance to the next kernel symbol
+    (kallsyms keeps no sizes)."""
     sym = prog.symbol(pc)
-    return f"{sym.name}+{pc - sym.address:#x}/{sym.size:#x}"
+    following = [s.address for s in prog.symbols() if s.address > sym.address >= 1 << 63]
+    size = min(following) - sym.address if following else sym.size
+    return f"{sym.name}+{pc - sym.address:#x}/{size:#x}"
 
 
 def page_ext_entry(prog: Program, pfn: int) -> int:

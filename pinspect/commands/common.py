@@ -11,6 +11,7 @@ import click
 from drgn import Program
 
 from pinspect.commands import needs_of
+from pinspect.evidence import EVIDENCE_KINDS
 from pinspect.kernel import probe
 from pinspect.render import FORMATS, Document, select_columns, write
 from pinspect.target import open_program, type_source_name
@@ -129,6 +130,34 @@ def open_target(command: str, options: Options) -> Program:
 def check_needs(command: str, prog: Program) -> None:
     """Check that *prog* (opened by pinspect or by a drgn session) has what *command* needs."""
     needs_of(command).check(command, prog, probe(prog), type_source_name(prog))
+
+
+def pfn_range_callback(ctx: click.Context, param: click.Parameter,
+                       value: str | None) -> tuple[int, int] | None:
+    """click callback: an option's ``START-END`` as a half-open pfn range (None if not given)."""
+    try:
+        return parse_pfn_range(value) if value else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from e
+
+
+def page_filter_options(f: F) -> F:
+    """The page filters of ``pinned`` and the commands built on it: --zone, --node, --pfn,
+    --evidence."""
+    for option in reversed([
+        click.option("--zone", "zone_names", multiple=True, metavar="NAME",
+                     shell_complete=complete_zone,
+                     help="only this zone (repeatable): DMA, DMA32, Normal, Movable, ..."),
+        click.option("--node", "nodes", multiple=True, type=int, metavar="N",
+                     help="only this NUMA node (repeatable)."),
+        click.option("--pfn", "pfn_range", metavar="START-END", default=None,
+                     callback=pfn_range_callback,
+                     help="only pfns in START-END (inclusive; decimal or 0x hex)."),
+        click.option("--evidence", "evidence", multiple=True, type=click.Choice(EVIDENCE_KINDS),
+                     help="only pages with this evidence (repeatable)."),
+    ]):
+        f = option(f)
+    return f
 
 
 def parse_pfn_range(text: str) -> tuple[int, int]:

@@ -16,12 +16,13 @@ from pinspect.commands.common import (
     open_target,
     split_options,
 )
-from pinspect.commands.pinned import owner_object, page_object
+from pinspect.commands.pinned import mapper_object, owner_object, page_object, pinner_object
 from pinspect.kernel import probe
 from pinspect.owner import OwnerRecord
 from pinspect.pageview import PageVerdict, inspect_page
 from pinspect.render import Document, Lines
-from pinspect.schema import DOCUMENTS, FEATURE, pick
+from pinspect.report import holder_text
+from pinspect.schema import DOCUMENTS, FEATURE, HELD, pick
 
 
 def owner_fields(v: PageVerdict) -> list[tuple[str, Any]]:
@@ -62,14 +63,68 @@ def owner_fields(v: PageVerdict) -> list[tuple[str, Any]]:
     return fields
 
 
+    return fields
+
+
+def pinner_fields(v: PageVerdict) -> list[tuple[str, Any]]:
+    """The page_pinner section of ``page``: flags, the per-page record and its stack, and the
+    ring records of this pfn (newest first); nothing on a kernel without page_pinner."""
+    feature = next((f for f in v.sources if f.name == "page_pinner"), None)
+    if feature is None:
+        return []
+    label = "pinner (page_pinner)"
+    if feature.state != "present":
+        return [(label, f"{feature.state}: {feature.detail}")]
+    p = v.pinner
+    if p is None:
+        return [(label, "no flag and no record for this page")]
+    fields: list[tuple[str, Any]] = [(label, ", ".join(p.flags) or "no flag set")]
+    if p.handle is not None:
+        fields.append(("pinner record", f"handle {p.handle:#x}, ts {p.ts_usec} us, "
+                                        f"count {p.count}"))
+        if p.handle:
+            fields.append(("pin stack (page_pinner)", Lines(p.stack.lines()) if p.stack
+                           else f"handle {p.handle:#x} not decoded"))
+    for r in p.records:
+        fields.append((f"{r.buffer}[{r.slot}]", Lines(r.text[:-1])))
+    return fields
+
+
+def mapper_fields(v: PageVerdict) -> list[tuple[str, Any]]:
+    """The reverse map and holders section of ``page``: one line per mapper and holder."""
+    if v.folio is None:
+        return []
+    lines = []
+    for m in v.mappers:
+        who = f"pid {m.pid} ({m.comm})" if m.pid is not None else f"mm {m.mm:#x} (no process)"
+        if m.others:
+            who += f" +pids {','.join(map(str, m.others))}"
+        span = (f"{m.vaddr:#x}-{m.vaddr_end:#x}" if m.vaddr_end - m.vaddr > 4096
+                else f"{m.vaddr:#x}")
+        hint = []
+        if m.has_pinned:
+            hint.append("mm has pinned")
+        if m.pinned_vm:
+            hint.append(f"pinned_vm {m.pinned_vm}")
+        lines.append(f"{who} {span} {m.file} [{','.join(m.flags)}]"
+                     + (f" ({', '.join(hint)})" if hint else ""))
+    fields: list[tuple[str, Any]] = [("mapped by", Lines(lines) if lines else "none found")]
+    held = holder_text(v.folio)
+    fields.append(("held by", Lines(held.split(", ")) if held else "none found"))
+    return fields
+
+
 def document(v: PageVerdict) -> Document:
     """The ``page`` result as a renderable document."""
     body = pick(v, DOCUMENTS["page"])
     body["raw"] = dict(v.raw)
     body["folio"] = page_object(v.folio) if v.folio is not None else None
     body["owner"] = owner_object(v.owner)
+    body["pinner"] = pinner_object(v.pinner)
     body["sources"] = [pick(f, FEATURE) for f in v.sources]
     body["warnings"] = list(v.warnings)
+    body["mappers"] = [mapper_object(m) for m in v.mappers]
+    body["holders"] = [dict(pick(h, HELD), fds=list(h.fds)) for h in v.holders]
     fields: list[tuple[str, Any]] = [
         ("pfn", hex(v.pfn)), ("phys", hex(v.phys)), ("struct page", hex(v.page)),
         ("state", v.state), ("node", v.node), ("zone", v.zone),
@@ -91,6 +146,8 @@ def document(v: PageVerdict) -> Document:
             ("extra references", f.extra),
             ("verdict", "pinned: " + ", ".join(f.evidence) if f.evidence else "not pinned"),
         ]
+    fields += pinner_fields(v)
+    fields += mapper_fields(v)
     fields += owner_fields(v)
     rows = [{"field": k, "value": val} for k, val in fields]
     return Document(command="page", body=body, rows=rows, columns=("field", "value"),

@@ -23,6 +23,7 @@
  *                 share "out" (trace.txt) and log the pfns: PINLOG pinner {...}
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <sched.h>
 #include <fcntl.h>
@@ -306,6 +307,109 @@ static void print_page_owner(unsigned long pfn)
 	printf("\"}\n");
 }
 
+/*
+ * Fault in anonymous memory until *want* pages land in the CMA area [base, base + n); keep those
+ * (their addresses in out[]) and unmap the rest. Returns how many were found.
+ */
+static int find_cma_pages(unsigned long base, unsigned long n, char **out, int want, int priv)
+{
+	int pm = open("/proc/self/pagemap", O_RDONLY);
+	if (pm < 0)
+		die("pagemap");
+	const size_t chunk = 64UL << 20;
+	static unsigned long long ent[(64UL << 20) / PAGE];
+	char *chunks[64];
+	int nchunks = 0, found = 0;
+	while (nchunks < 48 && found < want) {
+		char *m = map(chunk, priv);
+		chunks[nchunks++] = m;
+		madvise(m, chunk, MADV_NOHUGEPAGE);
+		touch(m, chunk, 11);
+		if (pread(pm, ent, sizeof(ent), (off_t)((unsigned long)m / PAGE * 8)) != sizeof(ent))
+			die("pagemap pread");
+		for (size_t i = 0; i < chunk / PAGE && found < want; i++) {
+			unsigned long pfn = (unsigned long)(ent[i] & ((1ULL << 55) - 1));
+			if ((ent[i] >> 63) && pfn >= base && pfn < base + n)
+				out[found++] = m + i * PAGE;
+		}
+	}
+	/* give back everything but the pages found in the area */
+	for (int k = 0; k < nchunks; k++) {
+		char *m = chunks[k], *run = m;
+		for (int j = 0; j < found; j++)
+			if (out[j] >= m && out[j] < m + chunk) {
+				if (out[j] > run && munmap(run, (size_t)(out[j] - run)) < 0)
+					die("munmap");
+				run = out[j] + PAGE;
+			}
+		if (run < m + chunk && munmap(run, (size_t)(m + chunk - run)) < 0)
+			die("munmap");
+	}
+	close(pm);
+	return found;
+}
+
+/* Write a number of pages to a CMA debugfs file; 0 or the errno of the failed write. */
+static int cma_debugfs_write(const char *dir, const char *file, unsigned long pages)
+{
+	char path[400], val[32];
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	snprintf(val, sizeof(val), "%lu", pages);
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return errno;
+	int err = write(fd, val, strlen(val)) < 0 ? errno : 0;
+	close(fd);
+	return err;
+}
+
+/* ",\"cma_debugfs\":{...}" for PINMETA, or "" when the kernel has no CMA debugfs. */
+static char cma_debugfs_meta[512];
+
+/*
+ * The kernel's own verdict on the area (CONFIG_CMA_DEBUGFS, /sys/kernel/debug/cma/<area>/):
+ * with two of the area's pages held by vmsplice (recorded as cma_vmsplice), cma_alloc() of the
+ * whole area must fail on them, and one of 1024 pages succeed (then freed again). This runs
+ * before the ground truth's CMA pages are chosen, since a failing cma_alloc() migrates what it
+ * can out of its range first; the pfns of everything are read from pagemap at the end.
+ */
+static void cma_debugfs_allocs(unsigned long base, unsigned long n, int priv)
+{
+	char dir[300] = "";
+	DIR *d = opendir("/sys/kernel/debug/cma");
+	if (!d) {
+		printf("PINLOG no CMA debugfs\n");
+		return;
+	}
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.') {
+			snprintf(dir, sizeof(dir), "/sys/kernel/debug/cma/%s", e->d_name);
+			break;
+		}
+	closedir(d);
+	if (!dir[0])
+		return;
+	char *held[2];
+	if (find_cma_pages(base, n, held, 2, priv) < 2)
+		die("no pages in CMA for the debugfs allocations");
+	for (int i = 0; i < 2; i++) {
+		vmsplice_get(held[i], PAGE);
+		add("cma_vmsplice", "vmsplice", "anon", held[i], 0, 1, 1, 1);
+	}
+	const unsigned long ok_pages = 1024;
+	int fail_err = cma_debugfs_write(dir, "alloc", n);
+	int ok_err = cma_debugfs_write(dir, "alloc", ok_pages);
+	int free_err = ok_err ? -1 : cma_debugfs_write(dir, "free", ok_pages);
+	printf("PINLOG cma debugfs %s: alloc %lu: %s; alloc %lu: %s; free: %d\n", dir, n,
+	       fail_err ? strerror(fail_err) : "ok", ok_pages, ok_err ? strerror(ok_err) : "ok",
+	       free_err);
+	snprintf(cma_debugfs_meta, sizeof(cma_debugfs_meta),
+		 ",\"cma_debugfs\":{\"area\":\"%s\",\"fail_pages\":%lu,\"fail_errno\":%d,"
+		 "\"ok_pages\":%lu,\"ok_errno\":%d,\"free_errno\":%d}",
+		 dir + strlen("/sys/kernel/debug/cma/"), n, fail_err, ok_pages, ok_err, free_err);
+}
+
 /* ---- page_pinner (pp61) ---- */
 
 #define TRACING "/sys/kernel/tracing"
@@ -567,40 +671,9 @@ int main(int argc, char **argv)
 		if (cma_range(&cma_base, &cma_pages) < 0)
 			die("no CMA area in the kernel log");
 		printf("PINLOG cma base_pfn %lu pages %lu\n", cma_base, cma_pages);
-		int pm = open("/proc/self/pagemap", O_RDONLY);
-		if (pm < 0)
-			die("pagemap");
-		const size_t chunk = 64UL << 20;
 		char *cma_pg[11];
-		static unsigned long long ent[(64UL << 20) / PAGE];
-		char *chunks[64];
-		int nchunks = 0;
-		while (nchunks < 48 && cma_found < cma_want) {
-			char *m = map(chunk, priv);
-			chunks[nchunks++] = m;
-			madvise(m, chunk, MADV_NOHUGEPAGE);
-			touch(m, chunk, 11);
-			if (pread(pm, ent, sizeof(ent), (off_t)((unsigned long)m / PAGE * 8)) != sizeof(ent))
-				die("pagemap pread");
-			for (size_t i = 0; i < chunk / PAGE && cma_found < cma_want; i++) {
-				unsigned long pfn = (unsigned long)(ent[i] & ((1ULL << 55) - 1));
-				if ((ent[i] >> 63) && pfn >= cma_base && pfn < cma_base + cma_pages)
-					cma_pg[cma_found++] = m + i * PAGE;
-			}
-		}
-		/* give back everything but the pages found in the area */
-		for (int k = 0; k < nchunks; k++) {
-			char *m = chunks[k], *run = m;
-			for (int j = 0; j < cma_found; j++)
-				if (cma_pg[j] >= m && cma_pg[j] < m + chunk) {
-					if (cma_pg[j] > run && munmap(run, (size_t)(cma_pg[j] - run)) < 0)
-						die("munmap");
-					run = cma_pg[j] + PAGE;
-				}
-			if (run < m + chunk && munmap(run, (size_t)(m + chunk - run)) < 0)
-				die("munmap");
-		}
-		close(pm);
+		cma_debugfs_allocs(cma_base, cma_pages, priv);
+		cma_found = find_cma_pages(cma_base, cma_pages, cma_pg, cma_want, priv);
 		printf("PINLOG cma pages found %d\n", cma_found);
 		if (cma_found < cma_want)
 			die("only %d pages landed in CMA", cma_found);
@@ -654,8 +727,8 @@ int main(int argc, char **argv)
 	}
 	printf("PINLOG cpus %d\n", ncpu);
 	printf("PINMETA {\"pid\":%d,\"peer_pid\":%d,\"comm\":\"pinwork\",\"peer_comm\":\"pinwork-peer\""
-	       ",\"cma_base_pfn\":%lu,\"cma_pages\":%lu}\n",
-	       (int)getpid(), (int)peer, cma_base, cma_pages);
+	       ",\"cma_base_pfn\":%lu,\"cma_pages\":%lu%s}\n",
+	       (int)getpid(), (int)peer, cma_base, cma_pages, cma_debugfs_meta);
 	for (int i = 0; i < nrec; i++) {
 		struct rec *r = &recs[i];
 		unsigned long long kf = kpageflags(r->pfn);

@@ -5,6 +5,7 @@ from DWARF), and the depot's globals."""
 
 from __future__ import annotations
 
+import bisect
 import zlib
 
 from drgn import TypeKind
@@ -29,6 +30,7 @@ class StackDepot:
 
     def __init__(self, m: Machine) -> None:
         self.m = m
+        self._starts: list[int] | None = None  # kernel symbol addresses, sorted
         for pfn in POOL_PFNS:
             add_folio(
                 m,
@@ -76,11 +78,19 @@ class StackDepot:
             sym = self.m.syms[n]
             off = frame_offset(n, sym.size, depth)
             pcs.append(sym.value + off)
-            frames.append(f"{n}+{off:#x}/{sym.size:#x}")
+            frames.append(f"{n}+{off:#x}/{self._kallsyms_size(sym.value, sym.size):#x}")
         h = self._store(tuple(pcs))
         self.keys[key] = h
         self.frames[h] = frames
         return h
+
+    def _kallsyms_size(self, value: int, elf_size: int) -> int:
+        """The size %pS prints: kallsyms knows no sizes, only the distance to the next kernel
+        symbol (the ELF size only for the last one)."""
+        if self._starts is None:
+            self._starts = sorted({s.value for s in self.m.syms.values() if s.value >= 1 << 63})
+        i = bisect.bisect_right(self._starts, value)
+        return self._starts[i] - value if i < len(self._starts) else elf_size
 
     def _pools_behind_pointer(self) -> bool:
         if "stack_pools" not in self.m.syms:
