@@ -458,3 +458,22 @@ def test_recorded_pp61_trace() -> None:
     base, n = truth["cma_base_pfn"], truth["cma_pages"]
     assert all(base <= p["pfn"] < base + n for p in cma["pfns"])
     assert set(doc["by_reason"]) == {"cma", "compaction"}
+
+
+def test_recorded_pp61_page_ref_trace() -> None:
+    """The page_ref events of the same pp61 recording, without its page_pinner events
+    (tests/traces/README.md): what a mainline CONFIG_DEBUG_PAGE_REF kernel records. The failing
+    pfns are the first busy pfns of the failed CMA allocations (test_pages_isolated), pages the
+    workload held; the one of the allocation of the whole area is the lowest of them."""
+    truth = json.loads((FIXTURES / "pp61-pinner.json").read_text())
+    held = set(truth["kept"]) | set(truth["released"])
+    doc = trace_json(str(FIXTURES / "pp61-page_ref.txt"))
+    assert not any(event.startswith("page_pinner") for event in doc["by_event"])
+    assert doc["by_event"]["test_pages_isolated"] >= 1
+    failing = {p["pfn"] for p in doc["pfns"]}
+    assert failing and failing <= held and min(failing) == min(held), (failing, held)
+    assert all(p["reasons"] == ["cma"] and p["comm"] == "pinwork" for p in doc["pfns"])
+    # the chains are the page_ref gets and puts of the area after the failure
+    events = {e["event"] for p in doc["pfns"] for e in p["chain"]}
+    assert events and all(e.startswith("page_ref_") or e == "test_pages_isolated"
+                          for e in events), events

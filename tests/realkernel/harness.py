@@ -93,28 +93,13 @@ def _custom(name: str, version: str) -> KernelSpec:
     )
 
 
-# Debian's 5.10 is built without CONFIG_X86_5LEVEL (4-level only); deb72 runs 7.2 (which always
-# has 5-level support) on 4-level page tables, cma72 on 5-level ones.
-KERNELS: dict[str, KernelSpec] = {
-    "deb510": KernelSpec(
-        "deb510", "debian", "linux-image-cloud-amd64", suite="bullseye", cpu="max,la57=off"
-    ),
-    "deb61": KernelSpec("deb61", "debian", "linux-image-cloud-amd64", cpu="max,la57=off"),
-    "deb612": KernelSpec("deb612", "debian", "linux-image-6.12-cloud-amd64", cpu="max"),
-    "deb72": KernelSpec(
-        "deb72", "debian", "linux-image-cloud-amd64", suite="sid", cpu="max,la57=off"
-    ),
-    "cma61": _custom("cma61", "6.1"),
-    "cma72": _custom("cma72", "7.2"),
-}
-
 # pp61: cma61 with linux-6.1-page_pinner.patch (page_pinner events and page_ext flag), page_ref
 # tracepoints and CMA debugfs; page_pinner, page_isolation, cma and mm_migrate_pages events are
 # traced from boot with their stacks. Its workload (--pinner) makes a CMA allocation fail on
 # pinned pages, compacts memory, and releases some pins, then leaves the trace in the ring
-# buffer (PINLOG pinner {...} says which pfns it pinned and released). It is not in KERNELS:
-# the tier's shared tests expect no page_pinner flags; tests/realkernel/test_realkernel_trace.py
-# boots it (PINSPECT_PP61=1, or PINSPECT_REALKERNELS naming pp61).
+# buffer (PINLOG pinner {...} says which pfns it pinned and released), copied to the 9p share.
+# The shared tests expect the page_pinner flag (evidence "pinner") on the pfns the trace's
+# page_pinner_failure events marked; tests/realkernel/test_realkernel_trace.py checks the rest.
 PP61_TRACE_EVENTS = "page_pinner:*,page_isolation:*,cma:*,migrate:mm_migrate_pages"
 PP61 = KernelSpec(
     "pp61",
@@ -128,7 +113,23 @@ PP61 = KernelSpec(
     cma=True,
     virtfs=True,
 )
-ALL_KERNELS: dict[str, KernelSpec] = {**KERNELS, "pp61": PP61}
+
+
+# Debian's 5.10 is built without CONFIG_X86_5LEVEL (4-level only); deb72 runs 7.2 (which always
+# has 5-level support) on 4-level page tables, cma72 on 5-level ones.
+KERNELS: dict[str, KernelSpec] = {
+    "deb510": KernelSpec(
+        "deb510", "debian", "linux-image-cloud-amd64", suite="bullseye", cpu="max,la57=off"
+    ),
+    "deb61": KernelSpec("deb61", "debian", "linux-image-cloud-amd64", cpu="max,la57=off"),
+    "deb612": KernelSpec("deb612", "debian", "linux-image-6.12-cloud-amd64", cpu="max"),
+    "deb72": KernelSpec(
+        "deb72", "debian", "linux-image-cloud-amd64", suite="sid", cpu="max,la57=off"
+    ),
+    "cma61": _custom("cma61", "6.1"),
+    "cma72": _custom("cma72", "7.2"),
+    "pp61": PP61,
+}
 
 
 @dataclass(frozen=True)
@@ -575,7 +576,7 @@ def _die_with_parent() -> None:
 
 @contextlib.contextmanager
 def running_guest(name: str, workdir: Path) -> Iterator[Guest]:
-    kernel = prepare_kernel(ALL_KERNELS[name])
+    kernel = prepare_kernel(KERNELS[name])
     guest = Guest(kernel, workdir)
     try:
         guest.start()

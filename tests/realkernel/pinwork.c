@@ -664,14 +664,16 @@ int main(int argc, char **argv)
 	 *    out of the area first). */
 	unsigned long cma_base = 0, cma_pages = 0;
 	int cma_found = 0;
-	const int cma_want = want_pinner ? 11 : 8;
+	/* --pinner: 6 pinned and 3 released pages now; the 2 control pages are chosen after the
+	 * failing allocation, which migrates every unpinned page out of the area */
+	const int cma_want = want_pinner ? 9 : 8;
 	int released[3][2];
 	int nreleased = 0;
 	if (want_cma) {
 		if (cma_range(&cma_base, &cma_pages) < 0)
 			die("no CMA area in the kernel log");
 		printf("PINLOG cma base_pfn %lu pages %lu\n", cma_base, cma_pages);
-		char *cma_pg[11];
+		char *cma_pg[9];
 		cma_debugfs_allocs(cma_base, cma_pages, priv);
 		cma_found = find_cma_pages(cma_base, cma_pages, cma_pg, cma_want, priv);
 		printf("PINLOG cma pages found %d\n", cma_found);
@@ -681,10 +683,10 @@ int main(int argc, char **argv)
 			vmsplice_get(cma_pg[i], PAGE);
 			add("cma_vmsplice", "vmsplice", "anon", cma_pg[i], 0, 1, 1, 1);
 		}
-		for (int i = 6; i < 8; i++)
+		for (int i = 6; i < 8 && !want_pinner; i++)
 			add("cma_control", "none", "anon", cma_pg[i], 0, 0, 1, 1);
 		/* --pinner: pinned like cma_vmsplice, released while the events are traced */
-		for (int i = 8; i < cma_want; i++) {
+		for (int i = 6; i < cma_want && want_pinner; i++) {
 			int *p = released[nreleased++];
 			if (pipe(p) < 0)
 				die("pipe");
@@ -714,6 +716,13 @@ int main(int argc, char **argv)
 		printf("],\"cma_base_pfn\":%lu,\"cma_pages\":%lu}\n", cma_base, cma_pages);
 		close(pm0);
 		pinner_phase(cma_base, cma_pages, released, nreleased);
+		char *ctl_pg[2];
+		if (find_cma_pages(cma_base, cma_pages, ctl_pg, 2, priv) < 2)
+			die("no CMA control pages after the allocation");
+		for (int i = 0; i < 2; i++)
+			add("cma_control", "none", "anon", ctl_pg[i], 0, 0, 1, 1);
+		if (!no_drain && !compact_only)
+			drain(); /* the control pages' LRU batch references */
 	}
 	int pm = open("/proc/self/pagemap", O_RDONLY);
 	char path[64];
