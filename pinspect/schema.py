@@ -100,7 +100,22 @@ DOCUMENTS: dict[str, tuple[str, ...]] = {
     "cma": ("areas", "problems", "blockers", "try", "scanned", "unreadable"),
     "stacks": ("by", "ignored_frames", "groups", "pages", "no_stack", "sources", "warnings"),
     "pinner-log": ("variant", "buffers", "records", "warnings"),
+    "trace": ("file", "formats", "lines", "events", "by_event", "skipped", "failing_pfns",
+              "by_reason", "failure_events", "held_at_end", "ranking", "common", "pfns",
+              "cma_allocs", "migrate_failed", "dump", "warnings"),
 }
+
+# ``trace``: a ranked callsite, a filtered common-path callsite, a failing pfn, one event of
+# its chain, and a failing pfn's state in the dump (-c).
+TRACE_CALLSITE = ("rank", "callsite", "pfns", "puts", "reasons", "comms", "example_pfn", "stack")
+TRACE_COMMON = ("callsite", "group", "pfns", "puts")
+TRACE_PFN = ("pfn", "reasons", "failed_at", "failures", "comm", "pid", "count", "mapcount",
+             "failure_stack", "gets", "puts", "last_holder", "last_common", "last_count",
+             "state", "chain", "dump")
+TRACE_EVENT = ("ts", "kind", "event", "comm", "pid", "count", "callsite", "common", "stack")
+TRACE_DUMP = ("pinned", "head_pfn", "evidence", "refcount", "pins", "extra", "owner")
+TRACE_SKIPPED = ("truncated", "unknown_events", "garbage", "binary", "out_of_order",
+                 "orphan_frames", "dropped")
 
 OBJECTS: dict[str, tuple[str, ...]] = {
     "pinned.pages[]": PINNED_PAGE,
@@ -136,6 +151,13 @@ OBJECTS: dict[str, tuple[str, ...]] = {
     "info.features[]": FEATURE,
     "info.type_source": SOURCE,
     "info.symbol_source": SOURCE,
+    "trace.ranking[]": TRACE_CALLSITE,
+    "trace.common[]": TRACE_COMMON,
+    "trace.pfns[]": TRACE_PFN,
+    "trace.pfns[].chain[]": TRACE_EVENT,
+    "trace.pfns[].dump": TRACE_DUMP,
+    "trace.pfns[].dump.owner": OWNER,
+    "trace.skipped": TRACE_SKIPPED,
     "cma.areas[]": CMA_AREA,
     "cma.areas[].ranges[]": CMA_RANGE,
     "cma.areas[].by_cause": CMA_BY_CAUSE,

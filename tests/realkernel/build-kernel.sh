@@ -8,9 +8,14 @@
 #   build-kernel.sh 7.2     cma72: linux-source-7.2 from sid's private lists (debian-apt.sh),
 #                           config x86_64_defconfig + kvm_guest.config + kernel-7.2-cma.config
 #                           + kernel-extra.config (with CMA_DEBUGFS and BTF)
+#   build-kernel.sh 6.1-pp  pp61: cma61's source and configuration + linux-6.1-page_pinner.patch
+#                           + linux-6.1-pp.config (PAGE_PINNER, DEBUG_PAGE_REF, CMA_DEBUGFS), built
+#                           in its own tree (a copy of cma61's, objects included, when there is
+#                           one) so that cma61's tree and output stay as they are
 # Output is cached outside the repo:
 #   $PINSPECT_CACHE/kernels/linux-<version>-cma/{bzImage,vmlinux,config,stamp}
 #   (6.1 also pinmod.ko and pinmod.stamp; the module is rebuilt alone when only pinmod.c changed)
+#   ($PINSPECT_CACHE/kernels/linux-6.1-pp/ for pp61)
 # A second run with the same inputs does nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,6 +25,8 @@ fragment=$here/kernel-extra.config
 out=$cache/kernels/linux-$version-cma
 src=$cache/build/linux-source-$version
 pkg=linux-source-$version
+patchfile=
+stamp=
 case $version in
     6.1)
         base_config=${PINSPECT_BASE_CONFIG:-$here/../../../shared/kernels/linux-6.1-cma-page_owner.config}
@@ -30,6 +37,20 @@ case $version in
         apt_get() { apt-get "$@"; }
         log=$cache/build/kernel-build.log
         ;;
+    6.1-pp)
+        base_config=${PINSPECT_BASE_CONFIG:-$here/../../../shared/kernels/linux-6.1-cma-page_owner.config}
+        [ -f "$base_config" ] || base_config=$here/linux-6.1-cma-page_owner.config
+        fragments=("$fragment" "$here/linux-6.1-pp.config")
+        checked=("${fragments[@]}")
+        module=
+        patchfile=$here/linux-6.1-page_pinner.patch
+        pkg=linux-source-6.1
+        out=$cache/kernels/linux-6.1-pp
+        src=$cache/build/linux-source-6.1-pp
+        apt_get() { apt-get "$@"; }
+        stamp=$(cat "$base_config" "${fragments[@]}" "$patchfile" | sha256sum | cut -c1-16)
+        log=$cache/build/kernel-build-6.1-pp.log
+        ;;
     7.2)
         base_config=  # x86_64_defconfig + kvm_guest.config of the source itself
         fragments=("$here/kernel-7.2-cma.config" "$fragment")
@@ -38,7 +59,7 @@ case $version in
         apt_get() { bash "$here/debian-apt.sh" sid ensure >&2 && bash "$here/debian-apt.sh" sid apt-get "$@"; }
         log=$cache/build/kernel-build-$version.log
         ;;
-    *) echo "build-kernel.sh: no custom kernel for version $version (6.1 or 7.2)" >&2; exit 2 ;;
+    *) echo "build-kernel.sh: no custom kernel for version $version (6.1, 6.1-pp or 7.2)" >&2; exit 2 ;;
 esac
 
 newest_deb() { find "$cache/debs" -maxdepth 1 -name "${pkg}_*.deb" | sort -V | tail -n1; }
@@ -49,8 +70,10 @@ fi
 deb=$(newest_deb)
 # the configuration, the source package's version and pahole's (which writes the BTF) are the
 # inputs (7.2's stamp never had a base config: x86_64_defconfig comes with the source)
-stamp=$( { [ -z "$base_config" ] || cat "$base_config"; cat "${fragments[@]}"; basename "$deb"
-           pahole --version 2>/dev/null || true; } | sha256sum | cut -c1-16)
+# (pp61 keeps the stamp it was built with: its base config, fragments and patch)
+[ -n "$stamp" ] || stamp=$( { [ -z "$base_config" ] || cat "$base_config"; cat "${fragments[@]}"
+                              basename "$deb"; pahole --version 2>/dev/null || true; } \
+                            | sha256sum | cut -c1-16)
 
 # The out-of-tree test module, built against the kernel's build tree (Module.symvers and vmlinux
 # for its BTF); its own stamp covers its source and the kernel's stamp.
@@ -81,6 +104,15 @@ if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] && [ -f "$out/bzI
     exit 0
 fi
 
+if [ -n "$patchfile" ] && [ ! -f "$src/Makefile" ]; then
+    # pp61: start from a copy of cma61's tree (its objects save most of the build) when it is
+    # there and unmodified by a patch, else from a fresh extraction below
+    cma_src=$cache/build/linux-source-6.1
+    if [ -f "$cma_src/Makefile" ] && [ ! -f "$cma_src/.pinspect-patch" ]; then
+        rm -rf "$src.tmp" && cp -a "$cma_src" "$src.tmp" && mv "$src.tmp" "$src"
+        basename "$deb" > "$src/.pinspect-deb"
+    fi
+fi
 # (re-)extract when the tree is missing or from another package version
 if [ ! -f "$src/Makefile" ] || [ "$(cat "$src/.pinspect-deb" 2>/dev/null)" != "$(basename "$deb")" ]; then
     if [ -f "$src/Makefile" ] && [ ! -f "$src/.pinspect-deb" ] && [ "$version" = 6.1 ]; then
@@ -88,10 +120,25 @@ if [ ! -f "$src/Makefile" ] || [ "$(cat "$src/.pinspect-deb" 2>/dev/null)" != "$
     else
         rm -rf "$src" "$cache/build/extract-$version" && mkdir -p "$cache/build/extract-$version"
         dpkg -x "$deb" "$cache/build/extract-$version"
-        tar -C "$cache/build" -xaf "$cache/build/extract-$version/usr/src/$pkg.tar.xz"
+        if [ -n "$patchfile" ]; then  # the tarball unpacks as $pkg: into a directory of its own
+            mkdir -p "$cache/build/extract-$version/src"
+            tar -C "$cache/build/extract-$version/src" -xaf "$cache/build/extract-$version/usr/src/$pkg.tar.xz"
+            mv "$cache/build/extract-$version/src/$pkg" "$src"
+        else
+            tar -C "$cache/build" -xaf "$cache/build/extract-$version/usr/src/$pkg.tar.xz"
+        fi
         rm -rf "$cache/build/extract-$version"
     fi
     basename "$deb" > "$src/.pinspect-deb"
+fi
+if [ -n "$patchfile" ] && ! cmp -s "$patchfile" "$src/.pinspect-patch"; then
+    # take back the patch applied before (if any), then apply the current one
+    if [ -f "$src/.pinspect-patch" ]; then
+        patch -d "$src" -p1 -R -s < "$src/.pinspect-patch"
+        rm -f "$src/.pinspect-patch"
+    fi
+    patch -d "$src" -p1 -s --no-backup-if-mismatch < "$patchfile"
+    cp "$patchfile" "$src/.pinspect-patch"
 fi
 if [ -n "$base_config" ]; then
     cp "$base_config" "$src/.config"
@@ -111,10 +158,14 @@ if [ -n "$missing" ]; then
 fi
 targets=(bzImage)
 [ -z "$module" ] || targets+=(modules)  # modules: Module.symvers for the out-of-tree module
+# one kernel build at a time on this machine (the harness also waits for a running
+# build-kernel.sh before it starts one)
+exec 9>"$cache/build/.build.lock"
+flock 9
 t0=$(date +%s)
 make -C "$src" -j"$(nproc)" "${targets[@]}" >"$log" 2>&1 || {
     tail -n 40 "$log"; exit 1; }
-echo "build-kernel.sh: linux-$version-cma built in $(( $(date +%s) - t0 ))s" >&2
+echo "build-kernel.sh: $(basename "$out") built in $(( $(date +%s) - t0 ))s" >&2
 mkdir -p "$out"
 cp "$src/arch/x86/boot/bzImage" "$src/vmlinux" "$out/"
 cp "$src/.config" "$out/config"

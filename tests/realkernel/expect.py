@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,3 +98,24 @@ def expected_module_page(page: dict[str, Any]) -> Expected:
         zone=zone_of_pfn(int(page["pfn"])),
         pincount=None,
     )
+
+
+_FAILURE = re.compile(r" page_pinner_failure: pfn=0x([0-9a-f]+) ")
+_PUT = re.compile(r" page_pinner_put: pfn=0x([0-9a-f]+) .*\bcount=(-?\d+) ")
+
+
+def pinner_marked(trace: str) -> set[int]:
+    """The pfns that carry PAGE_EXT_PINNER at the end of a pp61 ftrace text: marked by a
+    ``page_pinner_failure`` event and not freed since (a ``page_pinner_put`` leaving count 0;
+    freeing the page clears the mark). A plain reading of the events, independent of
+    ``pinspect trace``."""
+    marked: set[int] = set()
+    for line in trace.splitlines():
+        m = _FAILURE.search(line)
+        if m:
+            marked.add(int(m.group(1), 16))
+            continue
+        m = _PUT.search(line)
+        if m and int(m.group(2)) == 0:
+            marked.discard(int(m.group(1), 16))
+    return marked

@@ -5,7 +5,7 @@ Stdlib only. Everything downloaded or built is cached in ``$PINSPECT_CACHE`` (de
 
 Command line (for development)::
 
-    python3 tests/realkernel/harness.py dev [deb510 deb61 deb612 deb72 cma61 cma72]
+    python3 tests/realkernel/harness.py dev [deb510 deb61 deb612 deb72 cma61 cma72 pp61]
 
 boots each kernel, waits for the workload, writes an ELF and a kdump-zlib dump plus the ground
 truth to ``$PINSPECT_CACHE/dev/<kernel>/`` and lists the paths in ``$PINSPECT_CACHE/dev/READY.txt``;
@@ -98,6 +98,28 @@ def _custom(name: str, version: str, modules: tuple[str, ...] = ()) -> KernelSpe
     )
 
 
+# pp61: cma61 with linux-6.1-page_pinner.patch (page_pinner events and page_ext flag), page_ref
+# tracepoints and CMA debugfs; page_pinner, page_isolation, cma and mm_migrate_pages events are
+# traced from boot with their stacks. Its workload (--pinner) makes a CMA allocation fail on
+# pinned pages, compacts memory, and releases some pins, then leaves the trace in the ring
+# buffer (PINLOG pinner {...} says which pfns it pinned and released), copied to the 9p share.
+# The shared tests expect the page_pinner flag (evidence "pinner") on the pfns the trace's
+# page_pinner_failure events marked; tests/realkernel/test_realkernel_trace.py checks the rest.
+PP61_TRACE_EVENTS = "page_pinner:*,page_isolation:*,cma:*,migrate:mm_migrate_pages"
+PP61 = KernelSpec(
+    "pp61",
+    "custom",
+    version="6.1-pp",
+    cpu="max",
+    append=f"page_owner=on cma=256M page_pinner=on trace_event={PP61_TRACE_EVENTS} "
+    "trace_options=stacktrace trace_buf_size=16M",
+    workload_args=("--cma", "--page-owner", "--pinner"),
+    page_owner=True,
+    cma=True,
+    virtfs=True,
+)
+
+
 # Debian's 5.10 is built without CONFIG_X86_5LEVEL (4-level only); deb72 runs 7.2 (which always
 # has 5-level support) on 4-level page tables, cma72 on 5-level ones.
 KERNELS: dict[str, KernelSpec] = {
@@ -111,6 +133,7 @@ KERNELS: dict[str, KernelSpec] = {
     ),
     "cma61": _custom("cma61", "6.1", modules=("pinmod.ko",)),
     "cma72": _custom("cma72", "7.2"),
+    "pp61": PP61,
 }
 
 
@@ -153,12 +176,19 @@ def prepare_kernel(spec: KernelSpec) -> Kernel:
         return Kernel(spec, kdir / "vmlinuz", kdir / "vmlinux", release, mods)
     _wait_for_foreign_build()
     _run_script(["bash", str(HERE / "build-kernel.sh"), spec.version])
-    kdir = cache_dir() / "kernels" / f"linux-{spec.version}-cma"
+    kdir = custom_kernel_dir(spec.version)
     mods = tuple(kdir / m for m in spec.custom_modules)
     for m in mods:
         if not m.exists():
             raise HarnessError(f"{m} missing: build-kernel.sh {spec.version} builds it")
     return Kernel(spec, kdir / "bzImage", kdir / "vmlinux", bzimage_release(kdir / "bzImage"), mods)
+
+
+def custom_kernel_dir(version: str) -> Path:
+    """Where build-kernel.sh VERSION leaves bzImage and vmlinux."""
+    if version.endswith("-pp"):
+        return cache_dir() / "kernels" / f"linux-{version}"
+    return cache_dir() / "kernels" / f"linux-{version}-cma"
 
 
 def _wait_for_foreign_build(timeout: float = 3600) -> None:

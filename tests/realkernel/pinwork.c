@@ -19,6 +19,11 @@
  *   --pinmod      have the test module pinmod.ko (pinmod.c, loaded by /init) allocate pages and
  *                 hold some; report them as PINMOD lines (their page_owner records as
  *                 PINMODOWNER), apart from the PINGT pages: they are mapped by no process
+ *   --pinner      (pp61, page_pinner kernel) pin 3 more CMA pages, then with the page_ref events
+ *                 of the CMA area traced: allocate the whole CMA area through
+ *                 /sys/kernel/debug/cma/<area>/alloc (fails on the pinned pages), compact
+ *                 memory, release the 3 extra pins; stop tracing, copy the trace text to the 9p
+ *                 share "out" (trace.txt) and log the pfns: PINLOG pinner {...}
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -32,7 +37,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ipc.h>
+#include <dirent.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/shm.h>
 #include <sys/syscall.h>
@@ -467,6 +475,118 @@ static void pinmod_report(int want_owner)
 	}
 }
 
+/* ---- page_pinner (pp61) ---- */
+
+#define TRACING "/sys/kernel/tracing"
+
+static long read_long(const char *path)
+{
+	char buf[64] = "";
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 ? strtol(buf, NULL, 0) : -1;
+}
+
+/* Write s to path; -errno of the write (0 on success). */
+static int write_status(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -errno;
+	int rc = write(fd, s, strlen(s)) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+/* The first CMA area's debugfs directory, /sys/kernel/debug/cma/<name>. */
+static int cma_debugfs(char *dir, size_t len)
+{
+	DIR *d = opendir("/sys/kernel/debug/cma");
+	if (!d)
+		return -1;
+	struct dirent *e;
+	int found = -1;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.') {
+			snprintf(dir, len, "/sys/kernel/debug/cma/%s", e->d_name);
+			found = 0;
+			break;
+		}
+	closedir(d);
+	return found;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (in < 0 || out < 0) {
+		printf("PINLOG copy %s -> %s: %s\n", from, to, strerror(errno));
+		return;
+	}
+	static char buf[1 << 16];
+	ssize_t n;
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		if (write(out, buf, (size_t)n) != n)
+			break;
+	close(in);
+	close(out);
+}
+
+/*
+ * The page_pinner scenario: page_pinner events are traced since boot (kernel command line);
+ * here page_ref events join for the CMA area, a CMA allocation over the area fails on the
+ * pinned pages, compaction fails on every pinned page, and the pins of release[] are let go.
+ */
+static void pinner_phase(unsigned long cma_base, unsigned long cma_pages, int (*release)[2],
+			 int nrelease)
+{
+	char dir[320] = "", path[400], buf[128];
+	if (mount("tracefs", TRACING, "tracefs", 0, NULL) < 0 && errno != EBUSY)
+		printf("PINLOG mount tracefs: %s\n", strerror(errno));
+	snprintf(buf, sizeof(buf), "pfn >= %lu && pfn < %lu", cma_base, cma_base + cma_pages);
+	write_file(TRACING "/events/page_ref/filter", buf);
+	write_file(TRACING "/events/page_ref/enable", "1");
+	write_file(TRACING "/tracing_on", "1");
+	int alloc_rc = 1;
+	long used = -1;
+	if (cma_debugfs(dir, sizeof(dir)) == 0) {
+		snprintf(path, sizeof(path), "%s/used", dir);
+		used = read_long(path);
+		snprintf(path, sizeof(path), "%s/alloc", dir);
+		snprintf(buf, sizeof(buf), "%lu", cma_pages);
+		alloc_rc = write_status(path, buf);
+		if (alloc_rc == 0) { /* it should have failed: give the area back */
+			snprintf(path, sizeof(path), "%s/free", dir);
+			write_file(path, buf);
+		}
+	} else {
+		printf("PINLOG no /sys/kernel/debug/cma/<area>\n");
+	}
+	write_file("/proc/sys/vm/compact_memory", "1");
+	for (int i = 0; i < nrelease; i++) {
+		close(release[i][0]);
+		close(release[i][1]);
+	}
+	usleep(200000);
+	write_file(TRACING "/tracing_on", "0");
+	write_file(TRACING "/events/page_ref/enable", "0");
+	printf("PINLOG pinner cma_area %s used_before %ld alloc_rc %d\n", dir, used, alloc_rc);
+	/* the trace text to the 9p share "out" (custom kernels), for the host */
+	mkdir("/tmp/out", 0755);
+	if (mount("out", "/tmp/out", "9p", 0, "trans=virtio,version=9p2000.L") < 0) {
+		printf("PINLOG mount 9p out: %s\n", strerror(errno));
+		return;
+	}
+	copy_file(TRACING "/trace", "/tmp/out/trace.txt");
+	copy_file(TRACING "/per_cpu/cpu0/stats", "/tmp/out/trace-stats-cpu0.txt");
+	copy_file(TRACING "/per_cpu/cpu1/stats", "/tmp/out/trace-stats-cpu1.txt");
+	sync();
+	umount("/tmp/out");
+}
+
 /* ---- the workload ---- */
 
 static int peer_pipe[2];
@@ -474,6 +594,7 @@ static int peer_pipe[2];
 int main(int argc, char **argv)
 {
 	int want_cma = 0, want_owner = 0, no_drain = 0, compact_only = 0, want_pinmod = 0;
+	int want_pinner = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--cma"))
 			want_cma = 1;
@@ -485,6 +606,8 @@ int main(int argc, char **argv)
 			compact_only = 1;
 		else if (!strcmp(argv[i], "--pinmod"))
 			want_pinmod = 1;
+		else if (!strcmp(argv[i], "--pinner")) /* page_pinner kernel (pp61) */
+			want_pinner = 1, want_cma = 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	prctl(PR_SET_NAME, "pinwork");
@@ -611,22 +734,37 @@ int main(int argc, char **argv)
 	 *    out of the area first). */
 	unsigned long cma_base = 0, cma_pages = 0;
 	int cma_found = 0;
+	/* --pinner: 6 pinned and 3 released pages now; the 2 control pages are chosen after the
+	 * failing allocation, which migrates every unpinned page out of the area */
+	const int cma_want = want_pinner ? 9 : 8;
+	int released[3][2];
+	int nreleased = 0;
 	if (want_cma) {
 		if (cma_range(&cma_base, &cma_pages) < 0)
 			die("no CMA area in the kernel log");
 		printf("PINLOG cma base_pfn %lu pages %lu\n", cma_base, cma_pages);
-		char *cma_pg[8];
+		char *cma_pg[9];
 		cma_debugfs_allocs(cma_base, cma_pages, priv);
-		cma_found = find_cma_pages(cma_base, cma_pages, cma_pg, 8, priv);
+		cma_found = find_cma_pages(cma_base, cma_pages, cma_pg, cma_want, priv);
 		printf("PINLOG cma pages found %d\n", cma_found);
-		if (cma_found < 8)
+		if (cma_found < cma_want)
 			die("only %d pages landed in CMA", cma_found);
 		for (int i = 0; i < 6; i++) {
 			vmsplice_get(cma_pg[i], PAGE);
 			add("cma_vmsplice", "vmsplice", "anon", cma_pg[i], 0, 1, 1, 1);
 		}
-		for (int i = 6; i < 8; i++)
+		for (int i = 6; i < 8 && !want_pinner; i++)
 			add("cma_control", "none", "anon", cma_pg[i], 0, 0, 1, 1);
+		/* --pinner: pinned like cma_vmsplice, released while the events are traced */
+		for (int i = 6; i < cma_want && want_pinner; i++) {
+			int *p = released[nreleased++];
+			if (pipe(p) < 0)
+				die("pipe");
+			struct iovec iov = { cma_pg[i], PAGE };
+			if (vmsplice(p[1], &iov, 1, 0) != (ssize_t)PAGE)
+				die("vmsplice");
+			add("cma_released", "none", "anon", cma_pg[i], 0, 0, 1, 1);
+		}
 	}
 
 	/* drain per-CPU LRU batches (from CPU 0), then read pagemap */
@@ -634,6 +772,28 @@ int main(int argc, char **argv)
 		run_on_cpu(0);
 	if (!no_drain && !compact_only)
 		drain();
+	if (want_pinner) {
+		/* the pfns before the allocation (which migrates what it can) */
+		int pm0 = open("/proc/self/pagemap", O_RDONLY);
+		printf("PINLOG pinner {\"kept\":[");
+		for (int i = 0, n = 0; i < nrec; i++)
+			if (!strcmp(recs[i].kind, "cma_vmsplice"))
+				printf("%s%lu", n++ ? "," : "", pfn_of(pm0, recs[i].vaddr));
+		printf("],\"released\":[");
+		for (int i = 0, n = 0; i < nrec; i++)
+			if (!strcmp(recs[i].kind, "cma_released"))
+				printf("%s%lu", n++ ? "," : "", pfn_of(pm0, recs[i].vaddr));
+		printf("],\"cma_base_pfn\":%lu,\"cma_pages\":%lu}\n", cma_base, cma_pages);
+		close(pm0);
+		pinner_phase(cma_base, cma_pages, released, nreleased);
+		char *ctl_pg[2];
+		if (find_cma_pages(cma_base, cma_pages, ctl_pg, 2, priv) < 2)
+			die("no CMA control pages after the allocation");
+		for (int i = 0; i < 2; i++)
+			add("cma_control", "none", "anon", ctl_pg[i], 0, 0, 1, 1);
+		if (!no_drain && !compact_only)
+			drain(); /* the control pages' LRU batch references */
+	}
 	int pm = open("/proc/self/pagemap", O_RDONLY);
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)peer);

@@ -5,7 +5,7 @@ module of its own name, since tests/conftest.py is also called conftest).
 
 Environment:
   PINSPECT_REALKERNELS   comma-separated kernels to test (default: all of harness.KERNELS:
-                         deb510,deb61,deb612,deb72,cma61,cma72)
+                         deb510,deb61,deb612,deb72,cma61,cma72,pp61)
   PINSPECT_CACHE         cache directory (default ~/.cache/pinspect)
   PINSPECT_KEEP_DUMPS=1  keep the dumps of the last run in $PINSPECT_CACHE/realkernel/run/
   CI=true                a missing tool or kernel fails the tests instead of skipping them
@@ -13,6 +13,7 @@ Environment:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.realkernel.expect import pinner_marked
 from tests.realkernel.harness import (
     KERNELS,
     GroundTruth,
@@ -83,6 +85,16 @@ class Booted:
     @property
     def vmlinux(self) -> Path:
         return self.kernel.vmlinux
+
+    @functools.cached_property
+    def pinner_marked(self) -> set[int] | None:
+        """pp61 (``pinwork --pinner``): the pfns its trace left marked by page_pinner
+        (:func:`expect.pinner_marked`); None on kernels without page_pinner."""
+        if "--pinner" not in self.kernel.spec.workload_args:
+            return None
+        trace = self.guest.share / "trace.txt"
+        assert trace.exists(), f"{self.name}: the guest wrote no {trace}; log {self.gt.log}"
+        return pinner_marked(trace.read_text(errors="replace"))
 
     def kernel_config(self) -> str:
         """The kernel's .config where the cache has it (fetch-debian-kernel.sh, build-kernel.sh)."""
