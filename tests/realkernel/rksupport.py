@@ -288,9 +288,12 @@ def guest_chroot(b: Booted, argv: list[str], timeout: float = 1800,
     run = f"chroot /host /usr/bin/env {env} {' '.join(_sh_quote(a) for a in argv)}"
     if hide:
         points = " ".join(_sh_quote("/host" + str(d)) for d in hide)
-        run = (f"for d in {points}; do mount -t tmpfs -o ro,size=4k hidden \"$d\" || exit 9; "
-               f"done; {run}; s=$?; for d in {points}; do umount \"$d\"; done; (exit $s)")
-        run = f"( {run} )"
+        # a directory gone since (another cache removed) has nothing to hide; a failed mount
+        # stops the run (status 9); every mount is undone either way
+        run = (f"( s=0; for d in {points}; do [ -d \"$d\" ] || continue; "
+               f"mount -t tmpfs -o ro,size=4k hidden \"$d\" || s=9; done; "
+               f"[ $s = 0 ] && {{ {run}; s=$?; }}; "
+               f"for d in {points}; do umount \"$d\" 2>/dev/null; done; (exit $s) )")
     return b.guest.shell(run, timeout=timeout)
 
 
