@@ -36,6 +36,7 @@ from tests.realkernel.harness import (
     cache_dir,
     in_ci,
     log,
+    virtiofsd_binary,
 )
 from tests.realkernel.harness import prepare_kernel as _prepare_kernel
 
@@ -106,6 +107,9 @@ def booted(request: pytest.FixtureRequest) -> Iterator[Booted]:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         unavailable(f"tools missing: {' '.join(missing)} (bash .ci/run installs them)")
+    if KERNELS[name].virtiofs and (virtiofsd_binary() is None or shutil.which("unshare") is None):
+        unavailable(f"{name} shares the host's / over virtio-fs: virtiofsd (qemu-system-common)"
+                    " and unshare (util-linux) needed")
     t0 = time.monotonic()
     try:
         kernel = _prepare_kernel(KERNELS[name])
