@@ -78,6 +78,12 @@ class KernelSpec:
     virtfs: bool = False  # share the host's / read-only over virtio-9p (custom kernel only)
     # custom kernels: out-of-tree modules build-kernel.sh leaves beside the kernel, for /init
     custom_modules: tuple[str, ...] = ()
+    virtiofs: bool = False  # share it over virtio-fs instead (Debian's cloud kernels lack 9p)
+
+    @property
+    def host_root(self) -> str:
+        """How the guest reaches the host's / for in-guest runs: "9p", "virtiofs" or ""."""
+        return "9p" if self.virtfs else "virtiofs" if self.virtiofs else ""
 
 
 def _custom(name: str, version: str, modules: tuple[str, ...] = ()) -> KernelSpec:
@@ -122,14 +128,22 @@ PP61 = KernelSpec(
 
 # Debian's 5.10 is built without CONFIG_X86_5LEVEL (4-level only); deb72 runs 7.2 (which always
 # has 5-level support) on 4-level page tables, cma72 on 5-level ones.
+# The Debian cloud kernels have no 9p (CONFIG_NET_9P unset) but virtio-fs: built in from 6.12,
+# modules up to 6.1 (virtiofs.ko, fuse.ko and the virtio PCI transport, loaded by /init).
 KERNELS: dict[str, KernelSpec] = {
     "deb510": KernelSpec(
-        "deb510", "debian", "linux-image-cloud-amd64", suite="bullseye", cpu="max,la57=off"
+        "deb510", "debian", "linux-image-cloud-amd64", suite="bullseye", cpu="max,la57=off",
+        virtiofs=True,
     ),
-    "deb61": KernelSpec("deb61", "debian", "linux-image-cloud-amd64", cpu="max,la57=off"),
-    "deb612": KernelSpec("deb612", "debian", "linux-image-6.12-cloud-amd64", cpu="max"),
+    "deb61": KernelSpec(
+        "deb61", "debian", "linux-image-cloud-amd64", cpu="max,la57=off", virtiofs=True
+    ),
+    "deb612": KernelSpec(
+        "deb612", "debian", "linux-image-6.12-cloud-amd64", cpu="max", virtiofs=True
+    ),
     "deb72": KernelSpec(
-        "deb72", "debian", "linux-image-cloud-amd64", suite="sid", cpu="max,la57=off"
+        "deb72", "debian", "linux-image-cloud-amd64", suite="sid", cpu="max,la57=off",
+        virtiofs=True,
     ),
     "cma61": _custom("cma61", "6.1", modules=("pinmod.ko",)),
     "cma72": _custom("cma72", "7.2"),
@@ -173,6 +187,8 @@ def prepare_kernel(spec: KernelSpec) -> Kernel:
         mods = tuple(sorted(fw_dir.glob("qemu_fw_cfg.ko*")))[:1]
         if not mods:
             raise HarnessError(f"qemu_fw_cfg module not found in {fw_dir}")
+        if spec.virtiofs:
+            mods += _virtiofs_modules(kdir / "modules")
         return Kernel(spec, kdir / "vmlinuz", kdir / "vmlinux", release, mods)
     _wait_for_foreign_build()
     _run_script(["bash", str(HERE / "build-kernel.sh"), spec.version])
@@ -189,6 +205,35 @@ def custom_kernel_dir(version: str) -> Path:
     if version.endswith("-pp"):
         return cache_dir() / "kernels" / f"linux-{version}"
     return cache_dir() / "kernels" / f"linux-{version}-cma"
+
+
+# virtio-fs and what it needs, in load order (each one's modinfo depends= comes earlier);
+# 6.1 split the PCI transport's legacy and modern device code into modules of their own.
+VIRTIOFS_MODULES = ("drivers/virtio/virtio_ring", "drivers/virtio/virtio",
+                    "drivers/virtio/virtio_pci_modern_dev", "drivers/virtio/virtio_pci_legacy_dev",
+                    "drivers/virtio/virtio_pci", "fs/fuse/fuse", "fs/fuse/virtiofs")
+
+
+def _virtiofs_modules(moddir: Path) -> tuple[Path, ...]:
+    """The modules of VIRTIOFS_MODULES that the kernel has as modules (built-in ones are listed
+    in modules.builtin); an error if one is neither."""
+    builtin = (moddir / "modules.builtin").read_text().split()
+    found = []
+    for name in VIRTIOFS_MODULES:
+        files = sorted((moddir / "kernel").glob(f"{name}.ko*"))
+        if files:
+            found.append(files[0])
+        elif f"kernel/{name}.ko" not in builtin and name.endswith("virtiofs"):
+            raise HarnessError(f"{moddir}: no virtiofs module and not built in")
+    return tuple(found)
+
+
+def virtiofsd_binary() -> str | None:
+    """QEMU's virtiofsd (the C daemon of QEMU <= 7.2, in /usr/lib/qemu on Debian)."""
+    for path in ("/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd"):
+        if os.access(path, os.X_OK):
+            return path
+    return shutil.which("virtiofsd")
 
 
 def _wait_for_foreign_build(timeout: float = 3600) -> None:
@@ -439,7 +484,10 @@ class Guest:
         self.qmp_drgn_path = socks / "qmp-drgn.sock"  # free for drgn / pinspect --qemu
         self.qmp_test_path = socks / "qmp-test.sock"  # for the harness self-tests' drgn
         self.cmd_path = socks / "cmd.sock"  # guest shell on ttyS1
-        self.share = workdir / "share"  # writable 9p share "out" (virtfs kernels)
+        self.share = workdir / "share"  # writable 9p/virtio-fs share "out" (in-guest runs)
+        self.fs_paths = {tag: socks / f"fs-{tag}.sock" for tag in ("hostroot", "out")}
+        self.fs_root = workdir / "hostroot"  # virtiofsd's read-only bind mount of the host's /
+        self.fs_procs: list[subprocess.Popen[bytes]] = []
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: QMP | None = None
         self.ground_truth: GroundTruth | None = None
@@ -453,7 +501,7 @@ class Guest:
             "-nodefaults",
             "-display", "none",
             "-no-reboot",
-            "-machine", "pc,accel=tcg",
+            "-machine", "pc,accel=tcg" + (",memory-backend=mem" if spec.virtiofs else ""),
             "-cpu", spec.cpu,
             "-smp", str(spec.smp),
             "-m", str(spec.mem_mib),
@@ -477,7 +525,53 @@ class Guest:
                 f"local,path={self.share},mount_tag=out,security_model=none",
             ]
             self.share.mkdir(parents=True, exist_ok=True)
+        if spec.virtiofs:
+            # vhost-user needs guest RAM the daemon can map: a shared memfd
+            cmd += ["-object", f"memory-backend-memfd,id=mem,size={spec.mem_mib}M,share=on"]
+            for tag, path in self.fs_paths.items():
+                cmd += ["-chardev", f"socket,id=fs{tag},path={path}",
+                        "-device", f"vhost-user-fs-pci,chardev=fs{tag},tag={tag}"]
         return cmd
+
+    def start_virtiofsd(self) -> None:
+        """One virtiofsd per share: the host's / read-only, the share directory writable.
+
+        QEMU's C virtiofsd has no read-only mode: it serves a read-only bind mount of / made
+        in a mount namespace of its own (unshare -m), so the host's mounts are untouched and
+        the guest cannot write to the host's / even if it mounted it read-write. The bind is
+        not recursive: the host's /proc, /sys and /dev stay empty directories (the guest mounts
+        its own). cache=none on "out": files the host writes there are seen at once."""
+        daemon = virtiofsd_binary()
+        if daemon is None:
+            raise HarnessError("virtiofsd not installed (Debian: qemu-system-common)")
+        if shutil.which("unshare") is None:
+            raise HarnessError("unshare (util-linux) not installed")
+        self.share.mkdir(parents=True, exist_ok=True)
+        self.fs_root.mkdir(parents=True, exist_ok=True)
+        bind = ('mount --make-rprivate / && mount --bind / "$1" && '
+                'mount -o remount,bind,ro "$1" && exec "$2" --socket-path="$3" -o source="$1" '
+                '-o cache=auto -o sandbox=namespace')
+        commands = {
+            "hostroot": ["unshare", "-m", "sh", "-c", bind, "sh", str(self.fs_root), daemon,
+                         str(self.fs_paths["hostroot"])],
+            "out": [daemon, f"--socket-path={self.fs_paths['out']}", "-o",
+                    f"source={self.share}", "-o", "cache=none", "-o", "sandbox=namespace"],
+        }
+        for tag, argv in commands.items():
+            self.fs_paths[tag].unlink(missing_ok=True)
+            self.fs_procs.append(subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=open(self.workdir / f"virtiofsd-{tag}.log", "wb"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            ))
+        deadline = time.monotonic() + 30
+        while not all(p.exists() for p in self.fs_paths.values()):
+            if any(p.poll() is not None for p in self.fs_procs) or time.monotonic() > deadline:
+                raise HarnessError(f"virtiofsd did not start; see {self.workdir}/virtiofsd-*.log")
+            time.sleep(0.1)
 
     def start(self, timeout: float = 600) -> GroundTruth:
         if shutil.which("qemu-system-x86_64") is None:
@@ -492,6 +586,8 @@ class Guest:
         ):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+        if self.kernel.spec.virtiofs:
+            self.start_virtiofsd()
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             self.command_line(initrd),
@@ -577,6 +673,13 @@ class Guest:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
             self.proc = None
+        for p in self.fs_procs:  # virtiofsd exits when QEMU closes its socket
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.fs_procs = []
 
     def __enter__(self) -> Guest:
         return self

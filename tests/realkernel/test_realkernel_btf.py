@@ -1,8 +1,8 @@
 """No debug info needed (issue 15): on every kernel of the tier with BTF, pinspect gives the same
 rows and summaries from the kernel's own BTF and kallsyms (``--btf``, no vmlinux) as from
-vmlinux's DWARF, on the ELF and kdump dumps, live over QMP and (kernels with a 9p root) from
-/proc/kcore inside the guest. Kernels without BTF, or whose dumps do not locate kallsyms
-(VMCOREINFO has it from 6.0 on), give one line and exit 2."""
+vmlinux's DWARF, on the ELF and kdump dumps, live over QMP and from /proc/kcore inside the guest
+(the host's / shared over 9p or virtio-fs, every vmlinux hidden). Kernels without BTF, or whose
+dumps do not locate kallsyms (VMCOREINFO has it from 6.0 on), give one line and exit 2."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ from tests.realkernel.rksupport import (
     CLI,
     REPO,
     Booted,
+    guest_chroot,
     log,
+    require_in_guest,
     require_pinspect,
     run_pinspect,
     run_pinspect_host,
-    run_pinspect_in_guest,
+    run_pinspect_in_guest_batch,
+    vmlinux_dirs,
 )
 
 SOURCE_KEYS = ("type_source", "symbol_source")
@@ -65,15 +68,33 @@ def run_btf(b: Booted, target: str, *command: str) -> dict[str, Any]:
     key = ("btf", target, *command)
     if key in b.cli_cache:
         return b.cli_cache[key]  # type: ignore[no-any-return]
-    t0 = time.monotonic()
     if target == "kcore":
-        result = run_pinspect_in_guest(b, ["--btf", "--format", "json", *command])
-    else:
-        result = run_pinspect_host([*btf_args(b, target), "--format", "json", *command])
+        run_kcore_btf_batch(b, command)
+        return b.cli_cache[key]  # type: ignore[no-any-return]
+    t0 = time.monotonic()
+    result = run_pinspect_host([*btf_args(b, target), "--format", "json", *command])
     log(f"{b.name}: pinspect --btf {' '.join(command)} on {target}: "
         f"{time.monotonic() - t0:.1f}s")
     b.cli_cache[key] = result
     return result
+
+
+# What the tests ask of /proc/kcore without vmlinux, in one in-guest run; ("auto", "info") is
+# `pinspect info` with neither -s nor --btf: BTF must be chosen by itself.
+KCORE_BTF_BATCH = [("pinned", "--zone", "Normal"), ("info",), ("zones",), ("auto", "info")]
+
+
+def run_kcore_btf_batch(b: Booted, command: tuple[str, ...]) -> None:
+    """Run KCORE_BTF_BATCH (and *command*) inside the guest with every vmlinux hidden; the
+    documents go to the session cache under ("btf", "kcore", ...)."""
+    batch = [c for c in KCORE_BTF_BATCH if ("btf", "kcore", *c) not in b.cli_cache]
+    if command not in batch:
+        batch.append(command)
+    jobs = [["--format", "json", *c[1:]] if c[0] == "auto" else ["--btf", "--format", "json", *c]
+            for c in batch]
+    docs = run_pinspect_in_guest_batch(b, jobs, hide_vmlinux=True)
+    for c, doc in zip(batch, docs, strict=True):
+        b.cli_cache[("btf", "kcore", *c)] = doc
 
 
 def need_btf_target(b: Booted, target: str) -> None:
@@ -81,8 +102,8 @@ def need_btf_target(b: Booted, target: str) -> None:
         pytest.skip(f"{b.name} is built without CONFIG_DEBUG_INFO_BTF")
     if target != "kcore" and not dumps_locate_kallsyms(b):
         pytest.skip(f"{b.name} ({b.kernel.release}): VMCOREINFO locates kallsyms from 6.0 on")
-    if target == "kcore" and not b.kernel.spec.virtfs:
-        pytest.skip(f"{b.name} has no 9p root for in-guest runs")
+    if target == "kcore":
+        require_in_guest(b)
 
 
 def without_sources(doc: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +145,11 @@ def test_live_same_without_vmlinux(booted: Booted, target: str) -> None:
     if target == "kcore":
         assert info_btf["type_source"]["origin"].startswith("/sys/kernel/btf/vmlinux")
         assert info_btf["symbol_source"]["origin"] == "/proc/kallsyms"
+        # with no vmlinux to be found, plain `pinspect info` picks BTF and kallsyms itself
+        auto = run_btf(booted, target, "auto", "info")
+        assert auto["type_source"]["name"] == "BTF", auto["type_source"]
+        assert auto["symbol_source"]["name"] == "kallsyms", auto["symbol_source"]
+        assert without_sources(auto) == without_sources(info_btf)
     zones_btf = run_btf(booted, target, "zones")
     zones_dwarf = run_pinspect(booted, target, "zones")
     layout = ("node", "zone", "start_pfn", "spanned", "present")
@@ -242,3 +268,23 @@ def test_kallsyms_same_as_drgns(booted: Booted, target: str) -> None:
         for address in (s.address, s.address + max(s.size - 1, 0)):
             assert key(mine(prog, None, address, True)) == \
                 key(ref_index(prog, None, address, True)), hex(address)
+
+
+def test_guest_sees_no_vmlinux(booted: Booted) -> None:
+    """The in-guest BTF runs see no vmlinux: not in the places pinspect and drgn look for one
+    (by the guest's release), not in the caches' kernels/ directories."""
+    need_btf_target(booted, "kcore")
+    release = booted.kernel.release
+    places = [f"/boot/vmlinux-{release}", f"/lib/modules/{release}",
+              f"/usr/lib/debug/boot/vmlinux-{release}", f"/usr/lib/debug/lib/modules/{release}",
+              str(booted.vmlinux)]
+    script = ("for p in " + " ".join(places) + "; do [ -e \"$p\" ] && echo \"seen $p\"; done; "
+              "find " + " ".join(str(d) for d in vmlinux_dirs(booted)) +
+              " -maxdepth 2 -name 'vmlinux*' | sed 's/^/seen /'; echo checked")
+    hidden_status, hidden = guest_chroot(booted, ["sh", "-c", script],
+                                         hide=vmlinux_dirs(booted))
+    assert hidden_status == 0 and "checked" in hidden, hidden
+    assert "seen " not in hidden, hidden
+    # without hiding, the same check finds the vmlinux the DWARF runs use: the check can fail
+    _, shown = guest_chroot(booted, ["sh", "-c", script])
+    assert f"seen {booted.vmlinux}" in shown, shown

@@ -1,6 +1,7 @@
 """``pinspect cma`` on the kernels booted with ``cma=256M`` (cma61, cma72): the workload's
 pages held by vmsplice inside the CMA area are every one a blocker with cause ``extra``, its
-control pages in the area are not, and ``--try`` agrees with the blockers."""
+control pages in the area are not, and ``--try`` agrees with the blockers: from the dumps, live
+over QMP and from /proc/kcore inside the guest."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 
 from tests.realkernel.rksupport import CLI, REPO, Booted, run_pinspect, target_args
 
-HOST_TARGETS = ["elf", "kdump", "qmp"]
+# kcore: pinspect inside the guest against /proc/kcore (in one batch with the other in-guest runs)
+TARGETS = ["elf", "kdump", "qmp", "kcore"]
 
 
 def cma_pages(pages: list[dict[str, Any]], kind: str) -> list[int]:
@@ -60,7 +62,7 @@ def cma_booted(booted: Booted) -> Booted:
     return booted
 
 
-@pytest.mark.parametrize("target", HOST_TARGETS)
+@pytest.mark.parametrize("target", TARGETS)
 def test_cma_blockers_match_the_workload(cma_booted: Booted, target: str) -> None:
     b = cma_booted
     doc = run_pinspect(b, target, "cma", "--blockers")

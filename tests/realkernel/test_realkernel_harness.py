@@ -15,7 +15,13 @@ import pytest
 
 from tests.realkernel.expect import CMA_KINDS, CONTROL_KINDS, PINNED_KINDS, expected
 from tests.realkernel.pagefacts import page_facts
-from tests.realkernel.rksupport import HERE, Booted, guest_chroot, pinspect_available
+from tests.realkernel.rksupport import (
+    HERE,
+    Booted,
+    guest_chroot,
+    pinspect_available,
+    require_in_guest,
+)
 
 KPF_COMPOUND_HEAD = 1 << 15
 KPF_THP = 1 << 22
@@ -125,8 +131,7 @@ def test_struct_pages_qmp_live(booted: Booted) -> None:
 
 
 def test_struct_pages_kcore_in_guest(booted: Booted) -> None:
-    if not booted.kernel.spec.virtfs:
-        pytest.skip(f"{booted.name} has no 9p root for in-guest runs")
+    require_in_guest(booted)
     share = booted.guest.share
     (share / "pfns.json").write_text(json.dumps(pairs(booted)))
     (share / "facts.json").unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.realkernel.expect import CMA_KINDS, Expected, expected
-from tests.realkernel.rksupport import Booted, run_pinspect
+from tests.realkernel.rksupport import Booted, in_guest_runs, run_pinspect
 
 TARGETS = ["elf", "kdump", "qmp", "kcore"]
 HOST_TARGETS = ["elf", "kdump", "qmp"]
@@ -225,7 +225,7 @@ def test_same_answers_on_every_target(booted: Booted) -> None:
     """ELF, kdump-compressed, QMP live and in-guest /proc/kcore agree on the ground-truth pages,
     and the two dumps (taken seconds apart from an idle guest) on every long-term pin."""
     docs = {t: run_pinspect(booted, t, "pinned", "--zone", "Normal") for t in HOST_TARGETS}
-    if booted.kernel.spec.virtfs:
+    if in_guest_runs(booted):
         docs["kcore"] = run_pinspect(booted, "kcore", "pinned", "--zone", "Normal")
     reference = _gt_rows(booted, docs["elf"])
     for t, doc in docs.items():
