@@ -310,7 +310,13 @@ def guest_chroot(b: Booted, argv: list[str], timeout: float = 1800,
                f"mount -t tmpfs -o ro,size=4k hidden \"$d\" || s=9; done; "
                f"[ $s = 0 ] && {{ {run}; s=$?; }}; "
                f"for d in {points}; do umount \"$d\" 2>/dev/null; done; (exit $s) )")
-    return b.guest.shell(run, timeout=timeout)
+    # The guest's shell on ttyS1 is busybox ash reading a tty, whose line editor keeps at most
+    # 1024 characters of a line and drops the rest: a longer command (many caches to hide)
+    # left the shell waiting for the rest of a compound command forever. So the command goes
+    # through a script on the writable share, and the line stays short.
+    script = b.guest.share / "guest-command.sh"
+    script.write_text(run + "\n")
+    return b.guest.shell(f"sh {_sh_quote('/host' + str(script))}", timeout=timeout)
 
 
 def enter_host_root(b: Booted) -> None:
