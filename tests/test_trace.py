@@ -385,7 +385,7 @@ def test_memory_stays_bounded_per_pfn() -> None:
 
 
 def test_join_with_a_dump_and_the_schema(tmp_path: Path) -> None:
-    from pinspect.schema import DOCUMENTS, HEADER, OBJECTS
+    from pinspect.schema import DOCUMENTS, HEADER, OBJECTS, TRAILER
     from tests.sampledata import sample_paths
 
     core, debug = sample_paths("mainline-6.1")
@@ -412,7 +412,7 @@ def test_join_with_a_dump_and_the_schema(tmp_path: Path) -> None:
     result = run("trace", str(path), "-c", str(core), "-s", str(debug), "--format", "json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert tuple(doc) == HEADER + DOCUMENTS["trace"]
+    assert tuple(doc) == HEADER + DOCUMENTS["trace"] + TRAILER
     dumps = {p["pfn"]: p["dump"] for p in doc["pfns"]}
     assert dumps[pinned]["pinned"] and not dumps[free]["pinned"]
     assert doc["dump"] == {"failing_pfns": 2, "still_pinned": 1}
