@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import drgn
-from drgn import FaultError, FindObjectFlags, MissingDebugInfoError, Object, Program, ProgramFlags
+from drgn import (
+    FaultError,
+    FindObjectFlags,
+    MissingDebugInfoError,
+    Object,
+    Program,
+    ProgramFlags,
+    SymbolKind,
+)
 
 from pinspect import debuginfo, elf, kallsyms, vmcoreinfo
 from pinspect.btf import Btf, BtfTypes
@@ -284,6 +292,17 @@ def _object_finder(types: BtfTypes):  # type: ignore[no-untyped-def]
                 at = address(name, None)
                 if at is not None:
                     return Object(prog, types.type(func_id), address=at)
+            else:
+                # 5.10's BTF (pahole of its time) describes only the functions ftrace can
+                # trace; vmemmap_populate, which drgn looks up to learn the memory model, is
+                # not one. A text symbol is still a function: of unknown prototype.
+                try:
+                    text = [s for s in prog.symbols(name) if s.kind == SymbolKind.FUNC]
+                except LookupError:
+                    return None
+                if text:
+                    return Object(prog, prog.function_type(prog.void_type(), ()),
+                                  address=text[0].address)
         return None
 
     return find

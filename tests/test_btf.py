@@ -99,6 +99,7 @@ def test_functions_and_object_finder() -> None:
         ("node_states", 0x3000, 48, SymbolKind.OBJECT),
         ("page_mapcount", 0xFFFFFFFF81000000, 64, SymbolKind.FUNC),
         ("undeclared_global", 0x4000, 8, SymbolKind.OBJECT),
+        ("vmemmap_populate", 0xFFFFFFFF81002000, 96, SymbolKind.FUNC),  # not in the BTF
     )]
     prog.register_symbol_finder("test", SymbolIndex(symbols), enable_index=0)
     prog.register_object_finder("btf", _object_finder(types), enable_index=-1)
@@ -111,6 +112,12 @@ def test_functions_and_object_finder() -> None:
     func = prog.object("page_mapcount", FindObjectFlags.FUNCTION)
     assert func.type_.kind == TypeKind.FUNCTION and func.address_ == 0xFFFFFFFF81000000
     assert func.type_.is_variadic
+    # a text symbol BTF does not describe (5.10's BTF has only ftrace's functions): found,
+    # of unknown prototype; a data symbol is no function
+    untyped = prog.object("vmemmap_populate", FindObjectFlags.FUNCTION)
+    assert untyped.type_.kind == TypeKind.FUNCTION and untyped.address_ == 0xFFFFFFFF81002000
+    with pytest.raises(LookupError):
+        prog.object("undeclared_global", FindObjectFlags.FUNCTION)
     with pytest.raises(LookupError):
         prog["undeclared_global"]  # no type known for it
     with pytest.raises(LookupError):
