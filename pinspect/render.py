@@ -42,6 +42,8 @@ def _escaped(match: re.Match[str]) -> str:
 def escape(text: str) -> str:
     """*text* safe for a terminal or a CSV cell: control characters as ``\\xNN`` (``\\x1b``),
     Unicode separators and bidi overrides as ``\\uNNNN``, a backslash doubled."""
+    if text.isascii() and text.isprintable() and "\\" not in text:  # most text: as it is
+        return text
     return _UNSAFE.sub(_escaped, text)
 
 
@@ -273,9 +275,12 @@ def _write_json(doc: Document, out: TextIO) -> None:
 
 
 def _cell(value: Any, memo: dict[Lines, str] | None = None) -> str:
+    kind = type(value)  # (the common kinds first: a table may have millions of cells)
+    if kind is str:
+        return escape(value)
     if value is None:
         return "-"
-    if type(value) is int:  # nothing to escape (bools are not ints here)
+    if kind is int:  # nothing to escape (bools are not ints here)
         return str(value)
     if isinstance(value, Lines):
         if memo is None:

@@ -124,12 +124,19 @@ def _row(page: PinnedPage, owners: bool = False, stacks: bool = True) -> dict[st
         row["stack"] = Lines(stack.lines()) if stack else None
     if owners:
         mappers = page.mappers or []
-        row["pid"] = Lines(str(m.pid) if m.pid is not None else "?" for m in mappers)
-        row["comm"] = Lines(m.comm or "?" for m in mappers)
-        row["vaddr"] = Lines(_vaddr(m) for m in mappers)
-        row["file"] = Lines(m.file for m in mappers)
+        if len(mappers) == 1 and mappers[0].file:  # (most folios: one line, a plain cell)
+            m = mappers[0]
+            row["pid"] = str(m.pid) if m.pid is not None else "?"
+            row["comm"] = m.comm or "?"
+            row["vaddr"] = _vaddr(m)
+            row["file"] = m.file
+        else:
+            row["pid"] = Lines(str(m.pid) if m.pid is not None else "?" for m in mappers)
+            row["comm"] = Lines(m.comm or "?" for m in mappers)
+            row["vaddr"] = Lines(_vaddr(m) for m in mappers)
+            row["file"] = Lines(m.file for m in mappers)
         held = holder_text(page)
-        row["holders"] = Lines(held.split(", ")) if held else "-"
+        row["holders"] = Lines(held.split(", ")) if ", " in held else held or "-"
     return row
 
 

@@ -1,13 +1,14 @@
 """Kernel holders: the kernel objects that hold references to reported folios.
 
-A holder is one module of this package with a ``NAME``, a ``COUNTS_AS`` (``"pin"``: each hold
-is a FOLL_PIN pin, accounted against ``pins``; ``"ref"``: a plain reference, accounted against
-``extra``) and a function ``find(ctx)`` that yields a :class:`Hold` for every reference it
-finds: the ``struct page`` it points at, how many pages from there it spans, and who holds it.
-:func:`find_holders` runs every module in :data:`HOLDERS` once, maps each hold to the reported
-folios it touches (one count per hold and folio), and groups them by holder. Adding a holder
-(RDMA umem, VFIO, AF_XDP, a GPU driver) is one new module listed in :data:`HOLDERS`; see
-README.md, "Adding a kernel holder".
+A holder is one module of this package with a ``NAME``, a ``COUNTS_AS`` (``"pin"``: each
+reference is a FOLL_PIN pin, accounted against ``pins``; ``"ref"``: a plain reference,
+accounted against ``extra``) and a function ``find(ctx)`` that yields a :class:`Hold` for every
+kernel object it finds (a pipe, a ring, a per-CPU batch): the ``struct page`` each of its
+references points at, how many pages each spans from there, and who holds it.
+:func:`find_holders` runs every module in :data:`HOLDERS` once, maps the references to the
+reported folios they touch in bulk (one count per reference and folio), and groups them by
+holder. Adding a holder (RDMA umem, VFIO, AF_XDP, a GPU driver) is one new module listed in
+:data:`HOLDERS`; see README.md, "Adding a kernel holder".
 
 Walks must be bounded (:mod:`pinspect.bounded`); a read that fails is counted in
 ``ctx.problems`` and skipped.
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
+import numpy as np
 from drgn import Object, Program
 from drgn.helpers.linux.mm import page_to_pfn
 
@@ -33,16 +35,18 @@ HOLDERS = ("io_uring", "pipe", "lru_batch")
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """One reference a holder has on a page: what a holder module's ``find()`` yields."""
+    """The references one kernel object holds on pages: what a holder module's ``find()``
+    yields (one per object, not per page: a dump may hold 100 000 references)."""
 
-    page: int  # address of the struct page the reference points at
     label: str  # the holder as a row shows it: "pipe(pid 123 fd 5)", ...
+    pages: Sequence[int]  # the struct page address each reference points at
+    spans: Sequence[int] = ()  # pages each reference spans from there (a bvec of a large
+    #                            folio spans several); empty: one page each
     pid: int | None = None  # the process that owns the holding object, if any
     comm: str | None = None
     fds: tuple[int, ...] = ()  # its fds of that object
     address: int = 0  # the holding kernel object (pipe_inode_info, io_ring_ctx, ...)
-    pages: int = 1  # pages spanned from ``page`` (a bvec of a large folio spans several)
-    transient: bool = False  # a reference the kernel drops by itself soon (LRU batches)
+    transient: bool = False  # references the kernel drops by itself soon (LRU batches)
 
 
 @dataclass(slots=True)
@@ -75,19 +79,27 @@ class HolderContext:
         """Open files whose ``f_op`` is *symbol*, e.g. ``pipefifo_fops``."""
         return self.procs.files_with_fops(symbol)
 
-    def pfn(self, page: int) -> int | None:
-        """The pfn of the struct page at *page* (None: not a struct page address)."""
+    def pfns(self, pages: Sequence[int]) -> np.ndarray:
+        """The pfns of the struct pages at the addresses *pages* (int64; -1 where an address
+        is not a struct page's)."""
         kernel = self.kernel
         size = kernel.layout.size
         if kernel.vmemmap is not None:
-            offset = page - kernel.vmemmap
-            if offset < 0 or offset % size:
-                return None
-            return offset // size
-        try:
-            return int(page_to_pfn(Object(self.prog, "struct page *", page)).value_())
-        except (LookupError, ValueError):
-            return None
+            try:
+                address = np.asarray(pages, dtype=np.uint64)
+            except OverflowError:  # garbage past 64 bits (a corrupted buffer): never a page
+                address = np.array([p if 0 <= p < 1 << 64 else 0 for p in pages],
+                                   dtype=np.uint64)
+            offset = address - np.uint64(kernel.vmemmap)  # (wraps below vmemmap: masked)
+            bad = (address < np.uint64(kernel.vmemmap)) | (offset % np.uint64(size) != 0)
+            return np.where(bad, -1, (offset // np.uint64(size)).astype(np.int64))
+        found = []
+        for page in pages:
+            try:
+                found.append(int(page_to_pfn(Object(self.prog, "struct page *", page)).value_()))
+            except (LookupError, ValueError, OverflowError):
+                found.append(-1)
+        return np.array(found, dtype=np.int64)
 
 
 @dataclass
@@ -117,15 +129,34 @@ def owner_label(kind: str, files: Sequence[OpenFile]) -> tuple[str, int | None, 
     return label, first.pid, first.comm, fds
 
 
+MAX_SPAN = 1 << 18  # pages one reference may span (a 1 GiB folio)
+
+
+def _touched(heads: np.ndarray, ends: np.ndarray, pfns: np.ndarray,
+             spans: np.ndarray) -> np.ndarray:
+    """The index in *heads* of the folio each reference at *pfns* touches, once per reference
+    and folio (a reference spanning several folios touches each)."""
+    first = np.searchsorted(heads, pfns, side="right") - 1
+    single = spans <= 1
+    hit = first[single]
+    inside = (hit >= 0) & (pfns[single] < ends[np.maximum(hit, 0)])
+    touched = [hit[inside]]
+    for pfn, span in zip(pfns[~single].tolist(), spans[~single].tolist(), strict=True):
+        end = pfn + min(span, MAX_SPAN)
+        lo = max(int(np.searchsorted(heads, pfn, side="right")) - 1, 0)
+        hi = int(np.searchsorted(heads, end, side="left"))
+        touched.append(np.array([i for i in range(lo, hi) if ends[i] > pfn], dtype=np.int64))
+    return np.concatenate(touched)
+
+
 def find_holders(prog: Program, folios: Sequence[tuple[int, int]]) -> HolderResult:
     """Every reference the holder modules find on the folios given as (head pfn, nr_pages),
     grouped per folio and holder."""
     kernel = probe(prog)
     ctx = HolderContext(prog, kernel, proc_index(prog), Problems())
-    head_of: dict[int, int] = {}
-    for head, nr in folios:
-        for pfn in range(head, head + nr):
-            head_of[pfn] = head
+    order = sorted(folios)
+    heads = np.array([head for head, _ in order], dtype=np.int64)
+    ends = heads + np.array([nr for _, nr in order], dtype=np.int64)
     held: dict[int, dict[str, HeldRef]] = {}
     ran = []
     for module in modules():
@@ -136,22 +167,23 @@ def find_holders(prog: Program, folios: Sequence[tuple[int, int]]) -> HolderResu
             ctx.problems.add(f"{module.NAME}: not read ({e})")
             continue
         for hold in holds:
-            start = ctx.pfn(hold.page)
-            if start is None:
-                ctx.problems.add(f"{module.NAME}: pointer that is no struct page")
+            if not len(hold.pages) or not len(heads):
                 continue
-            if hold.pages <= 1:  # the common case: one page per pipe buffer or bvec
-                only = head_of.get(start)
-                touched = {only} if only is not None else set()
-            else:
-                touched = {head_of[p] for p in range(start, start + min(hold.pages, 1 << 18))
-                           if p in head_of}
-            for head in touched:
-                refs = held.setdefault(head, {})
+            pfns = ctx.pfns(hold.pages)
+            spans = (np.asarray(hold.spans, dtype=np.int64) if len(hold.spans)
+                     else np.ones(len(pfns), dtype=np.int64))
+            good = pfns >= 0
+            if not good.all():
+                ctx.problems.add(f"{module.NAME}: pointer that is no struct page",
+                                 int((~good).sum()))
+            index, counts = np.unique(_touched(heads, ends, pfns[good], spans[good]),
+                                      return_counts=True)
+            for i, n in zip(index.tolist(), counts.tolist(), strict=True):
+                refs = held.setdefault(order[i][0], {})
                 ref = refs.get(hold.label)
                 if ref is None:
                     ref = refs[hold.label] = HeldRef(
                         hold.label, module.NAME, module.COUNTS_AS, 0, hold.pid, hold.comm,
                         list(hold.fds), hold.address, hold.transient)
-                ref.count += 1
+                ref.count += n
     return HolderResult({h: list(r.values()) for h, r in held.items()}, ctx.problems, ran)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import numpy as np
 from drgn import FaultError, Object
 
 from pinspect.holders import Hold, owner_label
@@ -55,11 +56,12 @@ def _buffers(ctx: HolderContext, ring: Object) -> list[int]:
         if not n or not table.nodes.value_():
             return []
         raw = prog.read(table.nodes.value_(), 8 * n)
+        buf_at = prog.type("struct io_rsrc_node").member("buf").offset
         found = []
         for i in range(n):
             node = int.from_bytes(raw[8 * i:8 * i + 8], "little")
             if node:
-                found.append(Object(prog, "struct io_rsrc_node", address=node).buf.value_())
+                found.append(int.from_bytes(prog.read(node + buf_at, 8), "little"))
         return found
     ctx.problems.add("io_uring: no registered buffer table in struct io_ring_ctx")
     return []
@@ -73,11 +75,19 @@ def find(ctx: HolderContext) -> Iterator[Hold]:
             rings.setdefault(f.private_data, []).append(f)
     if not rings:
         return
+    ubuf = prog.type("struct io_mapped_ubuf")
+    count = ubuf.member("nr_bvecs")
+    count_at, count_size = count.offset, count.type.size or 4
+    bvecs = ubuf.member("bvec")
+    bvecs_at = bvecs.offset
+    # Upstream 5.10's io_uring (without the backports Debian's 5.10 carries) pointed at a
+    # separate bvec array; later ones embed it at the end of the io_mapped_ubuf.
+    apart = bvecs.type.unqualified().kind.name == "POINTER"
     bvec = prog.type("struct bio_vec")
-    bsize = bvec.size or 16
-    page_off = bvec.member("bv_page").offset  # type: ignore[union-attr]
-    len_off = bvec.member("bv_len").offset  # type: ignore[union-attr]
-    offset_off = bvec.member("bv_offset").offset  # type: ignore[union-attr]
+    bvec_type = np.dtype({"names": ["page", "len", "offset"], "formats": ["<u8", "<u4", "<u4"],
+                          "offsets": [bvec.member(name).offset  # type: ignore[union-attr]
+                                      for name in ("bv_page", "bv_len", "bv_offset")],
+                          "itemsize": bvec.size or 16})
     shift = ctx.kernel.page_shift
     mask = (1 << shift) - 1
     accounted = []
@@ -91,27 +101,32 @@ def find(ctx: HolderContext) -> Iterator[Hold]:
         except FaultError:
             ctx.problems.add("io_uring: unreadable ring")
             continue
-        for ubuf in buffers:
-            if not ubuf:
+        # Each buffer's bvecs are read raw (two reads, no Object: a ring may register 16384
+        # buffers) and decoded together.
+        raw = bytearray()
+        for buf in buffers:
+            if not buf:
                 continue
             try:
-                u = Object(prog, "struct io_mapped_ubuf", address=ubuf)
-                n = int(u.nr_bvecs)
+                n = int.from_bytes(prog.read(buf + count_at, count_size), "little")
                 if n > MAX_BVECS:
                     ctx.problems.add("io_uring: implausible bvec count")
                     continue
-                raw = prog.read(u.bvec.address_, n * bsize) if n else b""
+                if n:
+                    at = buf + bvecs_at
+                    if apart:
+                        at = int.from_bytes(prog.read(at, 8), "little")
+                    raw += prog.read(at, n * bvec_type.itemsize)
             except FaultError:
                 ctx.problems.add("io_uring: unreadable buffer")
-                continue
-            for i in range(n):
-                at = i * bsize
-                page = int.from_bytes(raw[at + page_off:at + page_off + 8], "little")
-                length = int.from_bytes(raw[at + len_off:at + len_off + 4], "little")
-                offset = int.from_bytes(raw[at + offset_off:at + offset_off + 4], "little")
-                if not page:
-                    continue
-                pages = max(1, ((offset & mask) + length + mask) >> shift)
-                yield Hold(page + (offset >> shift) * ctx.kernel.layout.size, label, pid, comm,
-                           fds, address, pages)
+        vecs = np.frombuffer(bytes(raw), dtype=bvec_type)
+        vecs = vecs[vecs["page"] != 0]
+        if not len(vecs):
+            continue
+        offset = vecs["offset"].astype(np.uint64)
+        pages = vecs["page"] + (offset >> np.uint64(shift)) * np.uint64(ctx.kernel.layout.size)
+        spans = np.maximum(1, ((offset & np.uint64(mask)) + vecs["len"] + np.uint64(mask))
+                           >> np.uint64(shift))
+        yield Hold(label, pages.tolist(), spans.astype(np.int64).tolist(), pid, comm, fds,
+                   address)
     probe_has_pinned_bit(prog, accounted)

@@ -62,9 +62,9 @@ def find(ctx: HolderContext) -> Iterator[Hold]:
                     array = batch.member_(BATCH_TYPES[batch.type_.unqualified().tag or ""])
                     nr = min(int(batch.nr), len(array))
                     raw = prog.read(array.address_, 8 * nr) if nr else b""
-                    for i in range(nr):
-                        page = int.from_bytes(raw[8 * i:8 * i + 8], "little")
-                        if page:
-                            yield Hold(page, label, address=batch.address_, transient=True)
+                    pages = [page for i in range(nr)
+                             if (page := int.from_bytes(raw[8 * i:8 * i + 8], "little"))]
+                    if pages:
+                        yield Hold(label, pages, address=batch.address_, transient=True)
             except FaultError:
                 ctx.problems.add("lru batches: unreadable per-CPU batch")

@@ -63,6 +63,7 @@ def find(ctx: HolderContext) -> Iterator[Hold]:
         except FaultError:
             ctx.problems.add("pipe: unreadable buffers")
             continue
+        pages, spans = [], []
         for k in range(used):
             at = ((tail + k) & (ring - 1)) * size
             page = int.from_bytes(raw[at + page_off:at + page_off + 8], "little")
@@ -70,6 +71,8 @@ def find(ctx: HolderContext) -> Iterator[Hold]:
                 continue
             offset = int.from_bytes(raw[at + offset_off:at + offset_off + 4], "little")
             length = int.from_bytes(raw[at + len_off:at + len_off + 4], "little")
-            pages = max(1, ((offset & ((1 << shift) - 1)) + length + (1 << shift) - 1) >> shift)
-            yield Hold(page + (offset >> shift) * ctx.kernel.layout.size, label, pid, comm,
-                       fds, address, pages)
+            pages.append(page + (offset >> shift) * ctx.kernel.layout.size)
+            spans.append(max(1, ((offset & ((1 << shift) - 1)) + length + (1 << shift) - 1)
+                             >> shift))
+        if pages:
+            yield Hold(label, pages, spans, pid, comm, fds, address)
