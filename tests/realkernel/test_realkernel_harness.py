@@ -13,7 +13,14 @@ from typing import Any
 import drgn
 import pytest
 
-from tests.realkernel.expect import CMA_KINDS, CONTROL_KINDS, PINNED_KINDS, expected
+from tests.realkernel.expect import (
+    CMA_KINDS,
+    CONTROL_KINDS,
+    KPF_KSM,
+    KSM_KINDS,
+    PINNED_KINDS,
+    expected,
+)
 from tests.realkernel.pagefacts import page_facts
 from tests.realkernel.rksupport import (
     HERE,
@@ -33,8 +40,12 @@ def test_ground_truth_complete(booted: Booted) -> None:
     want = PINNED_KINDS | CONTROL_KINDS | (CMA_KINDS if booted.kernel.spec.cma else set())
     assert want <= kinds, f"missing kinds {want - kinds}; log {gt.log}"
     assert gt.meta["pid"] > 1 and gt.meta["peer_pid"] > 1
+    if gt.meta["ksm"]["state"] != "absent":  # a kernel with KSM: its pages merged, still KSM
+        assert gt.meta["ksm"]["state"] == "merged", f"KSM {gt.meta['ksm']}; log {gt.log}"
+        assert KSM_KINDS <= kinds, f"missing kinds {KSM_KINDS - kinds}; log {gt.log}"
     for p in gt.pages:
         assert p["pfn"] > 0
+        assert bool(p["kpageflags"] & KPF_KSM) == (p["kind"] in KSM_KINDS), p
         if p["mapcount"] == 2:
             assert p["peer_pfn"] == p["pfn"], p
         if p["nr_pages"] > 1:
