@@ -662,7 +662,10 @@ static long ksm_stat(const char *name)
 	return read_long(path);
 }
 
-/* How many of the KSM_PAGES pages both processes map on one KSM pfn (pagemap, kpageflags). */
+/* How many of the KSM_PAGES pages both processes map on one KSM pfn (pagemap, kpageflags).
+ * The same pfn in two mms for private anonymous pages that were never shared by fork is the
+ * proof of the merge: KPF_KSM alone is not (6.12's kpageflags sets it on every anonymous
+ * page, fixed by "fs/proc: fix KPF_KSM reported for all anonymous pages"). */
 static int ksm_merged(int pm, int pm_child, unsigned long *pfns)
 {
 	int n = 0;

@@ -71,7 +71,7 @@ def rmap_problems(pages: list[dict[str, Any]], meta: dict[str, Any], doc: dict[s
 def ksm_mapper_problems(where: str, p: dict[str, Any], row: dict[str, Any]) -> list[str]:
     """A KSM page (ground truth with ``mappers``) in a `pinned` row or a `page` document:
     mapping ``ksm`` and exactly the processes the workload saw on the pfn, each at its own
-    address (one base page each)."""
+    address (one base page each) in its VMA (flag ``mergeable``)."""
     problems = []
     if row.get("mapping") != "ksm":
         problems.append(f"{where}: mapping {row.get('mapping')!r}, want 'ksm'")
@@ -79,6 +79,9 @@ def ksm_mapper_problems(where: str, p: dict[str, Any], row: dict[str, Any]) -> l
     want = sorted((m["pid"], m["comm"], m["vaddr"], m["vaddr"] + 4096) for m in p["mappers"])
     if got != want:
         problems.append(f"{where}: KSM mappers {got}, want {want}")
+    # each rmap_item's VMA found through its anon_vma: the workload's madvise(MADV_MERGEABLE)
+    if not all(m["vma"] and "mergeable" in m["flags"] for m in row["mappers"] or []):
+        problems.append(f"{where}: KSM mappers without their mergeable VMA: {row['mappers']}")
     return problems
 
 
