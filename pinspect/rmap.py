@@ -8,7 +8,8 @@ The kernel's own structures are walked, as ``rmap_walk()`` does:
 * file and shmem folios (``mapping`` = the ``address_space``): its ``i_mmap`` tree of VMAs
   (``vma->shared.rb``);
 * KSM folios (``PAGE_MAPPING_KSM``): the stable node's list of ``rmap_item``s, each with its
-  mm and address.
+  mm, address and the ``anon_vma`` of the VMA it was merged in; as ``rmap_walk_ksm()`` does, that
+  anon_vma's tree gives the VMA (the one of the item's mm that covers the address).
 
 Each tree is walked once, whatever the number of reported folios in it; then every folio is
 answered from the VMAs read. A VMA maps folio index *i* at
@@ -134,6 +135,7 @@ class _Reader:
         self.vmas: dict[int, _Vma | None] = {}
         self.paths: dict[int, str] = {}
         self.trees: dict[int, list[_Vma]] = {}
+        self.ksm: dict[int, list[tuple[_Vma, int]]] = {}  # stable node -> its items
         # per VMA: pid, tgid, comm, flag names, path, pinned_vm, has_pinned, other pids
         self.vma_parts: dict[int, tuple[int | None, int | None, str | None, list[str], str,
                                          int | None, bool | None, list[int]]] = {}
@@ -196,11 +198,16 @@ class _Reader:
         self.trees[mapping] = vmas
         return vmas
 
-    def ksm_items(self, stable_node: int) -> list[tuple[int, int]]:
-        """(mm, address) of each rmap_item of a KSM stable node."""
-        if stable_node in self.trees:
-            return [(v.mm, v.start) for v in self.trees[stable_node]]
-        items = []
+    def ksm_items(self, stable_node: int) -> list[tuple[_Vma, int]]:
+        """(VMA, address) of each rmap_item of a KSM stable node (struct ksm_stable_node,
+        before 6.0 struct stable_node): the VMA of the item's mm that covers its address in the
+        tree of the item's anon_vma, else a stand-in (address 0) of that one page."""
+        if stable_node in self.ksm:
+            return self.ksm[stable_node]
+        items: list[tuple[_Vma, int]] = []
+        # The "ksm_" prefix came with 6.1 (commit 21fbd59136e0 "ksm: add the ksm prefix to the
+        # names of the ksm private structures"); before: struct stable_node, struct rmap_item
+        # (members hlist, mm, address, anon_vma unchanged: deb510's and deb61's DWARF).
         for type_name in ("struct ksm_stable_node", "struct stable_node"):
             try:
                 node_type = self.prog.type(type_name)
@@ -210,7 +217,8 @@ class _Reader:
                 continue
         else:
             self.problems.add("KSM: no stable_node type")
-            return []
+            self.ksm[stable_node] = items
+            return items
         try:
             first = Object(self.prog, node_type, address=stable_node).hlist.first.value_()
         except FaultError:
@@ -218,17 +226,22 @@ class _Reader:
             first = 0
         hoff = offsetof(item_type, "hlist")
         page_mask = ~((1 << self.page_shift) - 1)
-        vmas = []
         for node in hlist_nodes(self.prog, first, self.problems, "KSM rmap items"):
             try:
                 item = Object(self.prog, item_type, address=node - hoff)
+                # the address's low bits are KSM's own flags, all below PAGE_SIZE (mm/ksm.c:
+                # SEQNR_MASK 0xff, UNSTABLE_FLAG 0x100, STABLE_FLAG 0x200 since 3.x, unchanged
+                # in 6.1 and 6.12)
                 mm, address = item.mm.value_(), item.address.value_() & page_mask
+                anon_vma = item.anon_vma.value_()
             except FaultError:
                 self.problems.add("KSM rmap item: unreadable")
                 continue
-            items.append((mm, address))
-            vmas.append(_Vma(0, address, address + (1 << self.page_shift), 0, mm, 0, 0))
-        self.trees[stable_node] = vmas
+            vma = next((v for v in (self.anon_tree(anon_vma) if anon_vma else [])
+                        if v.mm == mm and v.start <= address < v.end), None)
+            items.append((vma or _Vma(0, address, address + (1 << self.page_shift), 0, mm, 0, 0),
+                          address))
+        self.ksm[stable_node] = items
         return items
 
     def path(self, vma: _Vma) -> str:
@@ -334,9 +347,10 @@ def reverse_map(prog: Program, folios: Sequence[tuple[int, int, int]]) -> Revers
         base = mapping & ~3
         found: list[Mapper] = []
         if kind == PAGE_MAPPING_KSM:
-            reader.ksm_items(base)
-            for vma in reader.trees.get(base, []):
-                found.append(reader.mapper(vma, vma.start, vma.end, False))
+            for vma, address in reader.ksm_items(base):
+                m = reader.mapper(vma, address, address + (1 << shift), False)
+                m.file = "[ksm]"  # anonymous memory, merged: the mapping says so
+                found.append(m)
         elif kind in (0, PAGE_MAPPING_ANON):
             vmas = reader.anon_tree(base) if kind else reader.file_tree(base)
             hits = []
@@ -360,4 +374,4 @@ def reverse_map(prog: Program, folios: Sequence[tuple[int, int, int]]) -> Revers
         result[pfn] = found
     for name, n in procs.problems.counts.items():
         problems.add(name, n)
-    return ReverseMap(result, unresolved, problems, len(reader.trees))
+    return ReverseMap(result, unresolved, problems, len(reader.trees) + len(reader.ksm))

@@ -15,6 +15,10 @@ PINNED_KINDS = {
 CONTROL_KINDS = {"anon_control", "tmpfs_control", "sysv_control", "shared_anon_control",
                  "thp_control"}  # fmt: skip
 CMA_KINDS = {"cma_vmsplice", "cma_control"}
+# KSM pages (kernels with CONFIG_KSM, the Debian ones): mapped by the workload and its KSM child
+# on one KSM page each; the first ones spliced into a pipe (extra 1), the others controls
+KSM_KINDS = {"ksm_vmsplice", "ksm_control"}
+KPF_KSM = 1 << 21  # /proc/kpageflags (include/uapi/linux/kernel-page-flags.h)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@
  * Ways of pinning:
  *   io_uring registered (fixed) buffers: pin_user_pages(FOLL_WRITE | FOLL_LONGTERM), i.e. FOLL_PIN
  *   vmsplice() into a pipe that nobody reads: one FOLL_GET reference per page and pipe buffer
+ *   KSM (where the kernel has it, /sys/kernel/mm/ksm/run): pages of identical content in this
+ *   process and in a forked child (its own mm) merged by ksmd into KSM pages, some of them then
+ *   spliced (vmsplice, FOLL_GET without FOLL_WRITE: the page stays KSM) into a pipe
  *
  * Built with gcc -static; raw syscalls only (no liburing).
  *
@@ -46,6 +49,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
@@ -587,6 +591,169 @@ static void pinner_phase(unsigned long cma_base, unsigned long cma_pages, int (*
 	umount("/tmp/out");
 }
 
+/* ---- KSM: pages merged by ksmd, mapped by two processes ---- */
+
+#define KSM_DIR "/sys/kernel/mm/ksm/"
+#define KSM_PAGES 4       /* merged pages; the first KSM_PINNED of them spliced into a pipe */
+#define KSM_PINNED 2
+#define KSM_WAIT_MS 300000 /* ksmd's bound; measured under TCG: see PINLOG ksm */
+#define KPF_KSM 21
+
+static pid_t ksm_child;
+static char *ksm_child_addr; /* the child's region (its own mapping, same content) */
+static char *ksm_addr;       /* this process's region */
+static char ksm_meta[512] = ",\"ksm\":{\"state\":\"absent\"}";
+
+/* The content of KSM page i: the same in both processes, unique to this run and to i (so that
+ * ksmd merges exactly the two copies of each page, and nothing else in the system). */
+static void ksm_fill(char *m, pid_t parent)
+{
+	for (int i = 0; i < KSM_PAGES; i++) {
+		memset(m + i * PAGE, 0x40 + i, PAGE);
+		snprintf(m + i * PAGE, 64, "pinwork ksm page %d of pid %d", i, (int)parent);
+	}
+}
+
+static void *ksm_region(void)
+{
+	char *m = map(KSM_PAGES * PAGE, MAP_PRIVATE | MAP_ANONYMOUS);
+	madvise(m, KSM_PAGES * PAGE, MADV_NOHUGEPAGE);
+	return m;
+}
+
+/* Before anything else is mapped (a fork shares the parent's private pages copy-on-write): a
+ * child with its own region of the KSM content, marked mergeable; it sends its address back. */
+static void ksm_fork(void)
+{
+	if (access(KSM_DIR "run", W_OK) < 0) {
+		printf("PINLOG no KSM (%s%s: %s)\n", KSM_DIR, "run", strerror(errno));
+		return;
+	}
+	int p[2];
+	if (pipe(p) < 0)
+		die("pipe");
+	pid_t parent = getpid();
+	ksm_child = fork();
+	if (ksm_child < 0)
+		die("fork");
+	if (ksm_child == 0) {
+		prctl(PR_SET_NAME, "pinwork-ksm");
+		char *m = ksm_region();
+		ksm_fill(m, parent);
+		if (madvise(m, KSM_PAGES * PAGE, MADV_MERGEABLE) < 0)
+			m = NULL;
+		if (write(p[1], &m, sizeof(m)) != sizeof(m))
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	if (read(p[0], &ksm_child_addr, sizeof(ksm_child_addr)) != sizeof(ksm_child_addr))
+		die("KSM child");
+	close(p[0]);
+	close(p[1]);
+	if (!ksm_child_addr)
+		die("KSM child: madvise(MADV_MERGEABLE) failed");
+}
+
+static long ksm_stat(const char *name)
+{
+	char path[128];
+	snprintf(path, sizeof(path), KSM_DIR "%s", name);
+	return read_long(path);
+}
+
+/* How many of the KSM_PAGES pages both processes map on one KSM pfn (pagemap, kpageflags).
+ * The same pfn in two mms for private anonymous pages that were never shared by fork is the
+ * proof of the merge: KPF_KSM alone is not (6.12's kpageflags sets it on every anonymous
+ * page, fixed by "fs/proc: fix KPF_KSM reported for all anonymous pages"). */
+static int ksm_merged(int pm, int pm_child, unsigned long *pfns)
+{
+	int n = 0;
+	for (int i = 0; i < KSM_PAGES; i++) {
+		unsigned long long a = pagemap_entry(pm, ksm_addr + i * PAGE);
+		unsigned long long b = pagemap_entry(pm_child, ksm_child_addr + i * PAGE);
+		unsigned long pa = (unsigned long)(a & ((1ULL << 55) - 1));
+		unsigned long pb = (unsigned long)(b & ((1ULL << 55) - 1));
+		pfns[i] = pa;
+		if ((a >> 63) && (b >> 63) && pa == pb && (kpageflags(pa) >> KPF_KSM & 1))
+			n++;
+	}
+	return n;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/*
+ * This process's copy of the KSM content, marked mergeable; ksmd scans fast until both
+ * processes map each page on the same KSM pfn (bounded: ground truth says "unmerged" rather
+ * than the workload hanging); then KSM_PINNED of the pages are spliced into a pipe that stays
+ * open. vmsplice's GUP asks no FOLL_WRITE, so the page stays KSM (checked after the splice: a
+ * kernel that breaks COW on every FOLL_GET would have given this process a copy). ksmd is
+ * stopped then (run=0 keeps merged pages merged). The pages are recorded (ksm_vmsplice,
+ * ksm_control) only when merged and still KSM.
+ */
+static void ksm_phase(void)
+{
+	if (!ksm_child)
+		return;
+	ksm_addr = ksm_region();
+	ksm_fill(ksm_addr, getpid());
+	if (madvise(ksm_addr, KSM_PAGES * PAGE, MADV_MERGEABLE) < 0)
+		die("madvise(MADV_MERGEABLE)");
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)ksm_child);
+	int pm = open("/proc/self/pagemap", O_RDONLY), pm_child = open(path, O_RDONLY);
+	if (pm < 0 || pm_child < 0)
+		die("pagemap");
+	long scans0 = ksm_stat("full_scans");
+	write_file(KSM_DIR "pages_to_scan", "10000");
+	write_file(KSM_DIR "sleep_millisecs", "10");
+	write_file(KSM_DIR "run", "1");
+	unsigned long pfns[KSM_PAGES];
+	double t0 = now_ms(), waited = 0;
+	int merged = 0;
+	while ((merged = ksm_merged(pm, pm_child, pfns)) < KSM_PAGES &&
+	       (waited = now_ms() - t0) < KSM_WAIT_MS)
+		usleep(100000);
+	waited = now_ms() - t0;
+	long scans = ksm_stat("full_scans") - scans0;
+	const char *state = merged == KSM_PAGES ? "merged" : "unmerged";
+	int pipefd = -1;
+	if (merged == KSM_PAGES) {
+		int p[2];
+		if (pipe(p) < 0)
+			die("pipe");
+		struct iovec iov = { ksm_addr, KSM_PINNED * PAGE };
+		if (vmsplice(p[1], &iov, 1, 0) != (ssize_t)(KSM_PINNED * PAGE))
+			die("vmsplice KSM");
+		pipefd = p[1];
+		unsigned long after[KSM_PAGES];
+		if (ksm_merged(pm, pm_child, after) < KSM_PAGES ||
+		    memcmp(after, pfns, sizeof(after)))
+			state = "unshared_by_pin";
+	}
+	write_file(KSM_DIR "run", "0");
+	printf("PINLOG ksm %s after %.0f ms, %ld full scans, %d of %d pages merged, "
+	       "pages_shared %ld pages_sharing %ld\n", state, waited, scans, merged, KSM_PAGES,
+	       ksm_stat("pages_shared"), ksm_stat("pages_sharing"));
+	snprintf(ksm_meta, sizeof(ksm_meta),
+		 ",\"ksm\":{\"state\":\"%s\",\"ms\":%.0f,\"full_scans\":%ld,\"merged\":%d,"
+		 "\"pages\":%d,\"child_pid\":%d,\"child_comm\":\"pinwork-ksm\",\"pipe_fd\":%d}",
+		 state, waited, scans, merged, KSM_PAGES, (int)ksm_child, pipefd);
+	close(pm);
+	close(pm_child);
+	if (strcmp(state, "merged"))
+		return;
+	for (int i = 0; i < KSM_PAGES; i++)
+		add(i < KSM_PINNED ? "ksm_vmsplice" : "ksm_control", i < KSM_PINNED ? "vmsplice" : "none",
+		    "ksm", ksm_addr + i * PAGE, 0, i < KSM_PINNED, 2, 1);
+}
+
 /* ---- the workload ---- */
 
 static int peer_pipe[2];
@@ -618,6 +785,9 @@ int main(int argc, char **argv)
 		run_on_cpu(1);
 	int priv = MAP_PRIVATE | MAP_ANONYMOUS;
 	int shared = MAP_SHARED | MAP_ANONYMOUS;
+
+	/* the KSM child first: it must share none of the mappings below */
+	ksm_fork();
 
 	/* 0. anonymous shared memory mapped by two processes (parent and a forked peer). Fork first:
 	 *    a later fork would also share (COW) the private pages below and change their mapcount. */
@@ -723,6 +893,9 @@ int main(int argc, char **argv)
 	add_range("sysv_control", "none", "shmem", s + 2 * PAGE, 2 * PAGE, 0, 0, 1);
 	add_range("shared_anon_control", "none", "shmem", sh + 2 * PAGE, 2 * PAGE, 0, 0, 2);
 
+	/* 9. KSM pages mapped by this process and the KSM child, two of them spliced */
+	ksm_phase();
+
 	int pinmod = want_pinmod && pinmod_start();
 
 	if (!no_drain)
@@ -798,7 +971,9 @@ int main(int argc, char **argv)
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)peer);
 	int pm_peer = open(path, O_RDONLY);
-	if (pm < 0 || pm_peer < 0)
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)ksm_child);
+	int pm_ksm = ksm_child ? open(path, O_RDONLY) : -1;
+	if (pm < 0 || pm_peer < 0 || (ksm_child && pm_ksm < 0))
 		die("pagemap");
 	for (int i = 0; i < nrec; i++) {
 		recs[i].pfn = pfn_of(pm, recs[i].vaddr);
@@ -806,20 +981,31 @@ int main(int argc, char **argv)
 	}
 	printf("PINLOG cpus %d\n", ncpu);
 	printf("PINMETA {\"pid\":%d,\"peer_pid\":%d,\"comm\":\"pinwork\",\"peer_comm\":\"pinwork-peer\""
-	       ",\"cma_base_pfn\":%lu,\"cma_pages\":%lu%s}\n",
-	       (int)getpid(), (int)peer, cma_base, cma_pages, cma_debugfs_meta);
+	       ",\"cma_base_pfn\":%lu,\"cma_pages\":%lu%s%s}\n",
+	       (int)getpid(), (int)peer, cma_base, cma_pages, cma_debugfs_meta, ksm_meta);
 	for (int i = 0; i < nrec; i++) {
 		struct rec *r = &recs[i];
 		unsigned long long kf = kpageflags(r->pfn);
 		unsigned long peer_pfn = 0;
 		if (r->mapcount == 2 && r->vaddr >= (void *)sh && r->vaddr < (void *)(sh + 4 * PAGE))
 			peer_pfn = pfn_of(pm_peer, r->vaddr);
+		/* KSM pages: the child maps the same pfn at its own address; both are mappers */
+		char mappers[256] = "";
+		if (!strcmp(r->mapping, "ksm")) {
+			char *cv = ksm_child_addr + ((char *)r->vaddr - ksm_addr);
+			peer_pfn = pfn_of(pm_ksm, cv);
+			snprintf(mappers, sizeof(mappers),
+				 ",\"mappers\":[{\"pid\":%d,\"comm\":\"pinwork\",\"vaddr\":%lu},"
+				 "{\"pid\":%d,\"comm\":\"pinwork-ksm\",\"vaddr\":%lu}]",
+				 r->pid, (unsigned long)r->vaddr, (int)ksm_child, (unsigned long)cv);
+		}
 		printf("PINGT {\"kind\":\"%s\",\"method\":\"%s\",\"mapping\":\"%s\",\"pid\":%d,"
 		       "\"comm\":\"pinwork\",\"vaddr\":%lu,\"pfn\":%lu,\"nr_pages\":%d,\"pinned\":%s,"
-		       "\"pins\":%d,\"gets\":%d,\"mapcount\":%d,\"kpageflags\":%llu,\"peer_pfn\":%lu}\n",
+		       "\"pins\":%d,\"gets\":%d,\"mapcount\":%d,\"kpageflags\":%llu,\"peer_pfn\":%lu"
+		       "%s}\n",
 		       r->kind, r->method, r->mapping, r->pid, (unsigned long)r->vaddr, r->pfn,
 		       r->nr_pages, r->pinned ? "true" : "false", r->pins, r->gets, r->mapcount, kf,
-		       peer_pfn);
+		       peer_pfn, mappers);
 	}
 	if (want_owner) {
 		const char *want[] = { "anon_uring", "anon_vmsplice", "thp_uring", "cma_vmsplice",

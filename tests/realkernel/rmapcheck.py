@@ -41,7 +41,9 @@ def rmap_problems(pages: list[dict[str, Any]], meta: dict[str, Any], doc: dict[s
                 p["kind"].startswith("cma"):
             if any(m["file"] != "[anon]" for m in mine):
                 problems.append(f"{where}: file {[m['file'] for m in mine]}, want [anon]")
-        if p["mapcount"] == 2 and not any(m["pid"] == meta["peer_pid"]
+        if "mappers" in p:  # KSM: every process mapping the KSM page, at its own address
+            problems += ksm_mapper_problems(where, p, row)
+        elif p["mapcount"] == 2 and not any(m["pid"] == meta["peer_pid"]
                                           and m["comm"] == meta["peer_comm"] for m in mappers):
             problems.append(f"{where}: peer {meta['peer_pid']} not among {mappers}")
         kind = HOLDER_OF[p["method"]]
@@ -63,6 +65,23 @@ def rmap_problems(pages: list[dict[str, Any]], meta: dict[str, Any], doc: dict[s
             if h["kind"] == "lru_batch" and not (h["transient"] and
                                                   h["holder"].startswith("transient: lru batch")):
                 problems.append(f"pfn {row['pfn']}: lru batch not transient: {h}")
+    return problems
+
+
+def ksm_mapper_problems(where: str, p: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    """A KSM page (ground truth with ``mappers``) in a `pinned` row or a `page` document:
+    mapping ``ksm`` and exactly the processes the workload saw on the pfn, each at its own
+    address (one base page each) in its VMA (flag ``mergeable``)."""
+    problems = []
+    if row.get("mapping") != "ksm":
+        problems.append(f"{where}: mapping {row.get('mapping')!r}, want 'ksm'")
+    got = sorted((m["pid"], m["comm"], m["vaddr"], m["vaddr_end"]) for m in row["mappers"] or [])
+    want = sorted((m["pid"], m["comm"], m["vaddr"], m["vaddr"] + 4096) for m in p["mappers"])
+    if got != want:
+        problems.append(f"{where}: KSM mappers {got}, want {want}")
+    # each rmap_item's VMA found through its anon_vma: the workload's madvise(MADV_MERGEABLE)
+    if not all(m["vma"] and "mergeable" in m["flags"] for m in row["mappers"] or []):
+        problems.append(f"{where}: KSM mappers without their mergeable VMA: {row['mappers']}")
     return problems
 
 

@@ -13,7 +13,14 @@ from typing import Any
 import drgn
 import pytest
 
-from tests.realkernel.expect import CMA_KINDS, CONTROL_KINDS, PINNED_KINDS, expected
+from tests.realkernel.expect import (
+    CMA_KINDS,
+    CONTROL_KINDS,
+    KPF_KSM,
+    KSM_KINDS,
+    PINNED_KINDS,
+    expected,
+)
 from tests.realkernel.pagefacts import page_facts
 from tests.realkernel.rksupport import (
     HERE,
@@ -33,8 +40,20 @@ def test_ground_truth_complete(booted: Booted) -> None:
     want = PINNED_KINDS | CONTROL_KINDS | (CMA_KINDS if booted.kernel.spec.cma else set())
     assert want <= kinds, f"missing kinds {want - kinds}; log {gt.log}"
     assert gt.meta["pid"] > 1 and gt.meta["peer_pid"] > 1
+    if gt.meta["ksm"]["state"] != "absent":  # a kernel with KSM: its pages merged, still KSM
+        assert gt.meta["ksm"]["state"] == "merged", f"KSM {gt.meta['ksm']}; log {gt.log}"
+        assert KSM_KINDS <= kinds, f"missing kinds {KSM_KINDS - kinds}; log {gt.log}"
     for p in gt.pages:
         assert p["pfn"] > 0
+        if p["kind"] in KSM_KINDS:
+            assert p["kpageflags"] & KPF_KSM, p
+    # KPF_KSM on other pages: none, except where the kernel's /proc/kpageflags sets it on every
+    # anonymous page (its test was `mapping & PAGE_MAPPING_KSM`, true for any anon mapping;
+    # fixed by "fs/proc: fix KPF_KSM reported for all anonymous pages"): deb612's 6.12.117
+    anon = {bool(p["kpageflags"] & KPF_KSM) for p in gt.pages if p["mapping"] == "anon"}
+    assert len(anon) == 1, "KPF_KSM on some anonymous pages but not on others"
+    if anon == {False}:
+        assert all(p["kind"] in KSM_KINDS for p in gt.pages if p["kpageflags"] & KPF_KSM)
         if p["mapcount"] == 2:
             assert p["peer_pfn"] == p["pfn"], p
         if p["nr_pages"] > 1:
