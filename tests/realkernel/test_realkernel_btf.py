@@ -110,9 +110,23 @@ def without_sources(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in SOURCE_KEYS}
 
 
-def gt_rows(b: Booted, doc: dict[str, Any]) -> dict[int, dict[str, Any]]:
+def gt_rows(b: Booted, doc: dict[str, Any], live: bool = False) -> dict[int, dict[str, Any]]:
+    """The rows of the ground-truth pages; *live*: without their page flags, which a running
+    kernel changes between two runs (a THP's referenced/active bits moved between the BTF and
+    the DWARF run on deb72 under load)."""
     rows = {int(r["pfn"]): r for r in doc["pages"]}
-    return {p["pfn"]: rows.get(p["pfn"], {}) for p in b.gt.pages}
+    return {p["pfn"]: {k: v for k, v in rows.get(p["pfn"], {}).items()
+                       if not (live and k == "flags")} for p in b.gt.pages}
+
+
+def stable_info(doc: dict[str, Any]) -> dict[str, Any]:
+    """``info`` of a live kernel without its sources and without the counts that change
+    between two runs (page_owner's allocated pages, the stack depot's pools, pages re-read
+    because they changed): the states of the record sources stay."""
+    out = without_sources(doc)
+    out.pop("unread", None)
+    out["records"] = {name: (r or {}).get("state") for name, r in doc["records"].items()}
+    return out
 
 
 DUMPS = ["elf", "kdump"]
@@ -139,7 +153,7 @@ def test_live_same_without_vmlinux(booted: Booted, target: str) -> None:
     need_btf_target(booted, target)
     btf = run_btf(booted, target, "pinned", "--zone", "Normal")
     dwarf = run_pinspect(booted, target, "pinned", "--zone", "Normal")
-    assert gt_rows(booted, btf) == gt_rows(booted, dwarf)
+    assert gt_rows(booted, btf, live=True) == gt_rows(booted, dwarf, live=True)
     info_btf = run_btf(booted, target, "info")
     assert info_btf["type_source"]["name"] == "BTF"
     if target == "kcore":
@@ -149,7 +163,7 @@ def test_live_same_without_vmlinux(booted: Booted, target: str) -> None:
         auto = run_btf(booted, target, "auto", "info")
         assert auto["type_source"]["name"] == "BTF", auto["type_source"]
         assert auto["symbol_source"]["name"] == "kallsyms", auto["symbol_source"]
-        assert without_sources(auto) == without_sources(info_btf)
+        assert stable_info(auto) == stable_info(info_btf)
     zones_btf = run_btf(booted, target, "zones")
     zones_dwarf = run_pinspect(booted, target, "zones")
     layout = ("node", "zone", "start_pfn", "spanned", "present")
