@@ -16,9 +16,15 @@ bitmap ranges, blockers with their page_owner task and stack) against ``find_pin
 area's pfns (with page_owner records, as ``pinned`` runs it), best of ``--repeat``; rates are
 the area's pages per second.
 
-**Start-up**: ``pinspect info`` with ``--btf`` (no vmlinux: BTF from memory, kallsyms) and
-with ``-s vmlinux`` (DWARF), best and median of ``--repeat`` fresh processes, on the dev
-dumps of the 6.x kernels with BTF and, with ``--qmp KERNEL``, on that guest over QMP.
+**Start-up**: ``pinspect info`` and ``pinspect pinned`` with ``--btf`` (no vmlinux: BTF
+from memory, kallsyms) and with ``-s vmlinux`` (DWARF), ``--repeat`` fresh processes each,
+BTF and DWARF runs interleaved (after one unmeasured run of each), best and median wall time
+and median CPU time; and in one process per type source, ``find_pinned`` best of
+``--repeat`` (the scan rate). On the dev dumps of the kernels with BTF (deb61, deb612, deb72,
+cma72: cma61's dev dump is of the kernel before it had BTF) and, with ``--qmp KERNEL``, on
+that guest over QMP. The children compile pinspect's modules once into the benchmark
+directory (``PYTHONPYCACHEPREFIX``), as an installed package has them compiled, whatever
+``PYTHONDONTWRITEBYTECODE`` says.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ def run_cli(target: list[str], command: tuple[str, ...]) -> dict[str, float]:
     cmd = [PYTHON, "-m", "pinspect", *target, *command, "-o", out]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=child_env())
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -65,6 +71,14 @@ def run_cli(target: list[str], command: tuple[str, ...]) -> dict[str, float]:
     os.unlink(out)
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
             "rss_mib": usage.ru_maxrss / 1024, "out_bytes": size}
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a measured child: compiled modules kept in the benchmark directory
+    (written by the first run), as an installed package has them."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(bench_dir() / "pycache")
+    return env
 
 
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -104,7 +118,7 @@ print(json.dumps(out))
 
 def library(core: str, vmlinux: str, repeat: int) -> dict[str, Any]:
     out = subprocess.run([PYTHON, "-c", LIB, core, vmlinux, str(repeat)], cwd=REPO,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=child_env())
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
@@ -161,55 +175,102 @@ def commands_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def startup_targets(qmp: str | None) -> list[tuple[str, list[str], list[str]]]:
-    """(name, --btf target args, DWARF target args) for the dev dumps of BTF kernels."""
+STARTUP_KERNELS = ("deb61", "deb612", "deb72", "cma72")  # (cma61's dev dump: no BTF)
+STARTUP_COMMANDS = ("info", "pinned")
+
+SCAN = r"""
+import json, sys, time
+from pinspect.report import find_pinned
+from pinspect.target import open_program
+from pinspect.typesource import BTF, DWARF
+target, repeat = json.loads(sys.argv[1]), int(sys.argv[2])
+prog = open_program(core=target.get("core"), qemu=target.get("qemu"),
+                    vmlinux=[] if target["btf"] else target["vmlinux"],
+                    types=BTF if target["btf"] else DWARF)
+times = []
+for _ in range(repeat + 1):  # (the first one unmeasured)
+    t = time.perf_counter()
+    report = find_pinned(prog)
+    times.append(time.perf_counter() - t)
+print(json.dumps({"best_s": min(times[1:]), "folios": len(report.pages)}))
+"""
+
+
+def scan(target: dict[str, Any], repeat: int) -> dict[str, Any]:
+    """``find_pinned`` over all zones in one process, best of *repeat*."""
+    out = subprocess.run([PYTHON, "-c", SCAN, json.dumps(target), str(repeat)], cwd=REPO,
+                         capture_output=True, text=True, env=child_env())
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def startup_targets() -> list[tuple[str, dict[str, Any]]]:
+    """(name, {core, vmlinux}) for the dev dumps of kernels with BTF."""
     out = []
-    for kernel in ("deb61", "deb612", "deb72"):
+    for kernel in STARTUP_KERNELS:
         p = DEV / kernel / "paths.json"
         if not p.exists():
             continue
         e = json.loads(p.read_text())
         for kind in ("elf", "kdump"):
-            out.append((f"{kernel} {kind}", ["-c", e[kind], "--btf"],
-                        ["-c", e[kind], "-s", e["vmlinux"]]))
+            out.append((f"{kernel} {kind}", {"core": e[kind], "vmlinux": [e["vmlinux"]]}))
     return out
 
 
 def startup(repeat: int, qmp: str | None) -> list[dict[str, Any]]:
     rows = []
 
-    def measure(name: str, btf: list[str], dwarf: list[str]) -> None:
+    def measure(name: str, target: dict[str, Any]) -> None:
+        where = ["-c", target["core"]] if "core" in target else ["--qemu", target["qemu"]]
+        sources = {"btf": [*where, "--btf"], "dwarf": [*where, "-s", *target["vmlinux"]]}
         r: dict[str, Any] = {"target": name}
-        for label, args in (("btf", btf), ("dwarf", dwarf)):
-            runs = [run_cli(args, ("info",)) for _ in range(repeat)]
-            r[label] = [x["wall_s"] for x in runs]
-            r[label + "_cpu"] = [x["cpu_s"] for x in runs]
+        for command in STARTUP_COMMANDS:
+            for args in sources.values():  # (unmeasured: modules compiled, cache warm)
+                run_cli(args, (command,))
+            for _ in range(repeat):
+                for label, args in sources.items():
+                    x = run_cli(args, (command,))
+                    r.setdefault(f"{command} {label}", []).append(x["wall_s"])
+                    r.setdefault(f"{command} {label} cpu", []).append(x["cpu_s"])
+        for label in sources:
+            r[f"scan {label}"] = scan({**target, "btf": label == "btf"}, repeat)
         r["load"] = load()
-        log(f"{name}: btf {min(r['btf']):.2f} s, dwarf {min(r['dwarf']):.2f} s")
+        if r["scan btf"]["folios"] != r["scan dwarf"]["folios"]:
+            log(f"{name}: find_pinned found {r['scan btf']['folios']} folios with BTF, "
+                f"{r['scan dwarf']['folios']} with DWARF")
+        log(f"{name}: info btf {min(r['info btf']):.2f} s, dwarf {min(r['info dwarf']):.2f} s; "
+            f"pinned btf {min(r['pinned btf']):.2f} s, dwarf {min(r['pinned dwarf']):.2f} s")
         rows.append(r)
 
-    for name, btf, dwarf in startup_targets(qmp):
-        measure(name, btf, dwarf)
+    for name, target in startup_targets():
+        measure(name, target)
     if qmp:
         from benchmarks import realdump
 
         with realdump.boot(qmp, None, bench_dir() / f"startup-{qmp}") as guest:
-            sock = str(guest.qmp_drgn_path)
-            vmlinux = str(guest.kernel.vmlinux)
-            measure(f"{qmp} live QMP", ["--qemu", sock, "--btf"],
-                    ["--qemu", sock, "-s", vmlinux])
+            measure(f"{qmp} live QMP", {"qemu": str(guest.qmp_drgn_path),
+                                        "vmlinux": [str(guest.kernel.vmlinux)]})
     return rows
 
 
 def startup_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| target | `info` --btf s best / median | `info` DWARF s best / median | "
-             "CPU s --btf / DWARF (median) | load |", "|---|---|---|---|---|"]
+    head = ["target"]
+    for command in STARTUP_COMMANDS:
+        head += [f"`{command}` --btf s best / median", f"`{command}` DWARF s best / median",
+                 f"`{command}` CPU s --btf / DWARF (median)"]
+    head += ["`find_pinned` ms --btf / DWARF (best)", "load"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append(
-            f"| {r['target']} | {min(r['btf']):.2f} / {statistics.median(r['btf']):.2f} | "
-            f"{min(r['dwarf']):.2f} / {statistics.median(r['dwarf']):.2f} | "
-            f"{statistics.median(r['btf_cpu']):.2f} / {statistics.median(r['dwarf_cpu']):.2f} "
-            f"| {r['load']} |")
+        cells = [r["target"]]
+        for c in STARTUP_COMMANDS:
+            med = statistics.median
+            cells += [f"{min(r[c + ' btf']):.2f} / {med(r[c + ' btf']):.2f}",
+                      f"{min(r[c + ' dwarf']):.2f} / {med(r[c + ' dwarf']):.2f}",
+                      f"{med(r[c + ' btf cpu']):.2f} / {med(r[c + ' dwarf cpu']):.2f}"]
+        cells += [f"{r['scan btf']['best_s'] * 1e3:.0f} / {r['scan dwarf']['best_s'] * 1e3:.0f}",
+                  r["load"]]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
