@@ -19,12 +19,12 @@ the area's pages per second.
 **Start-up**: ``pinspect info`` and ``pinspect pinned`` with ``--btf`` (no vmlinux: BTF
 from memory, kallsyms) and with ``-s vmlinux`` (DWARF), ``--repeat`` fresh processes each,
 BTF and DWARF runs interleaved (after one unmeasured run of each), best and median wall time
-and median CPU time; and in one process per type source, ``find_pinned`` best of
-``--repeat`` (the scan rate). On the dev dumps of the kernels with BTF (deb61, deb612, deb72,
-cma72: cma61's dev dump is of the kernel before it had BTF) and, with ``--qmp KERNEL``, on
-that guest over QMP. The children compile pinspect's modules once into the benchmark
-directory (``PYTHONPYCACHEPREFIX``), as an installed package has them compiled, whatever
-``PYTHONDONTWRITEBYTECODE`` says.
+and median CPU time; and ``find_pinned`` (the scan rate) on a BTF and a DWARF program in one
+process, in turn, best of ``--repeat`` (at least 5) each. On the dev dumps of the kernels
+with BTF (deb61, deb612, deb72, cma72: cma61's dev dump is of the kernel before it had BTF)
+and, with ``--qmp KERNEL``, on that guest over QMP. The children compile pinspect's modules
+once into the benchmark directory (``PYTHONPYCACHEPREFIX``), as an installed package has
+them compiled, whatever ``PYTHONDONTWRITEBYTECODE`` says.
 """
 
 from __future__ import annotations
@@ -184,20 +184,26 @@ from pinspect.report import find_pinned
 from pinspect.target import open_program
 from pinspect.typesource import BTF, DWARF
 target, repeat = json.loads(sys.argv[1]), int(sys.argv[2])
-prog = open_program(core=target.get("core"), qemu=target.get("qemu"),
-                    vmlinux=[] if target["btf"] else target["vmlinux"],
-                    types=BTF if target["btf"] else DWARF)
-times = []
-for _ in range(repeat + 1):  # (the first one unmeasured)
-    t = time.perf_counter()
-    report = find_pinned(prog)
-    times.append(time.perf_counter() - t)
-print(json.dumps({"best_s": min(times[1:]), "folios": len(report.pages)}))
+where = {"core": target.get("core"), "qemu": target.get("qemu")}
+progs = {"btf": open_program(**where, types=BTF),
+         "dwarf": open_program(**where, vmlinux=target["vmlinux"], types=DWARF)}
+out = {}
+for label, prog in progs.items():  # (unmeasured: page cache and probes warm)
+    out[label] = {"folios": len(find_pinned(prog).pages), "times": []}
+for _ in range(repeat):
+    for label, prog in progs.items():
+        t = time.perf_counter()
+        find_pinned(prog)
+        out[label]["times"].append(time.perf_counter() - t)
+for r in out.values():
+    r["best_s"] = min(r.pop("times"))
+print(json.dumps(out))
 """
 
 
 def scan(target: dict[str, Any], repeat: int) -> dict[str, Any]:
-    """``find_pinned`` over all zones in one process, best of *repeat*."""
+    """``find_pinned`` over all zones with BTF and with DWARF, two programs in one process
+    measured in turn, best of *repeat* each."""
     out = subprocess.run([PYTHON, "-c", SCAN, json.dumps(target), str(repeat)], cwd=REPO,
                          capture_output=True, text=True, env=child_env())
     if out.returncode:
@@ -233,8 +239,9 @@ def startup(repeat: int, qmp: str | None) -> list[dict[str, Any]]:
                     x = run_cli(args, (command,))
                     r.setdefault(f"{command} {label}", []).append(x["wall_s"])
                     r.setdefault(f"{command} {label} cpu", []).append(x["cpu_s"])
+        scanned = scan(target, max(repeat, 5))
         for label in sources:
-            r[f"scan {label}"] = scan({**target, "btf": label == "btf"}, repeat)
+            r[f"scan {label}"] = scanned[label]
         r["load"] = load()
         if r["scan btf"]["folios"] != r["scan dwarf"]["folios"]:
             log(f"{name}: find_pinned found {r['scan btf']['folios']} folios with BTF, "
