@@ -211,10 +211,10 @@ def scan(target: dict[str, Any], repeat: int) -> dict[str, Any]:
     return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def startup_targets() -> list[tuple[str, dict[str, Any]]]:
-    """(name, {core, vmlinux}) for the dev dumps of kernels with BTF."""
+def startup_targets(kernels: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, {core, vmlinux}) for the dev dumps of *kernels*."""
     out = []
-    for kernel in STARTUP_KERNELS:
+    for kernel in kernels:
         p = DEV / kernel / "paths.json"
         if not p.exists():
             continue
@@ -224,7 +224,8 @@ def startup_targets() -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def startup(repeat: int, qmp: str | None) -> list[dict[str, Any]]:
+def startup(repeat: int, qmp: str | None,
+            kernels: tuple[str, ...] = STARTUP_KERNELS) -> list[dict[str, Any]]:
     rows = []
 
     def measure(name: str, target: dict[str, Any]) -> None:
@@ -250,7 +251,7 @@ def startup(repeat: int, qmp: str | None) -> list[dict[str, Any]]:
             f"pinned btf {min(r['pinned btf']):.2f} s, dwarf {min(r['pinned dwarf']):.2f} s")
         rows.append(r)
 
-    for name, target in startup_targets():
+    for name, target in startup_targets(kernels):
         measure(name, target)
     if qmp:
         from benchmarks import realdump
@@ -286,10 +287,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--startup", action="store_true", help="the start-up rows instead")
     ap.add_argument("--qmp", metavar="KERNEL", help="with --startup: also live over QMP")
+    ap.add_argument("--dumps", default=",".join(STARTUP_KERNELS), metavar="K1,K2",
+                    help="with --startup: the dev dumps of these kernels (default: %(default)s; "
+                    "'' for none)")
     args = ap.parse_args()
     out = bench_dir() / ("startup.json" if args.startup else "commands.json")
     if args.startup:
-        rows = startup(args.repeat, args.qmp)
+        rows = startup(args.repeat, args.qmp, tuple(k for k in args.dumps.split(",") if k))
         out.write_text(json.dumps(rows, indent=1) + "\n")
         print(startup_table(rows))
     else:
