@@ -20,11 +20,12 @@ the area's pages per second.
 from memory, kallsyms) and with ``-s vmlinux`` (DWARF), ``--repeat`` fresh processes each,
 BTF and DWARF runs interleaved (after one unmeasured run of each), best and median wall time
 and median CPU time; and ``find_pinned`` (the scan rate) on a BTF and a DWARF program in one
-process, in turn, best of ``--repeat`` (at least 5) each. On the dev dumps of the kernels
-with BTF (deb61, deb612, deb72, cma72: cma61's dev dump is of the kernel before it had BTF)
-and, with ``--qmp KERNEL``, on that guest over QMP. The children compile pinspect's modules
-once into the benchmark directory (``PYTHONPYCACHEPREFIX``), as an installed package has
-them compiled, whatever ``PYTHONDONTWRITEBYTECODE`` says.
+process, in turn (over QMP: one process after the other), best of ``--repeat`` (at least 5)
+each. On the dev dumps of the kernels with BTF (deb61, deb612, deb72, cma72: cma61's dev
+dump is of the kernel before it had BTF) and, with ``--qmp KERNEL``, on that guest over QMP.
+The children compile pinspect's modules once into the benchmark directory
+(``PYTHONPYCACHEPREFIX``), as an installed package has them compiled, whatever
+``PYTHONDONTWRITEBYTECODE`` says.
 """
 
 from __future__ import annotations
@@ -183,32 +184,38 @@ import json, sys, time
 from pinspect.report import find_pinned
 from pinspect.target import open_program
 from pinspect.typesource import BTF, DWARF
-target, repeat = json.loads(sys.argv[1]), int(sys.argv[2])
-where = {"core": target.get("core"), "qemu": target.get("qemu")}
-progs = {"btf": open_program(**where, types=BTF),
-         "dwarf": open_program(**where, vmlinux=target["vmlinux"], types=DWARF)}
-out = {}
-for label, prog in progs.items():  # (unmeasured: page cache and probes warm)
-    out[label] = {"folios": len(find_pinned(prog).pages), "times": []}
+target, repeat, labels = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(",")
+progs = {label: open_program(core=target.get("core"), qemu=target.get("qemu"),
+                             vmlinux=target["vmlinux"] if label == "dwarf" else [],
+                             types=DWARF if label == "dwarf" else BTF) for label in labels}
+out = {label: {"folios": len(find_pinned(prog).pages)}  # (unmeasured: caches warm)
+       for label, prog in progs.items()}
+times = {label: [] for label in labels}
 for _ in range(repeat):
     for label, prog in progs.items():
         t = time.perf_counter()
         find_pinned(prog)
-        out[label]["times"].append(time.perf_counter() - t)
-for r in out.values():
-    r["best_s"] = min(r.pop("times"))
+        times[label].append(time.perf_counter() - t)
+for label in labels:
+    out[label]["best_s"] = min(times[label])
 print(json.dumps(out))
 """
 
 
 def scan(target: dict[str, Any], repeat: int) -> dict[str, Any]:
-    """``find_pinned`` over all zones with BTF and with DWARF, two programs in one process
-    measured in turn, best of *repeat* each."""
-    out = subprocess.run([PYTHON, "-c", SCAN, json.dumps(target), str(repeat)], cwd=REPO,
-                         capture_output=True, text=True, env=child_env())
-    if out.returncode:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+    """``find_pinned`` over all zones with BTF and with DWARF, best of *repeat* each: two
+    programs in one process, measured in turn; over QMP, which serves one client at a time,
+    one process after the other."""
+    groups = [["btf"], ["dwarf"]] if "qemu" in target else [["btf", "dwarf"]]
+    found: dict[str, Any] = {}
+    for labels in groups:
+        out = subprocess.run([PYTHON, "-c", SCAN, json.dumps(target), str(repeat),
+                              ",".join(labels)], cwd=REPO, capture_output=True, text=True,
+                             env=child_env())
+        if out.returncode:
+            raise RuntimeError(out.stderr[-3000:])
+        found.update(json.loads(out.stdout.splitlines()[-1]))
+    return found
 
 
 def startup_targets(kernels: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
