@@ -16,9 +16,16 @@ bitmap ranges, blockers with their page_owner task and stack) against ``find_pin
 area's pfns (with page_owner records, as ``pinned`` runs it), best of ``--repeat``; rates are
 the area's pages per second.
 
-**Start-up**: ``pinspect info`` with ``--btf`` (no vmlinux: BTF from memory, kallsyms) and
-with ``-s vmlinux`` (DWARF), best and median of ``--repeat`` fresh processes, on the dev
-dumps of the 6.x kernels with BTF and, with ``--qmp KERNEL``, on that guest over QMP.
+**Start-up**: ``pinspect info`` and ``pinspect pinned`` with ``--btf`` (no vmlinux: BTF
+from memory, kallsyms) and with ``-s vmlinux`` (DWARF), ``--repeat`` fresh processes each,
+BTF and DWARF runs interleaved (after one unmeasured run of each), best and median wall time
+and median CPU time; and ``find_pinned`` (the scan rate) on a BTF and a DWARF program in one
+process, in turn (over QMP: one process after the other), best of ``--repeat`` (at least 5)
+each. On the dev dumps of the kernels with BTF (deb61, deb612, deb72, cma72: cma61's dev
+dump is of the kernel before it had BTF) and, with ``--qmp KERNEL``, on that guest over QMP.
+The children compile pinspect's modules once into the benchmark directory
+(``PYTHONPYCACHEPREFIX``), as an installed package has them compiled, whatever
+``PYTHONDONTWRITEBYTECODE`` says.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ def run_cli(target: list[str], command: tuple[str, ...]) -> dict[str, float]:
     cmd = [PYTHON, "-m", "pinspect", *target, *command, "-o", out]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=child_env())
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -65,6 +72,14 @@ def run_cli(target: list[str], command: tuple[str, ...]) -> dict[str, float]:
     os.unlink(out)
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
             "rss_mib": usage.ru_maxrss / 1024, "out_bytes": size}
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a measured child: compiled modules kept in the benchmark directory
+    (written by the first run), as an installed package has them."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(bench_dir() / "pycache")
+    return env
 
 
 def best(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -104,7 +119,7 @@ print(json.dumps(out))
 
 def library(core: str, vmlinux: str, repeat: int) -> dict[str, Any]:
     out = subprocess.run([PYTHON, "-c", LIB, core, vmlinux, str(repeat)], cwd=REPO,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=child_env())
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
@@ -161,55 +176,116 @@ def commands_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def startup_targets(qmp: str | None) -> list[tuple[str, list[str], list[str]]]:
-    """(name, --btf target args, DWARF target args) for the dev dumps of BTF kernels."""
+STARTUP_KERNELS = ("deb61", "deb612", "deb72", "cma72")  # (cma61's dev dump: no BTF)
+STARTUP_COMMANDS = ("info", "pinned")
+
+SCAN = r"""
+import json, sys, time
+from pinspect.report import find_pinned
+from pinspect.target import open_program
+from pinspect.typesource import BTF, DWARF
+target, repeat, labels = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(",")
+progs = {label: open_program(core=target.get("core"), qemu=target.get("qemu"),
+                             vmlinux=target["vmlinux"] if label == "dwarf" else [],
+                             types=DWARF if label == "dwarf" else BTF) for label in labels}
+out = {label: {"folios": len(find_pinned(prog).pages)}  # (unmeasured: caches warm)
+       for label, prog in progs.items()}
+times = {label: [] for label in labels}
+for _ in range(repeat):
+    for label, prog in progs.items():
+        t = time.perf_counter()
+        find_pinned(prog)
+        times[label].append(time.perf_counter() - t)
+for label in labels:
+    out[label]["best_s"] = min(times[label])
+print(json.dumps(out))
+"""
+
+
+def scan(target: dict[str, Any], repeat: int) -> dict[str, Any]:
+    """``find_pinned`` over all zones with BTF and with DWARF, best of *repeat* each: two
+    programs in one process, measured in turn; over QMP, which serves one client at a time,
+    one process after the other."""
+    groups = [["btf"], ["dwarf"]] if "qemu" in target else [["btf", "dwarf"]]
+    found: dict[str, Any] = {}
+    for labels in groups:
+        out = subprocess.run([PYTHON, "-c", SCAN, json.dumps(target), str(repeat),
+                              ",".join(labels)], cwd=REPO, capture_output=True, text=True,
+                             env=child_env())
+        if out.returncode:
+            raise RuntimeError(out.stderr[-3000:])
+        found.update(json.loads(out.stdout.splitlines()[-1]))
+    return found
+
+
+def startup_targets(kernels: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, {core, vmlinux}) for the dev dumps of *kernels*."""
     out = []
-    for kernel in ("deb61", "deb612", "deb72"):
+    for kernel in kernels:
         p = DEV / kernel / "paths.json"
         if not p.exists():
             continue
         e = json.loads(p.read_text())
         for kind in ("elf", "kdump"):
-            out.append((f"{kernel} {kind}", ["-c", e[kind], "--btf"],
-                        ["-c", e[kind], "-s", e["vmlinux"]]))
+            out.append((f"{kernel} {kind}", {"core": e[kind], "vmlinux": [e["vmlinux"]]}))
     return out
 
 
-def startup(repeat: int, qmp: str | None) -> list[dict[str, Any]]:
+def startup(repeat: int, qmp: str | None,
+            kernels: tuple[str, ...] = STARTUP_KERNELS) -> list[dict[str, Any]]:
     rows = []
 
-    def measure(name: str, btf: list[str], dwarf: list[str]) -> None:
+    def measure(name: str, target: dict[str, Any]) -> None:
+        where = ["-c", target["core"]] if "core" in target else ["--qemu", target["qemu"]]
+        sources = {"btf": [*where, "--btf"], "dwarf": [*where, "-s", *target["vmlinux"]]}
         r: dict[str, Any] = {"target": name}
-        for label, args in (("btf", btf), ("dwarf", dwarf)):
-            runs = [run_cli(args, ("info",)) for _ in range(repeat)]
-            r[label] = [x["wall_s"] for x in runs]
-            r[label + "_cpu"] = [x["cpu_s"] for x in runs]
+        for command in STARTUP_COMMANDS:
+            for args in sources.values():  # (unmeasured: modules compiled, cache warm)
+                run_cli(args, (command,))
+            for _ in range(repeat):
+                for label, args in sources.items():
+                    x = run_cli(args, (command,))
+                    r.setdefault(f"{command} {label}", []).append(x["wall_s"])
+                    r.setdefault(f"{command} {label} cpu", []).append(x["cpu_s"])
+        scanned = scan(target, max(repeat, 5))
+        for label in sources:
+            r[f"scan {label}"] = scanned[label]
         r["load"] = load()
-        log(f"{name}: btf {min(r['btf']):.2f} s, dwarf {min(r['dwarf']):.2f} s")
+        if r["scan btf"]["folios"] != r["scan dwarf"]["folios"]:
+            log(f"{name}: find_pinned found {r['scan btf']['folios']} folios with BTF, "
+                f"{r['scan dwarf']['folios']} with DWARF")
+        log(f"{name}: info btf {min(r['info btf']):.2f} s, dwarf {min(r['info dwarf']):.2f} s; "
+            f"pinned btf {min(r['pinned btf']):.2f} s, dwarf {min(r['pinned dwarf']):.2f} s")
         rows.append(r)
 
-    for name, btf, dwarf in startup_targets(qmp):
-        measure(name, btf, dwarf)
+    for name, target in startup_targets(kernels):
+        measure(name, target)
     if qmp:
         from benchmarks import realdump
 
         with realdump.boot(qmp, None, bench_dir() / f"startup-{qmp}") as guest:
-            sock = str(guest.qmp_drgn_path)
-            vmlinux = str(guest.kernel.vmlinux)
-            measure(f"{qmp} live QMP", ["--qemu", sock, "--btf"],
-                    ["--qemu", sock, "-s", vmlinux])
+            measure(f"{qmp} live QMP", {"qemu": str(guest.qmp_drgn_path),
+                                        "vmlinux": [str(guest.kernel.vmlinux)]})
     return rows
 
 
 def startup_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| target | `info` --btf s best / median | `info` DWARF s best / median | "
-             "CPU s --btf / DWARF (median) | load |", "|---|---|---|---|---|"]
+    head = ["target"]
+    for command in STARTUP_COMMANDS:
+        head += [f"`{command}` --btf s best / median", f"`{command}` DWARF s best / median",
+                 f"`{command}` CPU s --btf / DWARF (median)"]
+    head += ["`find_pinned` ms --btf / DWARF (best)", "load"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append(
-            f"| {r['target']} | {min(r['btf']):.2f} / {statistics.median(r['btf']):.2f} | "
-            f"{min(r['dwarf']):.2f} / {statistics.median(r['dwarf']):.2f} | "
-            f"{statistics.median(r['btf_cpu']):.2f} / {statistics.median(r['dwarf_cpu']):.2f} "
-            f"| {r['load']} |")
+        cells = [r["target"]]
+        for c in STARTUP_COMMANDS:
+            med = statistics.median
+            cells += [f"{min(r[c + ' btf']):.2f} / {med(r[c + ' btf']):.2f}",
+                      f"{min(r[c + ' dwarf']):.2f} / {med(r[c + ' dwarf']):.2f}",
+                      f"{med(r[c + ' btf cpu']):.2f} / {med(r[c + ' dwarf cpu']):.2f}"]
+        cells += [f"{r['scan btf']['best_s'] * 1e3:.0f} / {r['scan dwarf']['best_s'] * 1e3:.0f}",
+                  r["load"]]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -218,10 +294,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--startup", action="store_true", help="the start-up rows instead")
     ap.add_argument("--qmp", metavar="KERNEL", help="with --startup: also live over QMP")
+    ap.add_argument("--dumps", default=",".join(STARTUP_KERNELS), metavar="K1,K2",
+                    help="with --startup: the dev dumps of these kernels (default: %(default)s; "
+                    "'' for none)")
     args = ap.parse_args()
     out = bench_dir() / ("startup.json" if args.startup else "commands.json")
     if args.startup:
-        rows = startup(args.repeat, args.qmp)
+        rows = startup(args.repeat, args.qmp, tuple(k for k in args.dumps.split(",") if k))
         out.write_text(json.dumps(rows, indent=1) + "\n")
         print(startup_table(rows))
     else:

@@ -7,8 +7,10 @@ every full dump) and, on a running kernel, in ``/sys/kernel/btf/vmlinux``. The f
 from 1 in order, and a string section.
 
 :class:`Btf` checks the header and walks the type section once (an offset per type id and a
-name offset per type, about 0.1 s for a distribution kernel's 150 000 types); nothing else is
-decoded until drgn asks for a type by name. :class:`BtfTypes` turns a BTF type into a
+name offset per type: 20-50 ms for a distribution kernel's 100 000-150 000 types); nothing
+else is decoded until drgn asks for a type by name, and a name is found without decoding the
+others (the first 8 bytes of every type's name are compared at once, then the few that match
+in full). :class:`BtfTypes` turns a BTF type into a
 :class:`drgn.Type` on demand: structure members are lazy, so looking up ``struct page``
 converts ``struct page`` and nothing it points to. It also answers enumerator constants
 (``PG_head``, ``SECTION_MARKED_PRESENT_BIT``) and the types of the variables BTF describes
@@ -87,8 +89,8 @@ class Btf:
         self.origin = origin
         self._parse_header()
         self._index_types()
-        self._enumerators: dict[int, tuple[int, int]] | None = None  # name_off -> (id, index)
-        self._vars: dict[int, int] | None = None  # name_off -> VAR type id
+        # every enumerator's (name offset, its head, enum type id, index), when first asked
+        self._enumerators: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -124,49 +126,83 @@ class Btf:
         self.strings = data[self.str_start:self.str_end]
 
     def _index_types(self) -> None:
-        """One pass over the type section: where each record starts (name offsets and kinds
-        are then read for all records at once)."""
-        data, end = self.data, self.type_end
-        info_at = struct.Struct(self.order + "I").unpack_from
-        # Bytes per record: 12 + fixed + per_item * vlen, by kind (unknown kinds: None).
-        fixed = [12 + _EXTRA[k][0] if k in _EXTRA else None for k in range(32)]
-        per_item = [_EXTRA[k][1] if k in _EXTRA else 0 for k in range(32)]
-        positions = [0]  # id 0 is void
-        append = positions.append
-        pos = self.type_start
-        while pos < end:
-            if pos + 12 > end:
-                raise BtfFormatError(f"{self.origin}: truncated type record at byte {pos}")
-            (info,) = info_at(data, pos + 4)
-            kind = (info >> 24) & 0x1F
-            size = fixed[kind]
-            if size is None:
-                raise BtfFormatError(f"{self.origin}: type {len(positions)} at byte {pos} has "
-                                     f"unknown kind {kind}")
-            append(pos)
-            pos += size + per_item[kind] * (info & 0xFFFF)
-        if pos != end:
+        """Where each type record starts. Records are a whole number of 4-byte words, so the
+        length of the record that would start at each word of the type section is worked out
+        for all words at once (numpy); following the records from the first is then one
+        Python step per type. Name offsets and kinds are read for all records at once."""
+        type_len = self.type_end - self.type_start
+        nwords = type_len // 4
+        words = np.frombuffer(self.data, np.dtype(self.order + "u4"), count=nwords,
+                              offset=self.type_start)
+        info = np.zeros(nwords, np.uint32)  # the info word of a record starting at each word
+        info[:-1] = words[1:]
+        kinds = (info >> 24) & 0x1F
+        # Words per record by kind: 3 + fixed + per item * vlen; an unknown kind jumps past
+        # the end, so that the walk stops at it and the checks below name it.
+        fixed = np.full(32, nwords + 1, np.int64)
+        per_item = np.zeros(32, np.int64)
+        for k, (extra, item) in _EXTRA.items():
+            fixed[k], per_item[k] = 3 + extra // 4, item // 4
+        step = memoryview(fixed[kinds] + per_item[kinds] * (info & 0xFFFF))
+        del info, kinds
+        starts = [0]  # in words from the type section; id 0 is void (no record)
+        append = starts.append
+        w = 0
+        while w < nwords:
+            append(w)
+            w += step[w]
+        last = starts[-1] if len(starts) > 1 else None
+        if last is not None and (last + 3) * 4 > type_len:
+            raise BtfFormatError(f"{self.origin}: truncated type record at byte "
+                                 f"{self.type_start + 4 * last}")
+        if last is not None and (int(words[last + 1]) >> 24) & 0x1F not in _EXTRA:
+            raise BtfFormatError(f"{self.origin}: type {len(starts) - 1} at byte "
+                                 f"{self.type_start + 4 * last} has unknown kind "
+                                 f"{(int(words[last + 1]) >> 24) & 0x1F}")
+        if w * 4 < type_len:  # (a type section whose length is not a whole number of words)
+            raise BtfFormatError(f"{self.origin}: truncated type record at byte "
+                                 f"{self.type_start + 4 * w}")
+        if w * 4 > type_len:
             raise BtfFormatError(f"{self.origin}: the last type record runs past the end of "
                                  "the type section")
-        self.offsets = positions
-        self.count = len(positions)
-        dtype = np.dtype("<u4" if self.order == "<" else ">u4")
-        where = np.array(positions[1:], dtype=np.int64)
-        name_offs = np.zeros(self.count, dtype=np.uint32)
-        infos = np.zeros(self.count, dtype=np.uint32)
-        if len(where):
-            if self.type_start % 4 == 0:
-                words = np.frombuffer(data, dtype=dtype, count=self.type_end // 4)
-                name_offs[1:] = words[where // 4]
-                infos[1:] = words[where // 4 + 1]
-            else:
-                name_offs[1:] = [struct.unpack_from(self.order + "I", data, p)[0]
-                                 for p in positions[1:]]
-                infos[1:] = [info_at(data, p + 4)[0] for p in positions[1:]]
+        at = np.array(starts, np.int64)
+        self._words = words
+        self._starts = at  # in words; [0] is unused
+        self.offsets = self.type_start + 4 * at  # in bytes
+        self.count = len(starts)
+        name_offs = np.zeros(self.count, np.uint32)
+        infos = np.zeros(self.count, np.uint32)
+        name_offs[1:] = words[at[1:]]
+        infos[1:] = words[at[1:] + 1]
         self._name_offs = name_offs
         self._kinds = (infos >> 24) & 0x1F
+        self._vlens = infos & 0xFFFF
         if int(name_offs.max()) >= len(self.strings):
             raise BtfFormatError(f"{self.origin}: a type name lies outside the string section")
+        self._name_heads = self._heads(name_offs)
+
+    def _heads(self, offs: np.ndarray) -> np.ndarray:
+        """The first 8 bytes of the strings at *offs* (and what follows a shorter one's NUL)
+        as little-endian u64, to find a name among them without decoding them all; an offset
+        outside the string section gives 0 (no name's)."""
+        padded = np.frombuffer(self.strings + bytes(8), np.uint8)
+        inside = np.where(offs < len(self.strings), offs, len(self.strings) - 1)
+        rows = np.lib.stride_tricks.sliding_window_view(padded, 8)[inside]
+        return rows.view("<u8").reshape(len(offs))
+
+    def _matching(self, heads: np.ndarray, offs: np.ndarray, name: str) -> np.ndarray:
+        """Indexes into *offs* (string offsets, with *heads* from :meth:`_heads`) of the
+        strings equal to *name*."""
+        want = name.encode() + b"\0"
+        head = want[:8]
+        key = np.uint64(int.from_bytes(head, "little"))
+        mask = np.uint64((1 << (8 * len(head))) - 1)
+        hits = np.flatnonzero((heads & mask) == key)
+        if len(want) > 8:
+            strings = self.strings
+            hits = hits[[strings.startswith(want, int(offs[i])) for i in hits]] \
+                if len(hits) else hits
+        return hits
 
     # -- records ---------------------------------------------------------------------------
 
@@ -180,7 +216,7 @@ class Btf:
         """(kind, kind_flag, vlen, name_off, size_or_type) of *type_id*."""
         self.check_id(type_id)
         name_off, info, size_type = struct.unpack_from(self.order + "III", self.data,
-                                                       self.offsets[type_id])
+                                                       int(self.offsets[type_id]))
         return (info >> 24) & 0x1F, info >> 31, info & 0xFFFF, name_off, size_type
 
     def check_id(self, type_id: int) -> None:
@@ -193,19 +229,20 @@ class Btf:
         kind = self.kind(type_id)
         fixed = _EXTRA[kind][0]
         vlen = self.record(type_id)[2]
-        start = self.offsets[type_id] + 12 + fixed
+        start = int(self.offsets[type_id]) + 12 + fixed
         size = struct.calcsize(fmt)
         return struct.iter_unpack(self.order + fmt, self.data[start:start + size * vlen])
 
     def extra_word(self, type_id: int) -> int:
         """The u32 after the record (INT encoding, VAR linkage, DECL_TAG index)."""
-        (word,) = struct.unpack_from(self.order + "I", self.data, self.offsets[type_id] + 12)
+        (word,) = struct.unpack_from(self.order + "I", self.data,
+                                     int(self.offsets[type_id]) + 12)
         return int(word)
 
     def array_info(self, type_id: int) -> tuple[int, int, int]:
         """(element type, index type, number of elements) of the ARRAY *type_id*."""
         elem, index, nelems = struct.unpack_from(self.order + "III", self.data,
-                                                 self.offsets[type_id] + 12)
+                                                 int(self.offsets[type_id]) + 12)
         return int(elem), int(index), int(nelems)
 
     def kind(self, type_id: int) -> int:
@@ -216,43 +253,43 @@ class Btf:
 
     # -- lookups by name -------------------------------------------------------------------
 
-    def _string_offsets(self, name: str) -> list[int]:
-        """Offsets of the string *name* in the string section (BTF dedups them: usually one)."""
-        needle = b"\0" + name.encode() + b"\0"
-        found: list[int] = []
-        start = 0
-        while True:
-            at = self.strings.find(needle, start)
-            if at < 0:
-                return found
-            found.append(at + 1)
-            start = at + 1
-
     def ids_named(self, name: str, kinds: Iterable[int]) -> list[int]:
         """Type ids of the given BTF *kinds* called *name*, in id order."""
         if not name:
             return []
-        wanted = np.array(sorted(set(kinds)), dtype=np.uint32)
-        ids: list[int] = []
-        for off in self._string_offsets(name):
-            hits = np.flatnonzero((self._name_offs == off) & np.isin(self._kinds, wanted))
-            ids.extend(int(i) for i in hits)
-        return sorted(ids)
+        wanted = set(kinds)
+        hits = self._matching(self._name_heads, self._name_offs, name)
+        return [int(i) for i in hits if int(self._kinds[i]) in wanted]
 
     def enumerator(self, name: str) -> tuple[int, int] | None:
-        """(enum type id, index) of the enumerator *name*, or None."""
+        """(enum type id, index) of the enumerator *name* (the first enum by id that has
+        one), or None."""
         if self._enumerators is None:
-            table: dict[int, tuple[int, int]] = {}
-            for type_id in np.flatnonzero((self._kinds == ENUM) | (self._kinds == ENUM64)):
-                tid = int(type_id)
-                fmt = "Ii" if self.kind(tid) == ENUM else "III"
-                for index, item in enumerate(self.items(tid, fmt)):
-                    table.setdefault(item[0], (tid, index))
-            self._enumerators = table
-        for off in self._string_offsets(name):
-            if off in self._enumerators:
-                return self._enumerators[off]
-        return None
+            self._enumerators = self._enumerator_table()
+        offs, heads, owners, indexes = self._enumerators
+        hits = self._matching(heads, offs, name)
+        if not len(hits):
+            return None
+        best = min((int(owners[i]), int(indexes[i])) for i in hits)
+        return best
+
+    def _enumerator_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every enumerator of every enum: (name offsets, their heads, enum type ids,
+        indexes), read with a few numpy gathers (an item is 8 bytes in an ENUM, 12 in an
+        ENUM64, its name offset first)."""
+        offs, owners, indexes = [], [], []
+        for kind, words_per_item in ((ENUM, 2), (ENUM64, 3)):
+            ids = np.flatnonzero(self._kinds == kind)
+            vlens = self._vlens[ids].astype(np.int64)
+            owner = np.repeat(ids, vlens)
+            first = np.cumsum(vlens) - vlens
+            index = np.arange(len(owner), dtype=np.int64) - np.repeat(first, vlens)
+            at = self._starts[owner] + 3 + words_per_item * index
+            offs.append(self._words[at].astype(np.uint32))
+            owners.append(owner)
+            indexes.append(index)
+        all_offs = np.concatenate(offs)
+        return all_offs, self._heads(all_offs), np.concatenate(owners), np.concatenate(indexes)
 
     def var(self, name: str) -> int | None:
         """The type id of the VAR *name* (BTF describes per-CPU variables only), or None."""

@@ -253,47 +253,37 @@ def _walk_blocks(tables: KallsymsTables) -> tuple[np.ndarray, np.ndarray] | None
 
 
 class KallsymsSymbols:
-    """vmlinux's kallsyms decoded in bulk into arrays; drgn Symbols are made only for what is
-    looked up (a name, an address), or all at once when every symbol is asked for. Called by
-    drgn as a symbol finder (``register_symbol_finder``)."""
+    """vmlinux's kallsyms, decoded only as far as each question needs. Called by drgn as a
+    symbol finder (``register_symbol_finder``).
+
+    Made from the tables: where each entry's tokens are (a walk of the names), each entry's
+    decoded length (a running sum of token lengths) and the addresses. A lookup by name
+    decodes only the entries of the right length whose first and last characters match
+    (a few hundred of the ~100 000-200 000); a lookup by address decodes only the entries
+    found; every name is decoded (in bulk) only when every symbol is asked for."""
 
     def __init__(self, tables: KallsymsTables) -> None:
         n = tables.num_syms
-        names = tables.names
         walked = _walk_blocks(tables) if tables.markers is not None else None
-        starts, counts = walked if walked is not None else _walk(tables)
+        self.starts, self.counts = walked if walked is not None else _walk(tables)
+        self.tables = tables
         table = tables.token_table
-        token_at = tables.token_index.astype(np.int64)
-        token_len = np.array([table.index(b"\0", o) - o for o in token_at.tolist()], np.int64)
-        # every entry's token numbers, concatenated: mark the bytes that are tokens
-        # (32-bit arrays: the tables are a few MB, and these passes are memory-bound)
-        raw = np.frombuffer(names, np.uint8)
-        is_token = np.zeros(len(raw) + 1, np.int8)
-        is_token[starts] = 1  # entries with no tokens: start == next entry's length byte
-        is_token[starts + counts] -= 1
-        codes = raw[np.cumsum(is_token[:-1], dtype=np.int8).view(bool)]
-        # the tokens' bytes gathered in one pass: byte k of the text comes from the token
-        # table at (its code's token start) + (k - where that code's text starts)
-        code_len = token_len.astype(np.int32)[codes]
-        total = int(code_len.sum(dtype=np.int64))
-        code_begin = np.cumsum(code_len, dtype=np.int32) - code_len
-        # (np.repeat of the per-code shift, made as the running sum of its steps)
-        shift = token_at.astype(np.int32)[codes] - code_begin
-        steps = np.zeros(total, np.int32)
-        used = code_len > 0
-        steps[code_begin[used]] = np.diff(shift[used], prepend=np.int32(0))
-        gather = np.cumsum(steps, dtype=np.int32)
-        gather += np.arange(total, dtype=np.int32)
-        self.text = np.frombuffer(table, np.uint8)[gather].tobytes()
-        # each name's decoded length, then its place in the text (the type letter first)
-        lengths = np.zeros(n, np.int64)
-        nonempty = counts > 0
-        first = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-        if nonempty.any():
-            lengths[nonempty] = np.add.reduceat(code_len, first[nonempty], dtype=np.int64)
-        self.ends = np.cumsum(lengths)
-        self.begins = self.ends - lengths
-        self.addresses = _addresses(tables, self.text, self.begins, self.ends)
+        self.tokens = [table[o:table.index(b"\0", o)] for o in tables.token_index.tolist()]
+        self.token_len = np.array([len(t) for t in self.tokens], np.int64)
+        # each token's first, second (-1: none) and last byte, to sift entries by name
+        self._byte0 = np.array([t[0] if t else -1 for t in self.tokens], np.int16)
+        self._byte1 = np.array([t[1] if len(t) > 1 else -1 for t in self.tokens], np.int16)
+        self._last = np.array([t[-1] if t else -1 for t in self.tokens], np.int16)
+        # each entry's decoded length (type letter included): a running sum over the names
+        # table of the length of the token each byte would be, taken at the entries' ends
+        self.raw = np.frombuffer(tables.names, np.uint8)
+        run = np.zeros(len(self.raw) + 1, np.int64)
+        np.cumsum(self.token_len[self.raw], out=run[1:])
+        self.lengths = run[self.starts + self.counts] - run[self.starts]
+        del run
+        self._text: tuple[bytes, np.ndarray, np.ndarray] | None = None
+        stext = self.named("_stext")
+        self.addresses = _addresses(tables, stext[0] if stext else None)
         sizes = np.zeros(n, np.uint64)
         if n > 1:
             gaps = self.addresses[1:] - self.addresses[:-1]
@@ -303,37 +293,51 @@ class KallsymsSymbols:
         self._kinds: dict[int, tuple[SymbolBinding, SymbolKind]] = {}
         self._all: list[Symbol] | None = None
 
+    def _entry(self, i: int) -> bytes:
+        """Entry *i* decoded: its type letter, then its name."""
+        if self._text is not None:
+            text, begins, ends = self._text
+            return text[int(begins[i]):int(ends[i])]
+        tokens = self.tokens
+        start = int(self.starts[i])
+        return b"".join([tokens[c] for c in self.tables.names[start:start + int(self.counts[i])]])
+
     def symbol(self, i: int) -> Symbol:
         """The drgn Symbol of entry *i*."""
-        b, e = int(self.begins[i]), int(self.ends[i])
-        kind = self.text[b] if e > b else 0
+        entry = self._entry(i)
+        kind = entry[0] if entry else 0
         bk = self._kinds.get(kind)
         if bk is None:
             bk = self._kinds[kind] = _binding_kind(kind)
-        name = self.text[b + 1:e].decode(errors="replace") if e > b else ""
+        name = entry[1:].decode(errors="replace")
         return Symbol(name, int(self.addresses[i]), int(self.sizes[i]), bk[0], bk[1])
 
     def all(self) -> list[Symbol]:
         """Every symbol, in kallsyms' (address) order."""
         if self._all is None:
+            if self._text is None:
+                self._text = _decode_all(self.tables, self.starts, self.counts)
             self._all = [self.symbol(i) for i in range(self.count)]
         return self._all
 
     def named(self, name: str) -> list[int]:
-        """The entries named *name*, in kallsyms' order (a search of the decoded text)."""
+        """The entries named *name*, in kallsyms' order: only those of its length (plus the
+        type letter) whose second and last decoded bytes match are decoded and compared."""
         want = name.encode(errors="replace")
-        found: list[int] = []
         if not want:
-            return found
-        text, begins, ends = self.text, self.begins, self.ends
-        at = text.find(want)
-        while at >= 0:
-            # a whole name: it starts one byte (the type letter) after an entry's begin
-            i = int(np.searchsorted(begins, at - 1))
-            if i < self.count and begins[i] == at - 1 and ends[i] == at + len(want):
-                found.append(i)
-            at = text.find(want, at + 1)
-        return found
+            return []
+        hits = np.flatnonzero(self.lengths == len(want) + 1)
+        if len(hits) and bool(np.all(self.token_len > 0)):
+            # With no empty token, the last byte is the last token's, and the byte after
+            # the type letter is the first token's second or the second token's first.
+            starts, counts = self.starts[hits], self.counts[hits]
+            keep = self._last[self.raw[starts + counts - 1]] == want[-1]
+            hits, starts = hits[keep], starts[keep]
+            first = self.raw[starts]
+            second = self.raw[np.minimum(starts + 1, len(self.raw) - 1)]
+            byte1 = np.where(self._byte1[first] >= 0, self._byte1[first], self._byte0[second])
+            hits = hits[byte1 == want[0]]
+        return [int(i) for i in hits if self._entry(int(i))[1:] == want]
 
     def containing(self, address: int) -> list[int]:
         """The entries whose [address, address + size) holds *address*."""
@@ -364,14 +368,52 @@ class KallsymsSymbols:
         return [self.symbol(i) for i in hits]
 
 
+def _decode_all(tables: KallsymsTables, starts: np.ndarray,
+                counts: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """Every entry decoded in bulk: (the names one after another, each with its type letter
+    first; where each begins; where each ends)."""
+    n = tables.num_syms
+    names = tables.names
+    table = tables.token_table
+    token_at = tables.token_index.astype(np.int64)
+    token_len = np.array([table.index(b"\0", o) - o for o in token_at.tolist()], np.int64)
+    # every entry's token numbers, concatenated: mark the bytes that are tokens
+    # (32-bit arrays: the tables are a few MB, and these passes are memory-bound)
+    raw = np.frombuffer(names, np.uint8)
+    is_token = np.zeros(len(raw) + 1, np.int8)
+    is_token[starts] = 1  # entries with no tokens: start == next entry's length byte
+    is_token[starts + counts] -= 1
+    codes = raw[np.cumsum(is_token[:-1], dtype=np.int8).view(bool)]
+    # the tokens' bytes gathered in one pass: byte k of the text comes from the token
+    # table at (its code's token start) + (k - where that code's text starts)
+    code_len = token_len.astype(np.int32)[codes]
+    total = int(code_len.sum(dtype=np.int64))
+    code_begin = np.cumsum(code_len, dtype=np.int32) - code_len
+    # (np.repeat of the per-code shift, made as the running sum of its steps)
+    shift = token_at.astype(np.int32)[codes] - code_begin
+    steps = np.zeros(total, np.int32)
+    used = code_len > 0
+    steps[code_begin[used]] = np.diff(shift[used], prepend=np.int32(0))
+    gather = np.cumsum(steps, dtype=np.int32)
+    gather += np.arange(total, dtype=np.int32)
+    text = np.frombuffer(table, np.uint8)[gather].tobytes()
+    # each name's decoded length, then its place in the text (the type letter first)
+    lengths = np.zeros(n, np.int64)
+    nonempty = counts > 0
+    first = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    if nonempty.any():
+        lengths[nonempty] = np.add.reduceat(code_len, first[nonempty], dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return text, ends - lengths, ends
+
+
 def decode(tables: KallsymsTables) -> list[Symbol]:
     """Every symbol of *tables*, in kallsyms' (address) order. Raises ValueError when the
     tables do not decode (truncated, or offsets that match neither way of storing them)."""
     return KallsymsSymbols(tables).all()
 
 
-def _addresses(tables: KallsymsTables, expanded: bytes, begins: np.ndarray,
-               ends: np.ndarray) -> np.ndarray:
+def _addresses(tables: KallsymsTables, stext: int | None) -> np.ndarray:
     """The symbols' addresses: kallsyms_addresses as they are, or kallsyms_offsets from
     kallsyms_relative_base, either plainly or (CONFIG_KALLSYMS_ABSOLUTE_PERCPU, dropped in
     6.15) with negative offsets below the base; _stext tells which, as for drgn."""
@@ -386,7 +428,6 @@ def _addresses(tables: KallsymsTables, expanded: bytes, begins: np.ndarray,
         return tables.values.astype(np.uint64)
     base = tables.relative_base
     offsets = tables.values
-    stext = _index_of(expanded, begins, ends, b"_stext")
     if stext is None:
         raise ValueError("no _stext in kallsyms")
     value = int(offsets[stext])
@@ -401,18 +442,6 @@ def _addresses(tables: KallsymsTables, expanded: bytes, begins: np.ndarray,
                        np.uint64(base - 1) - as_signed.astype(np.uint64))
         return out.astype(np.uint64)
     raise ValueError("kallsyms offsets match neither plain nor per-CPU-absolute addresses")
-
-
-def _index_of(expanded: bytes, begins: np.ndarray, ends: np.ndarray, want: bytes) -> int | None:
-    """The index of the first entry named *want* (its text after the type letter)."""
-    at = expanded.find(want)
-    while at >= 0:
-        # a whole name: it starts one byte (the type letter) after an entry's begin
-        i = int(np.searchsorted(begins, at - 1))
-        if i < len(begins) and begins[i] == at - 1 and ends[i] == at + len(want):
-            return i
-        at = expanded.find(want, at + 1)
-    return None
 
 
 def symbols_from_memory(prog: Program, info: dict[str, str]) -> KallsymsSymbols:

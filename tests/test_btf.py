@@ -124,6 +124,55 @@ def test_functions_and_object_finder() -> None:
         prog["mem_section"]  # declared, but no such symbol
 
 
+class _Unshared(BtfWriter):
+    """Every name a string of its own (BTF allows the same string at several offsets)."""
+
+    def name(self, text: str | None) -> int:
+        if not text:
+            return 0
+        off = len(self.strings)
+        self.strings += text.encode() + b"\0"
+        return off
+
+
+@pytest.mark.parametrize("writer", [BtfWriter, _Unshared])
+def test_lookups_by_name_compare_whole_names(writer: type[BtfWriter]) -> None:
+    """Names that share their first 8 bytes, of 1 to 20 bytes, some twice (shared strings or
+    not): each lookup by name finds exactly the types and the first enumerator of that name,
+    as a naive search of every record does."""
+    rnd = random.Random(7)
+    w = writer()
+    int_id = w.int_("int", 4, signed=True)
+    pool = ["m", "me", "mem_sec", "mem_sect", "mem_secti", "mem_section", "mem_section_usage",
+            "mem_section_usagf", "page", "page_ext", "page_exts", "pageblock_flags_x"]
+    for _ in range(300):
+        name = rnd.choice(pool)
+        what = rnd.randrange(4)
+        if what == 0:
+            w.struct(name, 4, [("x", int_id, 0, 0)])
+        elif what == 1:
+            w.typedef(name, int_id)
+        elif what == 2:
+            w.enum(name, [(rnd.choice(pool).upper(), rnd.randrange(100)) for _ in range(3)])
+        else:
+            w.enum64(name, [(rnd.choice(pool).upper(), rnd.randrange(1 << 40)) for _ in range(2)])
+    b = Btf(w.blob(), "test blob")
+    kinds = {k.STRUCT, k.TYPEDEF, k.ENUM, k.ENUM64}
+    for name in [*pool, "mem_section_usag", "mem_section_usage_", "", "x", "page_e"]:
+        for wanted in ({k.STRUCT}, {k.TYPEDEF, k.ENUM}, kinds):
+            naive = [i for i in range(1, b.count) if b.kind(i) in wanted and b.name(i) == name]
+            assert b.ids_named(name, wanted) == naive, (name, wanted)
+        first = None
+        for i in range(1, b.count):
+            if b.kind(i) in (k.ENUM, k.ENUM64) and first is None:
+                fmt = "Ii" if b.kind(i) == k.ENUM else "III"
+                for index, item in enumerate(b.items(i, fmt)):
+                    if b.string(item[0]) == name.upper():
+                        first = (i, index)
+                        break
+        assert b.enumerator(name.upper()) == first, name
+
+
 # --- corrupt and truncated blobs --------------------------------------------------------------
 
 

@@ -72,11 +72,14 @@ def make_symbols(rnd: random.Random, n: int, long_names: bool) -> list[tuple[str
     return syms
 
 
-def build(rnd: random.Random, n: int, *, long_names: bool, mode: str,
-          markers: bool) -> tuple[bytes, dict[str, int], list[tuple[str, int, str]]]:
-    """The tables as one blob at BASE, their VMCOREINFO symbols, and the symbols."""
+def build(rnd: random.Random, n: int, *, long_names: bool, mode: str, markers: bool,
+          empty_token: bool = False) -> tuple[bytes, dict[str, int], list[tuple[str, int, str]]]:
+    """The tables as one blob at BASE, their VMCOREINFO symbols, and the symbols; with
+    *empty_token*, the last token is empty (an unused slot: no name has it)."""
     syms = make_symbols(rnd, n, long_names)
     tokens = _tokens(rnd)
+    if empty_token:
+        tokens[-1] = b""
     names = bytearray()
     offsets_of = []
     for kind, _, name in syms:
@@ -183,19 +186,43 @@ def test_decode_as_made(n: int, long_names: bool, mode: str, markers: bool) -> N
         tables = read_tables(prog, info_of(where, release))
         assert (tables.markers is not None) == markers  # found where the kernel puts them
         found = KallsymsSymbols(tables)
-        got = [(s.name, s.address, s.size) for s in found.all()]
-        assert got == expected(syms)
-        # lookups by name: every entry of that name, in kallsyms' order
-        for name in {nm for _, _, nm in syms[:50]}:
+        # lookups before every name is decoded (only the entries sifted by length and by first
+        # and last character), then after: every entry of that name, in kallsyms' order, with
+        # its type letter
+        for when in ("lazy", "decoded"):
+            for name in {nm for _, _, nm in syms}:
+                hits = found(prog, name, None, False)
+                assert [(s.name, s.address) for s in hits] == \
+                    [(nm, a) for _, a, nm in syms if nm == name], (when, name)
+                kinds = [kallsyms._binding_kind(ord(k)) for k, _, nm in syms if nm == name]
+                assert [(s.binding, s.kind) for s in hits] == kinds
+            for missing in ("no_such_symbol", syms[0][2] + "x", "x" + syms[0][2]):
+                assert found(prog, missing, None, False) == []
+            # by address: the symbol whose [address, address + size) holds it
+            for i in range(0, len(syms) - 1, 37):
+                want = expected(syms)[i]
+                if want[2]:
+                    hit = found(prog, None, want[1] + want[2] - 1, True)
+                    assert hit and (hit[0].name, hit[0].address) == (want[0], want[1])
+            if when == "lazy":
+                assert found._text is None  # (nothing above needed every name)
+                got = [(s.name, s.address, s.size) for s in found.all()]
+                assert got == expected(syms)
+
+
+def test_lookups_with_an_empty_token() -> None:
+    """A token table with an empty token (an unused slot): lookups by name do not sift by
+    the first and last character (which the tokens then do not tell), with the same result."""
+    rnd = random.Random(3)
+    blob, where, syms = build(rnd, 400, long_names=True, mode="relative", markers=True,
+                              empty_token=True)
+    with program(blob) as prog:
+        found = KallsymsSymbols(read_tables(prog, info_of(where, "6.12.0")))
+        assert int(found.token_len.min()) == 0
+        for name in {nm for _, _, nm in syms}:
             assert [s.address for s in found(prog, name, None, False)] == \
                 [a for _, a, nm in syms if nm == name]
-        assert found(prog, "no_such_symbol", None, False) == []
-        # by address: the symbol whose [address, address + size) holds it
-        for i in range(0, len(syms) - 1, 37):
-            want = expected(syms)[i]
-            if want[2]:
-                hit = found(prog, None, want[1] + want[2] - 1, True)
-                assert hit and hit[0].address == want[1]
+        assert [(s.name, s.address, s.size) for s in found.all()] == expected(syms)
 
 
 @pytest.mark.parametrize(("n", "long_names", "mode", "markers"), CASES[:5])
