@@ -317,7 +317,22 @@ class KallsymsSymbols:
         if self._all is None:
             if self._text is None:
                 self._text = _decode_all(self.tables, self.starts, self.counts)
-            self._all = [self.symbol(i) for i in range(self.count)]
+            text, begins, ends = self._text
+            if not text.isascii():  # (names are ASCII; else each decoded on its own)
+                self._all = [self.symbol(i) for i in range(self.count)]
+                return self._all
+            # One string and plain lists: 200 000 Symbols cost ~1 s made one by one through
+            # symbol() (a `pinned` with page_owner stacks asks for all of them).
+            names = text.decode()
+            kinds = {}
+            for kind in set(text[b] for b in begins[ends > begins].tolist()) | {0}:
+                kinds[kind] = self._kinds.get(kind) or _binding_kind(kind)
+            self._all = [
+                Symbol(names[b + 1:e], address, size,
+                       *kinds[text[b] if e > b else 0])
+                for b, e, address, size in zip(begins.tolist(), ends.tolist(),
+                                               self.addresses.tolist(), self.sizes.tolist(),
+                                               strict=True)]
         return self._all
 
     def named(self, name: str) -> list[int]:
